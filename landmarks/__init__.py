@@ -1,1 +1,21 @@
-"""Image -> face landmarks (MediaPipe Face Mesh, 478 points) and semantic region masks. Knows no 3D model."""
+"""Image -> face landmarks (MediaPipe Face Mesh, 478 points) and semantic region masks. Knows no 3D model.
+
+Main entry points::
+
+    from landmarks import FaceMeshDetector, load_image, region_masks
+    img = load_image("photo.jpg")                # (H, W, 3) float32 RGB in [0, 1], EXIF applied
+    with FaceMeshDetector() as det:
+        face = det.detect_one(img)               # FaceLandmarks: points (478, 3) = (u, v, z) pixels
+    masks = region_masks(face)                   # {"skin", "brows", "eyes", "nose", "lips", "mouth_interior"}
+"""
+from .detector import FaceLandmarks, FaceMeshDetector
+from .errors import FaceIndexError, ImageLoadError, LandmarksError, NoFaceError
+from .image import LoadedImage, load_image, to_uint8
+from .regions import REGION_NAMES, region_label_map, region_label_maps_torch, region_masks
+
+__all__ = [
+    "FaceLandmarks", "FaceMeshDetector",
+    "FaceIndexError", "ImageLoadError", "LandmarksError", "NoFaceError",
+    "LoadedImage", "load_image", "to_uint8",
+    "REGION_NAMES", "region_label_map", "region_label_maps_torch", "region_masks",
+]

@@ -1,0 +1,272 @@
+"""Face landmarks from a photo: MediaPipe Face Mesh, two passes, any image size.
+
+Frames and units of the results (:class:`FaceLandmarks`):
+
+* ``u, v``: pixels of the *original* (EXIF-upright) image, u right, v down,
+  continuous frame: pixel ``[row, col]`` covers ``[col, col+1) x [row, row+1)``
+  (MediaPipe's normalised ``x * W`` is already in this frame).
+* ``z``: MediaPipe's relative depth converted to the same pixel scale as u
+  (``z_pixels = z_normalised * width_of_the_image_it_ran_on``, then mapped
+  like u). **Smaller (more negative) z = closer to the camera**; the origin is
+  roughly the depth of the head's centre, so it is only meaningful relative
+  to other points of the same face.
+
+How a face is found (why two passes):
+
+1. Detection pass: the image is shrunk (``cv2.INTER_AREA``, anti-aliased) so
+   its longest side is at most ``working_size`` and Face Mesh runs on that.
+   Feeding a 24-megapixel photo straight to MediaPipe is slow and its
+   internal ROI resampling aliases.
+2. Refinement pass, per face: a square around the face (``crop_scale`` times
+   its larger bbox side) is cut from the *original* pixels, resized to
+   ``crop_size`` (shrunk with INTER_AREA, or enlarged with INTER_CUBIC for
+   small photos) and Face Mesh runs again; the face in the crop that best
+   overlaps the first-pass box is mapped back to original pixels. If the
+   crop pass finds nothing, the first-pass points are kept
+   (``FaceLandmarks.refined`` is then ``False``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import indices as I
+from .errors import FaceIndexError, NoFaceError
+from .image import ImageSource, LoadedImage, load_image, to_uint8
+
+__all__ = ["FaceLandmarks", "FaceMeshDetector"]
+
+
+@dataclass(frozen=True)
+class FaceLandmarks:
+    """The 478 Face Mesh landmarks of one face in one image.
+
+    Attributes:
+        points: ``(478, 3)`` float32 ``(u, v, z)``: u, v in original-image
+            pixels (u right, v down, pixel centres at +0.5); z relative depth
+            in pixels, smaller = closer to the camera (see module docstring).
+            Index meanings: :mod:`landmarks.indices`.
+        bbox: ``(u0, v0, u1, v1)`` pixels, the min/max of the points' u, v.
+        image_size: ``(H, W)`` of the image the points refer to.
+        refined: ``True`` if the points come from the crop (refinement) pass.
+    """
+
+    points: np.ndarray
+    bbox: tuple[float, float, float, float]
+    image_size: tuple[int, int]
+    refined: bool = True
+
+    @property
+    def uv(self) -> np.ndarray:
+        """``(478, 2)`` float32 pixel coordinates ``(u, v)``."""
+        return self.points[:, :2]
+
+    @property
+    def bbox_size(self) -> float:
+        """Larger side of :attr:`bbox` in pixels."""
+        u0, v0, u1, v1 = self.bbox
+        return float(max(u1 - u0, v1 - v0))
+
+    @property
+    def area(self) -> float:
+        """Area of :attr:`bbox` in pixels^2 (used to sort faces, largest first)."""
+        u0, v0, u1, v1 = self.bbox
+        return float((u1 - u0) * (v1 - v0))
+
+    @property
+    def eye_centers(self) -> np.ndarray:
+        """``(2, 2)`` ``(u, v)`` of the subject's right then left eye centre, pixels.
+
+        An eye centre is the midpoint of its two corners (canthi: 33/133 and
+        362/263), not the iris centre, so it does not move with gaze.
+        """
+        p = self.uv
+        right = 0.5 * (p[I.RIGHT_EYE_OUTER_CORNER] + p[I.RIGHT_EYE_INNER_CORNER])
+        left = 0.5 * (p[I.LEFT_EYE_INNER_CORNER] + p[I.LEFT_EYE_OUTER_CORNER])
+        return np.stack([right, left])
+
+    @property
+    def inter_ocular(self) -> float:
+        """Distance in pixels between the two :attr:`eye_centers` (eye-corner midpoints)."""
+        r, l = self.eye_centers
+        return float(np.linalg.norm(l - r))
+
+    @property
+    def inter_pupillary(self) -> float:
+        """Distance in pixels between the iris centres (468, 473); changes with gaze/vergence."""
+        p = self.uv
+        return float(np.linalg.norm(p[I.LEFT_IRIS_CENTER] - p[I.RIGHT_IRIS_CENTER]))
+
+
+def _make_face(points: np.ndarray, image_size: tuple[int, int], refined: bool) -> FaceLandmarks:
+    pts = np.ascontiguousarray(points, dtype=np.float32)
+    lo = pts[:, :2].min(axis=0)
+    hi = pts[:, :2].max(axis=0)
+    return FaceLandmarks(pts, (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])),
+                         (int(image_size[0]), int(image_size[1])), refined)
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FaceMeshDetector:
+    """MediaPipe Face Mesh (478 points, iris included) for photos of any size.
+
+    Keep one detector for many images: the MediaPipe graphs are built once
+    and reused. Close it (or use ``with FaceMeshDetector() as det:``) to free
+    them. Not thread-safe: use one detector per thread.
+
+    Args:
+        max_faces: most faces reported per image (>= 1).
+        min_confidence: MediaPipe's ``min_detection_confidence`` in ``(0, 1]``.
+        working_size: longest side, pixels, of the copy used for the detection pass.
+        crop_size: side, pixels, of the square crop used for the refinement pass.
+        crop_scale: crop side / larger side of the first-pass face box; > 1
+            leaves context around the face, which MediaPipe's detector needs.
+        refine: run the refinement pass (``False``: detection pass only).
+    """
+
+    def __init__(self, max_faces: int = 5, min_confidence: float = 0.5, working_size: int = 1024,
+                 crop_size: int = 512, crop_scale: float = 1.7, refine: bool = True):
+        if int(max_faces) < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if not 0.0 < float(min_confidence) <= 1.0:
+            raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}")
+        if int(working_size) < 64 or int(crop_size) < 64:
+            raise ValueError(f"working_size and crop_size must be >= 64, got {working_size}, {crop_size}")
+        if float(crop_scale) < 1.0:
+            raise ValueError(f"crop_scale must be >= 1, got {crop_scale}")
+        # Imported here: pulling in mediapipe costs ~1 s, and code that only
+        # uses load_image / regions should not pay it.
+        from mediapipe.python.solutions.face_mesh import FaceMesh
+
+        self.max_faces = int(max_faces)
+        self.min_confidence = float(min_confidence)
+        self.working_size = int(working_size)
+        self.crop_size = int(crop_size)
+        self.crop_scale = float(crop_scale)
+        self.refine = bool(refine)
+        self._full = FaceMesh(static_image_mode=True, max_num_faces=self.max_faces,
+                              refine_landmarks=True, min_detection_confidence=self.min_confidence)
+        # The crop may also show part of a neighbouring face; ask for two and
+        # keep the one overlapping the first-pass box.
+        self._crop = FaceMesh(static_image_mode=True, max_num_faces=2,
+                              refine_landmarks=True, min_detection_confidence=self.min_confidence)
+        self._closed = False
+
+    # ------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Release the MediaPipe graphs. Idempotent; ``detect`` afterwards raises RuntimeError."""
+        if not self._closed:
+            self._full.close()
+            self._crop.close()
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "FaceMeshDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- public API
+    def detect(self, image: ImageSource) -> list[FaceLandmarks]:
+        """All faces in ``image``, largest bounding box first.
+
+        Args:
+            image: anything :func:`landmarks.image.load_image` accepts (path,
+                array, :class:`LoadedImage`).
+
+        Returns:
+            A list (possibly empty) of at most ``max_faces`` :class:`FaceLandmarks`.
+
+        Raises:
+            ImageLoadError: the image cannot be read.
+            RuntimeError: the detector has been closed.
+        """
+        if self._closed:
+            raise RuntimeError("FaceMeshDetector is closed")
+        img = load_image(image)
+        h, w = img.size
+        scale = min(1.0, self.working_size / max(h, w))
+        if scale < 1.0:
+            small_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(img.pixels, small_wh, interpolation=cv2.INTER_AREA)
+        else:
+            small = img.pixels
+        # Normalised MediaPipe coords are resolution independent: x * W of the
+        # original image is the original-pixel u whatever size it ran on.
+        first = [n * np.array([w, h, w], np.float32) for n in self._run(self._full, small)]
+
+        faces = []
+        for pts in first:
+            coarse = _make_face(pts, (h, w), refined=False)
+            fine = self._refine(img, coarse) if self.refine else None
+            faces.append(fine if fine is not None else coarse)
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces
+
+    def detect_one(self, image: ImageSource, face_index: int = 0) -> FaceLandmarks:
+        """The ``face_index``-th largest face in ``image`` (0 = largest).
+
+        Raises:
+            NoFaceError: no face found (``"no face found in '<name>'"``).
+            FaceIndexError: fewer than ``face_index + 1`` faces found.
+        """
+        img = load_image(image)
+        faces = self.detect(img)
+        if not faces:
+            raise NoFaceError(f"no face found in '{img.name}'")
+        if not -len(faces) <= face_index < len(faces):
+            raise FaceIndexError(f"face_index {face_index} out of range: {len(faces)} face(s) "
+                                 f"found in '{img.name}'")
+        return faces[face_index]
+
+    # ------------------------------------------------------------- internals
+    @staticmethod
+    def _run(mesh, pixels: np.ndarray) -> list[np.ndarray]:
+        """Face Mesh on ``(h, w, 3)`` float RGB -> list of ``(478, 3)`` normalised (x, y, z) arrays."""
+        result = mesh.process(to_uint8(pixels))
+        found = result.multi_face_landmarks or []
+        return [np.array([(p.x, p.y, p.z) for p in f.landmark], np.float32) for f in found]
+
+    def _refine(self, img: LoadedImage, coarse: FaceLandmarks) -> FaceLandmarks | None:
+        h, w = img.size
+        u0, v0, u1, v1 = coarse.bbox
+        side = int(math.ceil(self.crop_scale * coarse.bbox_size))
+        side = max(side, 8)
+        # Integer crop origin so the crop is a plain slice of the pixel grid.
+        x0 = int(math.floor(0.5 * (u0 + u1) - 0.5 * side))
+        y0 = int(math.floor(0.5 * (v0 + v1) - 0.5 * side))
+        crop = img.pixels[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
+        if crop.size == 0:
+            return None
+        # Faces near the border: pad to a full square so the crop -> image map
+        # stays a pure scale + shift. Black padding: no fake texture.
+        pad = (max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w))
+        if any(pad):
+            crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_CONSTANT, value=(0.0, 0.0, 0.0))
+        r = self.crop_size
+        interp = cv2.INTER_AREA if side > r else cv2.INTER_CUBIC
+        crop = cv2.resize(crop, (r, r), interpolation=interp)   # cubic may overshoot; to_uint8 clips
+
+        best, best_iou = None, 0.3   # below this overlap the crop found some other face
+        for n in self._run(self._crop, crop):
+            # crop pixel = x * r; original = x0 + crop_pixel * side / r = x0 + x * side.
+            pts = n * np.float32(side) + np.array([x0, y0, 0.0], np.float32)
+            cand = _make_face(pts, (h, w), refined=True)
+            iou = _iou(cand.bbox, coarse.bbox)
+            if iou > best_iou:
+                best, best_iou = cand, iou
+        return best

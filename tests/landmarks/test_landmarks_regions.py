@@ -1,0 +1,110 @@
+"""Region masks from real detections: non-empty, disjoint, anatomically ordered, pixel-centre exact."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.measure import points_in_poly
+
+from landmarks.detector import FaceMeshDetector
+from landmarks.regions import (REGION_NAMES, region_label_map, region_label_maps_torch, region_masks,
+                               region_polygons)
+
+FACES = Path("/work/shared/faces")
+PHOTOS = [FACES / "04_obama_official_portrait_frontal.jpg",       # smiling, teeth visible
+          FACES / "06_older_man_wrinkles_outdoor.jpg",             # mouth open
+          FACES / "07_man_yaw45_right.jpg"]                        # turned head
+
+
+@pytest.fixture(scope="module")
+def faces():
+    with FaceMeshDetector(max_faces=1) as det:
+        return {p.stem: det.detect_one(p) for p in PHOTOS}
+
+
+@pytest.fixture(scope="module")
+def masks(faces):
+    return {k: region_masks(f) for k, f in faces.items()}
+
+
+def _centroid_v(mask):
+    rows, _ = np.nonzero(mask)
+    return rows.mean() + 0.5
+
+
+@pytest.mark.parametrize("stem", [p.stem for p in PHOTOS])
+def test_masks_nonempty_disjoint_and_cover_label_map(faces, masks, stem):
+    m = masks[stem]
+    face = faces[stem]
+    assert set(m) == set(REGION_NAMES[1:])
+    for name, mask in m.items():
+        assert mask.shape == face.image_size and mask.dtype == bool
+        # A nearly closed mouth (the turned head) leaves only a sliver of interior.
+        assert mask.sum() > (0 if name == "mouth_interior" else 50), name
+    stacked = np.stack(list(m.values())).astype(np.int32)
+    assert stacked.sum(axis=0).max() == 1                       # pairwise disjoint
+    label = region_label_map(face)
+    np.testing.assert_array_equal(stacked.sum(axis=0) == 1, label > 0)
+    # Skin is the biggest region; everything lies in the face's box.
+    assert max(m, key=lambda k: m[k].sum()) == "skin"
+    rows, cols = np.nonzero(label)
+    u0, v0, u1, v1 = face.bbox
+    assert cols.min() >= np.floor(u0) - 1 and cols.max() <= np.ceil(u1) and rows.max() <= np.ceil(v1)
+
+
+@pytest.mark.parametrize("stem", [p.stem for p in PHOTOS])
+def test_vertical_order_of_regions(masks, stem):
+    m = masks[stem]
+    nose_rows = np.nonzero(m["nose"])[0]
+    lips_rows = np.nonzero(m["lips"])[0]
+    # Lips lie below the nose: their centre is below the nose's lowest row,
+    # and even the lips' top is below the nose's centre.
+    assert _centroid_v(m["lips"]) > nose_rows.max()
+    assert lips_rows.min() > _centroid_v(m["nose"])
+    assert _centroid_v(m["brows"]) < _centroid_v(m["eyes"]) < _centroid_v(m["nose"])
+    # The mouth interior is enclosed by the lips vertically.
+    assert lips_rows.min() < _centroid_v(m["mouth_interior"]) < lips_rows.max()
+
+
+def test_fill_follows_pixel_centre_convention(faces):
+    """Pixels whose centre is inside the oval polygon are face; the rest are background."""
+    face = faces[PHOTOS[0].stem]
+    oval = region_polygons(face)["face_oval"][0]
+    label = region_label_map(face)
+    u0, v0, u1, v1 = (int(x) for x in face.bbox)
+    rr, cc = np.mgrid[v0 - 2:v1 + 3, u0 - 2:u1 + 3]
+    centres = np.stack([cc.ravel() + 0.5, rr.ravel() + 0.5], axis=1)
+    inside = points_in_poly(centres, oval).reshape(rr.shape)
+    face_px = label[rr, cc] > 0
+    # At most a handful of centres lying exactly on the outline may differ; a
+    # half-pixel frame error or an outline-inclusive fill would flip a good
+    # part of a boundary ring (hundreds of pixels here).
+    perimeter = np.linalg.norm(np.diff(np.vstack([oval, oval[:1]]), axis=0), axis=1).sum()
+    disagree = (inside != face_px).sum()
+    assert perimeter > 500 and disagree <= 5, (disagree, perimeter)
+
+
+def test_reduced_resolution_map_matches_downsampled(faces):
+    face = faces[PHOTOS[1].stem]                                  # 1000 x 1000
+    full = region_label_map(face)
+    half = region_label_map(face, 500, 500)
+    assert half.shape == (500, 500)
+    for k in range(1, len(REGION_NAMES)):
+        a = (full == k).sum() / 4.0
+        b = (half == k).sum()
+        assert b == pytest.approx(a, rel=0.15, abs=20), REGION_NAMES[k]
+
+
+def test_torch_label_maps_batch(faces):
+    fs = [faces[p.stem] for p in PHOTOS]
+    labels = region_label_maps_torch(fs, 256, 256)
+    assert labels.shape == (3, 256, 256) and labels.dtype == torch.int64
+    for i, f in enumerate(fs):
+        np.testing.assert_array_equal(labels[i].numpy(), region_label_map(f, 256, 256))
+    onehot = region_label_maps_torch(fs, 256, 256, one_hot=True)
+    assert onehot.shape == (3, len(REGION_NAMES), 256, 256) and onehot.dtype == torch.float32
+    assert torch.all(onehot.sum(dim=1) == 1)
+    assert torch.equal(onehot.argmax(dim=1), labels)
+    assert region_label_maps_torch([], 8, 8).shape == (0, 8, 8)
