@@ -74,3 +74,14 @@ def camera_to_ndc_clip(points: torch.Tensor, intrinsics: torch.Tensor, height: i
     bterm = 2.0 * far * near / (far - near)
     cz = a * w - bterm
     return torch.stack([cx_, cy_, cz, w], dim=-1)
+
+
+def camera_to_pixel_jacobian(points: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3), (B, 4) -> (B, N, 2, 3): d(u, v) / d(x, y, z) of :func:`camera_to_pixel`."""
+    fx, fy = intrinsics[:, 0, None], intrinsics[:, 1, None]
+    x, y, z = points.unbind(-1)
+    d = (-z).clamp_min(1e-9)
+    zero = torch.zeros_like(x)
+    du = torch.stack([fx / d, zero, fx * x / d ** 2], -1)
+    dv = torch.stack([zero, -fy / d, -fy * y / d ** 2], -1)
+    return torch.stack([du, dv], -2)
