@@ -1,0 +1,209 @@
+"""The Python API: one object that loads the model and detector once and fits photos.
+
+    fitter = FaceFitter(stages=("coarse", "medium", "fine"))
+    result = fitter.fit("photo.jpg")             # FitResult
+    results = fitter.fit_many(["a.jpg", "b.png"])  # a bad file is reported in its result; the others go on
+    results = fitter.fit_batch(images)           # (B, H, W, 3) array
+
+Inside, faces are cut to working crops and every stage runs on (B, ...)
+tensors in chunks of ``batch_size``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from landmarks import FaceMeshDetector, LandmarksError, load_image
+from morphable import MorphableModel, ModelLoadError, load_ict
+from morphable.ict import LICENSE_PATH
+
+from .coarse import CoarseResult, CoarseSettings
+from .correspondence import load_correspondence
+from .detections import DEFAULT_FOV_DEG, DetectionBatch, FaceCrop, crop_face
+from .mesh import Mesh
+
+log = logging.getLogger(__name__)
+STAGES = ("coarse", "medium", "fine")
+ImageSource = Union[str, os.PathLike, np.ndarray]
+
+
+class FitError(RuntimeError):
+    """A photo could not be fitted (message: one line)."""
+
+
+@dataclass
+class FitResult:
+    """The fit of one face. ``ok`` False: ``error`` says why in one line and the rest is empty.
+
+    Meshes are in the model frame (mm); ``camera`` maps them into the photo:
+    ``intrinsics`` (4,) photo pixels, ``rotation`` (3, 3), ``translation`` (3,) mm.
+    """
+
+    name: str
+    ok: bool = True
+    error: Optional[str] = None
+    crop: Optional[FaceCrop] = None
+    meshes: Dict[str, Mesh] = field(default_factory=dict)
+    params: Dict[str, object] = field(default_factory=dict)
+    camera: Dict[str, np.ndarray] = field(default_factory=dict)
+    images: Dict[str, np.ndarray] = field(default_factory=dict)  # report pictures and fine-stage maps
+    arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the fine depth map
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mesh(self) -> Optional[Mesh]:
+        """The last stage's mesh."""
+        for stage in reversed(STAGES):
+            if stage in self.meshes:
+                return self.meshes[stage]
+        return None
+
+    def save(self, folder: Union[str, os.PathLike]) -> Path:
+        from .outputs import save_result
+        return save_result(self, Path(folder))
+
+
+class FaceFitter:
+    """Loads the model, the detector and the landmark table once; fits any number of photos.
+
+    ``stages``: a prefix-closed subset of ("coarse", "medium", "fine").
+    ``device``: "auto" (CUDA with nvdiffrast when present), "cpu" or "cuda".
+    ``initializer``: a name registered in :mod:`fitting.initializers` or a
+    callable ``(image, landmarks) -> CoarseInit``; None: start from the mean face.
+    """
+
+    def __init__(self, stages: Sequence[str] = STAGES, *, model: Optional[MorphableModel] = None,
+                 model_dir: Optional[str] = None, device: str = "auto", crop_size: int = 512,
+                 batch_size: int = 4, face_index: int = 0, all_faces: bool = False,
+                 fov_deg: float = DEFAULT_FOV_DEG, coarse: Optional[CoarseSettings] = None,
+                 medium=None, fine=None, initializer=None, progress: bool = False):
+        stages = tuple(stages)
+        bad = [s for s in stages if s not in STAGES]
+        if bad:
+            raise ValueError(f"unknown stage {bad[0]!r}; stages are {', '.join(STAGES)}")
+        if not stages or stages != STAGES[:len(stages)]:
+            raise ValueError(f"stages must start at coarse and not skip one: got {','.join(stages)}")
+        from .renderer import Renderer
+        self.renderer = Renderer(device)
+        self.device = torch.device("cuda") if self.renderer.backend == "nvdiffrast" else torch.device("cpu")
+        self.stages = stages
+        self.model = (model if model is not None else load_ict(model_dir, region="face", progress=progress)).to(self.device)
+        self.corr = load_correspondence()
+        self.detector = FaceMeshDetector()
+        self.crop_size, self.batch_size, self.fov_deg = crop_size, batch_size, fov_deg
+        self.face_index, self.all_faces = face_index, all_faces
+        from .medium import MediumSettings
+        from .fine import FineStageSettings
+        self.coarse_settings = coarse or CoarseSettings()
+        self.medium_settings = medium or MediumSettings()
+        self.fine_settings = fine or FineStageSettings()
+        from .initializers import resolve_initializer
+        self.initializer = resolve_initializer(initializer)
+        self.progress = progress
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ public entry points
+
+    def fit(self, source: ImageSource, name: Optional[str] = None) -> FitResult:
+        """Fit one photo (the largest face, or ``face_index``). Raises FitError when it fails."""
+        results = self.fit_many([source], names=[name] if name else None)
+        if not results[0].ok:
+            raise FitError(results[0].error)
+        return results[0]
+
+    def fit_batch(self, images: np.ndarray, names: Optional[Sequence[str]] = None) -> List[FitResult]:
+        """(B, H, W, 3) array (uint8 or float [0, 1]) -> one result per image (or per face with all_faces)."""
+        names = names or [f"image_{i:03d}" for i in range(len(images))]
+        return self.fit_many(list(images), names=names)
+
+    def fit_many(self, sources: Sequence[ImageSource], names: Optional[Sequence[str]] = None,
+                 on_result=None) -> List[FitResult]:
+        """Fit several photos; a failure is reported in that photo's result and the others go on.
+
+        ``on_result(result)`` is called as each result is complete (the CLI saves there).
+        """
+        names = list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)]
+        pending: List[FitResult] = []
+        out: List[FitResult] = []
+        bar = tqdm(total=len(sources), desc="fitting", unit="img", disable=not self.progress)
+        for src, name in zip(sources, names):
+            try:
+                pending.extend(self._detect(src, name))
+            except (LandmarksError, FitError, ValueError, OSError) as exc:
+                failed = FitResult(name=name, ok=False, error=_one_line(exc))
+                out.append(failed)
+                if on_result:
+                    on_result(failed)
+            bar.update(1)
+            if len(pending) >= self.batch_size:
+                out.extend(self._run_chunk(pending[:self.batch_size], on_result, bar))
+                pending = pending[self.batch_size:]
+        while pending:
+            out.extend(self._run_chunk(pending[:self.batch_size], on_result, bar))
+            pending = pending[self.batch_size:]
+        bar.close()
+        order = {n: i for i, n in enumerate(names)}
+        out.sort(key=lambda r: order.get(r.name.split("#")[0], len(order)))
+        return out
+
+    # ------------------------------------------------------------------ steps
+
+    def _detect(self, source: ImageSource, name: str) -> List[FitResult]:
+        img = load_image(source, name=name)
+        faces = self.detector.detect(img)
+        if not faces:
+            from landmarks import NoFaceError
+            raise NoFaceError(f"no face found in '{name}'")
+        if self.all_faces:
+            chosen = list(enumerate(faces))
+        else:
+            if self.face_index >= len(faces):
+                raise FitError(f"face_index {self.face_index} out of range: {len(faces)} face(s) in '{name}'")
+            chosen = [(self.face_index, faces[self.face_index])]
+        results = []
+        for i, face in chosen:
+            fname = name if len(chosen) == 1 else f"{name}#face{i}"
+            crop = crop_face(img.pixels, face, self.crop_size, fname, self.fov_deg)
+            results.append(FitResult(name=fname, crop=crop))
+        return results
+
+    def _run_chunk(self, chunk: List[FitResult], on_result, bar) -> List[FitResult]:
+        from .pipeline import run_stages
+        try:
+            run_stages(self, chunk, bar)
+        except (RuntimeError, ValueError) as exc:  # a numerical failure fails the chunk, not the run
+            log.exception("stage failure")
+            for r in chunk:
+                r.ok, r.error = False, _one_line(exc)
+        for r in chunk:
+            if on_result:
+                on_result(r)
+        return chunk
+
+
+def _name_of(source: ImageSource, i: int) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).stem
+    return f"image_{i:03d}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

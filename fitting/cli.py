@@ -1,0 +1,89 @@
+"""``fit-face IMG [IMG ...] --out DIR``: fit photos, write meshes, maps and pictures per image."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EPILOG = """\
+examples:
+  fit-face photo.jpg --out out                       all stages (coarse, medium, fine)
+  fit-face a.jpg b.png --stages coarse --out out     the 3DMM fit only
+  fit-face group.jpg --all-faces --out out           every face in the photo
+
+The ICT Face Model is read from --model-dir, $FACEFIT_ICT_DIR, the cache,
+or downloaded once (verified by SHA-256)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fit-face", description=__doc__, epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="+", metavar="IMG", help="photos (JPEG, PNG, TIFF, ...)")
+    ap.add_argument("--out", default="out", help="output folder; one sub-folder per image (default: out)")
+    ap.add_argument("--stages", default="coarse,medium,fine",
+                    help="comma-separated stages to run, from coarse on (default: coarse,medium,fine)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto: CUDA with nvdiffrast when present, else CPU")
+    ap.add_argument("--model-dir", help="ICT-FaceKit folder or archive")
+    faces = ap.add_mutually_exclusive_group()
+    faces.add_argument("--face-index", type=int, default=0, help="which face, largest first (default 0)")
+    faces.add_argument("--all-faces", action="store_true", help="fit every face found")
+    ap.add_argument("--initializer", help="a registered initialiser, e.g. mediapipe_mesh")
+    ap.add_argument("--batch-size", type=int, default=4, help="faces per stage batch (default 4)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--version", action="version", version=f"fit-face {__version__}")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    out = Path(args.out)
+    missing = [p for p in args.images if not Path(p).is_file()]
+    for p in missing:
+        print(f"error: {p}: no such file", file=sys.stderr)
+
+    from morphable import ModelLoadError
+    from .api import FaceFitter
+    try:
+        fitter = FaceFitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
+                            all_faces=args.all_faces, initializer=args.initializer, batch_size=args.batch_size,
+                            progress=not args.no_progress)
+    except (ModelLoadError, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    failed = len(missing)
+    written = []
+
+    def on_result(result):
+        nonlocal failed
+        from .export import ExportError
+        if not result.ok:
+            failed += 1
+            print(f"error: {result.name}: {result.error}", file=sys.stderr)
+            return
+        try:
+            written.append(result.save(out / result.name))
+        except ExportError as exc:
+            failed += 1
+            print(f"error: {result.name}: {exc}", file=sys.stderr)
+
+    existing = [p for p in args.images if p not in missing]
+    with fitter:
+        fitter.fit_many(existing, on_result=on_result)
+    for folder in written:
+        print(folder)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Coarse stage: the 3DMM fitted to the dense landmarks (METHOD.md eq. 1), then an optional photometric polish.
+
+Reads top to bottom like the method:
+
+1. landmark weights per MediaPipe group; contour points fade with yaw;
+2. pose by an affine solve, refined under perspective (Levenberg-Marquardt);
+3. identity and expression by regularised least squares, alternated with pose;
+4. optionally, Adam through the renderer on pose, coefficients, SH light and
+   a per-vertex albedo, with the landmark term kept (:mod:`fitting.photometric`).
+
+Batched over B faces; all tensors stay on the model's device.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+
+from landmarks.indices import GROUP_NAMES
+from morphable import MorphableModel
+from morphable.geometry import vertex_normals
+
+from .correspondence import Correspondence
+from .detections import DetectionBatch
+from .landmark_fit import LandmarkBasis, affine_pose, refine_pose, reprojection_residual, solve_shape
+from .rotation import matrix_to_euler
+
+
+@dataclass
+class CoarseSettings:
+    """Coarse-stage settings. Weights are relative (dimensionless) unless stated."""
+
+    # Landmark weight per MediaPipe group (landmarks.indices.GROUP_NAMES). Iris
+    # points sit on the eyeball, outside the face area: weight 0.
+    group_weights: Dict[str, float] = field(default_factory=lambda: {
+        "other": 1.0, "contour": 0.5, "eyes": 1.0, "iris": 0.0, "nose": 1.0, "brows": 0.7, "mouth": 1.0})
+    # Contour points slide along the cheek as the head turns: their weight is
+    # multiplied by cos(yaw) ** contour_yaw_power.
+    contour_yaw_power: float = 4.0
+    # Tikhonov weights, in squared normalised pixels per unit coefficient
+    # (residuals are scaled so the landmark set spans 200 px).
+    lambda_id: float = 30.0
+    lambda_exp: float = 3.0
+    n_id: int = 100  # identity modes used (the first n_id)
+    exp_bounds: tuple = (0.0, 1.0)  # ICT expression activations
+    # MediaPipe's relative depth as a weak extra constraint (0 = off).
+    lambda_depth: float = 0.05
+    alternations: int = 4
+    pose_iterations: int = 10
+    # Photometric polish (Adam through the renderer); see fitting.photometric.
+    photometric: bool = True
+    photometric_steps: int = 60
+    photometric_size: int = 192  # px: render size for the polish (crop is resampled)
+    photometric_lr: float = 0.01
+    landmark_weight: float = 1.0  # landmark term during the polish, relative to the photometric term
+
+
+@dataclass
+class CoarseResult:
+    """What the coarse stage hands on. Shapes: B faces, V vertices.
+
+    ``id_coeffs`` (B, n_id), ``exp_coeffs`` (B, n_exp); ``rotation`` (B, 3, 3)
+    and ``translation`` (B, 3) mm, model -> camera; ``intrinsics`` (B, 4) of
+    the crop; ``vertices`` (B, V, 3) model frame, mm; ``light`` (B, 9, 3) SH
+    and ``albedo`` (B, V, 3) when the photometric polish ran;
+    ``landmark_error`` (B,) mean reprojection error in crop pixels over the
+    weighted landmarks.
+    """
+
+    id_coeffs: torch.Tensor
+    exp_coeffs: torch.Tensor
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    intrinsics: torch.Tensor
+    vertices: torch.Tensor
+    landmark_error: torch.Tensor
+    light: Optional[torch.Tensor] = None
+    albedo: Optional[torch.Tensor] = None
+    seconds: float = 0.0
+
+    def vertices_camera(self) -> torch.Tensor:
+        """(B, V, 3) camera-frame vertices."""
+        return torch.einsum("bij,bvj->bvi", self.rotation, self.vertices) + self.translation[:, None]
+
+    def euler_degrees(self) -> torch.Tensor:
+        """(B, 3) yaw, pitch, roll."""
+        return matrix_to_euler(self.rotation)
+
+
+@dataclass
+class CoarseInit:
+    """What an initialiser may provide (any field may be None): coefficients, pose, albedo."""
+
+    id_coeffs: Optional[torch.Tensor] = None
+    exp_coeffs: Optional[torch.Tensor] = None
+    rotation: Optional[torch.Tensor] = None
+    translation: Optional[torch.Tensor] = None
+    albedo: Optional[torch.Tensor] = None
+
+
+def landmark_weights(batch: DetectionBatch, corr: Correspondence, settings: CoarseSettings,
+                     rotation: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, K) weights: group weight x validity, contour points faded by cos(yaw)^p."""
+    table = torch.tensor([settings.group_weights.get(n, 1.0) for n in GROUP_NAMES], dtype=torch.float32,
+                         device=batch.uv.device)
+    w = table[batch.groups] * corr.valid.to(batch.uv)
+    w = w[None].expand(len(batch), -1).clone()
+    if rotation is not None:
+        yaw = matrix_to_euler(rotation)[:, 0] * (math.pi / 180.0)
+        fade = torch.cos(yaw).clamp_min(0.0) ** settings.contour_yaw_power
+        contour = batch.groups == GROUP_NAMES.index("contour")
+        w[:, contour] = w[:, contour] * fade[:, None]
+    return w
+
+
+def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspondence, settings: CoarseSettings,
+                  init: Optional[CoarseInit] = None) -> CoarseResult:
+    """Steps 1-3: pose and coefficients by least squares, alternated. No rendering."""
+    t0 = time.perf_counter()
+    dev = model.device
+    uv, k = batch.uv.to(dev), batch.intrinsics.to(dev)
+    b = uv.shape[0]
+    lb = LandmarkBasis.from_model(model, corr.vertex_ids.to(dev), corr.bary.to(dev), n_id=settings.n_id)
+    n_id, n_exp = settings.n_id, model.n_exp
+    coeffs = torch.zeros(b, n_id + n_exp, device=dev)
+    if init is not None and init.id_coeffs is not None:
+        coeffs[:, :min(n_id, init.id_coeffs.shape[1])] = init.id_coeffs[:, :n_id].to(dev)
+    if init is not None and init.exp_coeffs is not None:
+        coeffs[:, n_id:] = init.exp_coeffs.to(dev)
+
+    w = landmark_weights(batch, corr, settings).to(dev)
+    if init is not None and init.rotation is not None and init.translation is not None:
+        rot, t = init.rotation.to(dev), init.translation.to(dev)
+    else:
+        rot, t = affine_pose(lb.points(coeffs), uv, w, k)
+    rot, t = refine_pose(lb.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
+    rel = batch.rel_depth.to(dev)
+    for _ in range(settings.alternations):
+        w = landmark_weights(batch, corr, settings, rot).to(dev)
+        coeffs = solve_shape(lb, uv, w, k, rot, t, settings.lambda_id, settings.lambda_exp, prev_coeffs=coeffs,
+                             exp_bounds=settings.exp_bounds, rel_depth=rel, lambda_depth=settings.lambda_depth)
+        rot, t = refine_pose(lb.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
+    err = reprojection_residual(lb.points(coeffs), rot, t, uv, k).norm(dim=-1)
+    wmask = (w > 0).to(err)
+    verts = model(coeffs[:, :n_id], coeffs[:, n_id:])
+    return CoarseResult(id_coeffs=coeffs[:, :n_id], exp_coeffs=coeffs[:, n_id:], rotation=rot, translation=t,
+                        intrinsics=k, vertices=verts, landmark_error=(err * wmask).sum(1) / wmask.sum(1),
+                        albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0)
+
+
+def landmark_errors(result: CoarseResult, vertices: torch.Tensor, batch: DetectionBatch,
+                    corr: Correspondence, weights: torch.Tensor) -> torch.Tensor:
+    """(B,) mean reprojection error (crop px) of ``vertices`` (B, V, 3 model frame) over weighted landmarks."""
+    pts = corr.points(vertices)
+    err = reprojection_residual(pts, result.rotation, result.translation, batch.uv.to(pts), result.intrinsics)
+    m = (weights > 0).to(pts)
+    return (err.norm(dim=-1) * m).sum(1) / m.sum(1)
+
+
+def surface_normals(model: MorphableModel, vertices: torch.Tensor) -> torch.Tensor:
+    return vertex_normals(vertices, model.triangles)

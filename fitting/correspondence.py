@@ -1,0 +1,70 @@
+"""Where the 478 MediaPipe landmarks sit on the ICT surface: a fixed table, and the script that makes it.
+
+The table (``fitting/data/mediapipe_ict.npz``) gives, per MediaPipe point k,
+three ICT vertex indices and barycentric weights: the surface point
+``sum_j bary[k, j] * V[vertex_ids[k, j]]``. Vertex indices of the face area
+(0..9408) are the same for every region that contains it, so the table holds
+for any region that keeps the face.
+
+How it is made (``python -m fitting.correspondence``): synthetic faces of
+the model (random identity, expression and mild pose, procedural albedo) are
+rendered with the toolkit's own renderer; MediaPipe runs on each render; the
+surface point under each detected landmark is read back from the rendered
+triangle id and barycentrics, mapped to the model's *rest* shape, and
+averaged in 3D over the renders where it landed on the face area. The
+average is snapped back to the nearest surface point. Contour points come
+from near-frontal renders only (their surface point moves with yaw), and
+iris points, which sit on the eyeball (not in the face area), are marked
+invalid and get zero weight.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA_PATH = Path(__file__).parent / "data" / "mediapipe_ict.npz"
+
+
+@dataclass
+class Correspondence:
+    """``vertex_ids`` (K, 3) int64, ``bary`` (K, 3) float32, ``valid`` (K,) bool."""
+
+    vertex_ids: torch.Tensor
+    bary: torch.Tensor
+    valid: torch.Tensor
+
+    def points(self, vertices: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3) -> (B, K, 3) the landmark surface points."""
+        return (vertices[:, self.vertex_ids] * self.bary.to(vertices)[None, ..., None]).sum(2)
+
+
+def load_correspondence(path: Path = DATA_PATH) -> Correspondence:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"landmark correspondence table {path} is missing; "
+                                "make it with `python -m fitting.correspondence`")
+    with np.load(path) as z:
+        return Correspondence(torch.from_numpy(z["vertex_ids"].astype(np.int64)),
+                              torch.from_numpy(z["bary"].astype(np.float32)),
+                              torch.from_numpy(z["valid"].astype(bool)))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fitting.correspondence", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", help="ICT-FaceKit folder or archive")
+    ap.add_argument("--n", type=int, default=24, help="number of synthetic renders")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(DATA_PATH))
+    args = ap.parse_args(argv)
+    from .correspondence_build import build
+    build(args.model_dir, args.n, args.seed, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

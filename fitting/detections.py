@@ -1,0 +1,116 @@
+"""Image -> detections: each face cut to a square working crop, stacked as (B, ...) tensors for the stages.
+
+All stages work on the crop (a fixed working resolution, so faces from photos
+of any size batch together). The crop is a scale-and-shift of the photo:
+``u_photo = u_crop / scale + x0`` (same for v), and its intrinsics follow
+from the photo's (whose default is a pinhole with :data:`DEFAULT_FOV_DEG`
+on the longer side).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from landmarks import FaceLandmarks, region_label_map
+from landmarks.indices import point_groups
+
+DEFAULT_FOV_DEG = 30.0  # horizontal-or-vertical field of view on the photo's longer side
+CROP_MARGIN = 1.6  # crop side / landmark bounding-box side
+
+
+def photo_intrinsics(height: int, width: int, fov_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
+    """(4,) fx, fy, cx, cy in pixels for a photo: square pixels, principal point at the centre."""
+    f = 0.5 * max(height, width) / math.tan(math.radians(fov_deg) / 2.0)
+    return np.array([f, f, width / 2.0, height / 2.0], np.float64)
+
+
+@dataclass
+class FaceCrop:
+    """One face at working resolution.
+
+    ``image`` (S, S, 3) float32 [0, 1]; ``points`` (478, 3) u, v in crop
+    pixels and MediaPipe's relative depth z in crop pixels (smaller =
+    closer); ``intrinsics`` (4,) for the crop; ``x0, y0, scale`` map crop to
+    photo pixels; ``region_labels`` (S, S) uint8 (landmarks.REGION_NAMES).
+    """
+
+    name: str
+    image: np.ndarray
+    points: np.ndarray
+    intrinsics: np.ndarray
+    x0: float
+    y0: float
+    scale: float
+    photo_size: tuple
+    photo_intrinsics: np.ndarray
+    region_labels: np.ndarray
+    landmarks: FaceLandmarks
+
+    def to_photo(self, uv: np.ndarray) -> np.ndarray:
+        """(..., 2) crop pixels -> photo pixels."""
+        return uv / self.scale + np.array([self.x0, self.y0])
+
+
+def crop_face(image: np.ndarray, face: FaceLandmarks, size: int = 512, name: str = "",
+              fov_deg: float = DEFAULT_FOV_DEG) -> FaceCrop:
+    """Cut a square crop of side ``size`` around ``face`` (border pixels replicated)."""
+    h, w = image.shape[:2]
+    pts = face.points
+    lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+    centre = 0.5 * (lo + hi)
+    side = CROP_MARGIN * float(max(hi - lo))
+    scale = size / side
+    x0, y0 = centre[0] - side / 2.0, centre[1] - side / 2.0
+    # Continuous pixel frame: crop u = (u_photo - x0) * scale. cv2 maps pixel
+    # centres (integer coords in its frame = +0.5 in ours), which cancels.
+    m = np.array([[scale, 0.0, -x0 * scale + 0.5 * scale - 0.5],
+                  [0.0, scale, -y0 * scale + 0.5 * scale - 0.5]], np.float64)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    crop = cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    k_photo = photo_intrinsics(h, w, fov_deg)
+    k = np.array([k_photo[0] * scale, k_photo[1] * scale, (k_photo[2] - x0) * scale, (k_photo[3] - y0) * scale])
+    cpts = pts.copy()
+    cpts[:, 0] = (pts[:, 0] - x0) * scale
+    cpts[:, 1] = (pts[:, 1] - y0) * scale
+    cpts[:, 2] = pts[:, 2] * scale
+    crop_face_lm = FaceLandmarks(points=cpts.astype(np.float32), bbox=(0.0, 0.0, float(size), float(size)),
+                                 image_size=(size, size), refined=face.refined)
+    labels = region_label_map(crop_face_lm, size, size)
+    return FaceCrop(name=name, image=np.clip(crop, 0, 1).astype(np.float32), points=cpts.astype(np.float32),
+                    intrinsics=k.astype(np.float32), x0=float(x0), y0=float(y0), scale=float(scale),
+                    photo_size=(h, w), photo_intrinsics=k_photo.astype(np.float32), region_labels=labels,
+                    landmarks=face)
+
+
+@dataclass
+class DetectionBatch:
+    """Stacked crops for a stage: ``images`` (B, S, S, 3), ``uv`` (B, 478, 2), ``rel_depth`` (B, 478),
+    ``intrinsics`` (B, 4), ``region_labels`` (B, S, S) int64, ``groups`` (478,) landmark group ids."""
+
+    crops: List[FaceCrop]
+    images: torch.Tensor
+    uv: torch.Tensor
+    rel_depth: torch.Tensor
+    intrinsics: torch.Tensor
+    region_labels: torch.Tensor
+    groups: torch.Tensor
+
+    @classmethod
+    def stack(cls, crops: Sequence[FaceCrop], device: Optional[torch.device] = None) -> "DetectionBatch":
+        t = lambda a, dt=torch.float32: torch.as_tensor(np.stack(a), dtype=dt, device=device)  # noqa: E731
+        return cls(crops=list(crops), images=t([c.image for c in crops]), uv=t([c.points[:, :2] for c in crops]),
+                   rel_depth=t([c.points[:, 2] for c in crops]), intrinsics=t([c.intrinsics for c in crops]),
+                   region_labels=t([c.region_labels for c in crops], torch.int64),
+                   groups=torch.as_tensor(point_groups(), dtype=torch.int64, device=device))
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.crops)
