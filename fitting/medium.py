@@ -1,0 +1,318 @@
+"""Medium stage: pull the coarse mesh onto the detected landmarks by Laplacian deformation.
+
+METHOD.md, "Medium stage" (eq. 2, 3). Given the coarse fit in camera space, the
+478 detected MediaPipe landmarks (pixels) and a correspondence from landmarks to
+points on the mesh surface (a triangle and barycentrics per landmark), each
+landmark's target mu_k is its detected pixel back-projected at the current
+depth of its surface point; eq. 3 is then one sparse least-squares solve
+(:mod:`fitting.laplacian`). The target depths are re-linearised a few times
+(``MediumSettings.iterations``), reusing the factorisation.
+
+Frames and units: camera space in mm (+x right, +y up, looking down -z,
+:mod:`sfs.projection`), pixels (u right, v down). The uniform Laplacian commutes
+with rigid motion, so deforming in camera space is the same as deforming in the
+model frame; callers map the result back with the camera's inverse rigid
+transform.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Union
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from fitting.laplacian import DeformSolver, anchor_matrix, uniform_laplacian
+from morphable.geometry import face_normals
+from sfs.projection import camera_to_pixel, pixel_to_camera
+
+__all__ = ["MediumSettings", "MediumResult", "landmark_targets", "index_map_correspondence", "run_medium",
+           "medium_fixed_vertices", "count_flipped_triangles", "max_laplacian_change"]
+
+CORRESPONDENCES = ("table", "index_map")
+
+
+def _default_group_weights() -> Dict[str, float]:
+    return {
+        "eyes": 0.6,      # paper: 0.6 eyes and nose
+        "nose": 0.6,
+        # The iris points sit on the eyeball, which the ICT face region does not contain and
+        # which rotates independently of the eyelids; the nearest skin surface under them is
+        # the lid or a hole, so they get no weight.
+        "iris": 0.0,
+        "brows": 0.1,     # paper: 0.1 brows and mouth
+        "mouth": 0.1,
+        "contour": 0.05,  # paper: "lower on the contour" (silhouette back-projection is least reliable)
+        "other": 0.1,     # cheeks, forehead, ...: not in the paper's list; as the brows/mouth
+    }
+
+
+@dataclass
+class MediumSettings:
+    """Every setting of the medium stage; defaults are the paper's.
+
+    Weights are dimensionless: eq. 3 adds ``w_k ||S_k v' - mu_k||^2`` (mm^2) to
+    the Laplacian energy ``||L v' - L v||^2`` (mm^2), so ``w_k`` is the price of
+    1 mm of landmark error relative to 1 mm of change of a vertex's Laplacian
+    coordinate (its offset from the mean of its neighbours).
+
+    - ``group_weights``: per landmark group (:data:`landmarks.indices.GROUP_NAMES`).
+    - ``weight_scale``: global multiplier on every landmark weight. The paper's
+      values were set for 1000 Face++ landmarks; measured on the 9409-vertex
+      ICT face with ~100-478 landmarks and smooth displacements of a few pixels,
+      1.0 already removes > 90 % of the reprojection error (the Laplacian energy
+      of a smooth displacement is tiny), so the default stays 1.0. Raise it to
+      trust the landmarks more, lower it to keep more of the coarse shape.
+    - ``fix_rigid``: hold ICT's "rigid" vertices in place (hard constraints),
+      see :func:`medium_fixed_vertices`.
+    - ``correspondence``: how the caller maps landmarks to the surface:
+      ``"table"`` (a fixed landmark -> triangle/barycentric table) or
+      ``"index_map"`` (read the rendered triangle-id / barycentric maps under
+      each landmark pixel, :func:`index_map_correspondence`).
+    - ``iterations``: solves, each re-back-projecting the landmarks at the depth
+      of their surface point on the previous solution (>= 1).
+    """
+
+    group_weights: Dict[str, float] = field(default_factory=_default_group_weights)
+    weight_scale: float = 1.0
+    fix_rigid: bool = False
+    correspondence: str = "table"
+    iterations: int = 2
+
+    def __post_init__(self):
+        if self.correspondence not in CORRESPONDENCES:
+            raise ValueError(f"correspondence must be one of {CORRESPONDENCES}, got {self.correspondence!r}")
+        if self.iterations < 1:
+            raise ValueError("iterations must be >= 1")
+        if self.weight_scale < 0 or any(w < 0 for w in self.group_weights.values()):
+            raise ValueError("landmark weights must be >= 0")
+
+    def landmark_weights(self) -> np.ndarray:
+        """(478,) float32 per-landmark weights from ``group_weights`` (``weight_scale`` not applied)."""
+        from landmarks.indices import GROUP_NAMES, group_weights
+        missing = set(GROUP_NAMES) - set(self.group_weights)
+        if missing:
+            raise KeyError(f"group_weights lacks {sorted(missing)}")
+        return group_weights(self.group_weights)
+
+
+@dataclass
+class MediumResult:
+    """Output of :func:`run_medium`.
+
+    - ``vertices_cam``: (B, V, 3) deformed vertices, camera space, mm (dtype of the input).
+    - ``reprojection_before`` / ``reprojection_after``: (B,) mean pixel distance
+      between the detected landmarks and the projection of their surface points,
+      over the landmarks used (valid correspondence and weight > 0).
+    - ``max_laplacian_change``: (B,) largest ``|L v' - L v|`` over vertices, mm.
+    - ``n_landmarks``: (B,) landmarks used.
+    - ``seconds``: wall time of the whole call.
+    """
+
+    vertices_cam: torch.Tensor
+    reprojection_before: torch.Tensor
+    reprojection_after: torch.Tensor
+    max_laplacian_change: torch.Tensor
+    n_landmarks: torch.Tensor
+    seconds: float
+
+
+def landmark_targets(uv: torch.Tensor, current_points_cam: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+    """Targets mu_k of eq. 3: detected pixels back-projected at their surface point's current depth.
+
+    ``uv`` (B, K, 2) detected landmark pixels; ``current_points_cam`` (B, K, 3)
+    camera-space mm positions of the corresponding surface points;
+    ``intrinsics`` (B, 4) ``(fx, fy, cx, cy)``. Returns (B, K, 3) camera-space mm
+    points that project exactly to ``uv`` and have the depth of the current point.
+    """
+    depth = camera_to_pixel(current_points_cam, intrinsics)[..., 2]
+    return pixel_to_camera(uv.to(current_points_cam.dtype), depth, intrinsics.to(current_points_cam.dtype))
+
+
+def index_map_correspondence(tri_id: torch.Tensor, bary: torch.Tensor, uv: torch.Tensor):
+    """Landmark -> surface correspondence read from rendered triangle-id / barycentric maps.
+
+    ``tri_id`` (B, H, W) int64 triangle index per pixel, -1 for background;
+    ``bary`` (B, H, W, 3) barycentrics of that triangle's corners; ``uv``
+    (B, K, 2) landmark pixels. Each landmark reads the pixel that contains it
+    (pixel ``[row, col]`` covers ``[col, col+1) x [row, row+1)``, so
+    ``col = floor(u)``, ``row = floor(v)``).
+
+    Returns ``tri`` (B, K) int64 (-1 where invalid), ``bary`` (B, K, 3) (zeros
+    where invalid) and ``valid`` (B, K) bool: False on background, outside the
+    image or for a non-finite ``uv``.
+    """
+    b, h, w = tri_id.shape
+    k = uv.shape[1]
+    finite = torch.isfinite(uv).all(-1)
+    uvs = torch.where(finite[..., None], uv, torch.full_like(uv, -1.0))
+    col = torch.floor(uvs[..., 0]).long()
+    row = torch.floor(uvs[..., 1]).long()
+    inside = finite & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    flat = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1))                        # (B, K)
+    tri = torch.gather(tri_id.reshape(b, h * w).long(), 1, flat)
+    bc = torch.gather(bary.reshape(b, h * w, 3), 1, flat[..., None].expand(b, k, 3))
+    valid = inside & (tri >= 0)
+    tri = torch.where(valid, tri, torch.full_like(tri, -1))
+    bc = torch.where(valid[..., None], bc, torch.zeros_like(bc))
+    return tri, bc, valid
+
+
+def medium_fixed_vertices(model, settings: MediumSettings) -> Optional[torch.Tensor]:
+    """The vertex indices to pass as ``fixed_vertices`` to :func:`run_medium`, or None.
+
+    With ``settings.fix_rigid``: ICT's ``vertex_sets["rigid"]`` minus those in
+    the ``"face_narrow"`` region. In the ICT face region the rigid set has 24
+    vertices: 20 along the back of the jaw / neck below the ears (z < -10 mm,
+    far behind the face) and 4 on the chin (x ~ 0, y ~ -80 mm, z ~ 93 mm), in
+    the narrow face, where contour and mouth landmarks pull; fixing those would
+    fight the landmarks, so they are left free.
+    """
+    if not settings.fix_rigid:
+        return None
+    rigid = model.vertex_sets.get("rigid")
+    if rigid is None or rigid.numel() == 0:
+        return None
+    face = model.vertex_sets.get("face_narrow")
+    if face is not None and face.numel():
+        rigid = rigid[~torch.isin(rigid, face)]
+    return rigid.long()
+
+
+def _batched(x, b: int, tail: int) -> np.ndarray:
+    """Broadcast a (..., ) array with ``tail`` trailing dims to a leading batch of b."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.ndim == tail:
+        a = np.broadcast_to(a, (b,) + a.shape)
+    if a.shape[0] != b:
+        raise ValueError(f"batch size {a.shape[0]} does not match {b}")
+    return a
+
+
+def _reprojection(points: torch.Tensor, uv: torch.Tensor, k: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    d = (camera_to_pixel(points, k)[..., :2] - uv).norm(dim=-1)
+    d = torch.where(used, d, torch.zeros_like(d))
+    return d.sum(-1) / used.sum(-1).clamp(min=1)
+
+
+def run_medium(vertices_cam: torch.Tensor, triangles, intrinsics: torch.Tensor, landmarks_uv: torch.Tensor,
+               corr_tri, corr_bary, landmark_weights=None, settings: Optional[MediumSettings] = None,
+               fixed_vertices=None) -> MediumResult:
+    """The medium stage for a batch of faces.
+
+    Args:
+        vertices_cam: (B, V, 3) coarse mesh, camera space, mm.
+        triangles: (F, 3) int vertex indices (shared topology).
+        intrinsics: (B, 4) ``(fx, fy, cx, cy)`` pixels.
+        landmarks_uv: (B, K, 2) detected landmark pixels (non-finite = missing).
+        corr_tri: (B, K) or (K,) int triangle per landmark, -1 = none.
+        corr_bary: (B, K, 3) or (K, 3) barycentrics in that triangle.
+        landmark_weights: (B, K) or (K,) weights; None = ``settings.landmark_weights()``
+            (needs K = 478). ``settings.weight_scale`` multiplies them either way.
+        settings: :class:`MediumSettings` (defaults if None).
+        fixed_vertices: optional (M,) vertex indices kept exactly in place
+            (e.g. :func:`medium_fixed_vertices`).
+
+    Returns a :class:`MediumResult`. One factorisation per batch item, reused
+    across ``settings.iterations`` and across consecutive items that share
+    correspondence and weights.
+    """
+    t0 = time.perf_counter()
+    settings = settings or MediumSettings()
+    if vertices_cam.ndim != 3 or vertices_cam.shape[-1] != 3:
+        raise ValueError(f"vertices_cam must be (B, V, 3), got {tuple(vertices_cam.shape)}")
+    b, n, _ = vertices_cam.shape
+    k = landmarks_uv.shape[1]
+    kint = intrinsics.detach().to(torch.float64).cpu()
+    uv = landmarks_uv.detach().to(torch.float64).cpu()
+    tris = triangles.detach().cpu().numpy() if isinstance(triangles, torch.Tensor) else np.asarray(triangles)
+    if landmark_weights is None:
+        landmark_weights = settings.landmark_weights()
+    w_all = _batched(landmark_weights, b, 1).astype(np.float64) * settings.weight_scale
+    tri_all = _batched(corr_tri, b, 1).astype(np.int64)
+    bary_all = _batched(corr_bary, b, 2).astype(np.float64)
+    if w_all.shape[1] != k or tri_all.shape[1] != k or bary_all.shape[1] != k:
+        raise ValueError(f"{k} landmarks but correspondence/weights for {tri_all.shape[1]}/{w_all.shape[1]}")
+    finite_uv = torch.isfinite(uv).all(-1).numpy()
+    used = (tri_all >= 0) & (w_all > 0) & finite_uv                              # (B, K)
+    w_all = np.where(used, w_all, 0.0)
+    uv_safe = torch.where(torch.from_numpy(used)[..., None], uv, torch.zeros_like(uv))
+
+    L = uniform_laplacian(tris, n)
+    LtL = sp.csr_matrix(L.T @ L)
+    v0 = vertices_cam.detach().to(torch.float64).cpu().numpy()
+    out = np.empty_like(v0)
+    solver, key = None, None
+    S_list = []
+    for i in range(b):
+        this = (tri_all[i], bary_all[i], w_all[i])
+        if solver is None or not all(np.array_equal(a, c) for a, c in zip(key, this)):
+            S = anchor_matrix(tri_all[i], bary_all[i], tris, n)
+            solver = DeformSolver(L, S, w_all[i], fixed_vertices, LtL=LtL)
+            key = this
+        S_list.append(solver.S)
+        cur = v0[i]
+        for _ in range(settings.iterations):
+            pts = torch.from_numpy(solver.S @ cur)[None]
+            mu = landmark_targets(uv_safe[i:i + 1], pts, kint[i:i + 1])[0].numpy()
+            cur = solver.solve(v0[i], mu)
+        out[i] = cur
+
+    used_t = torch.from_numpy(used)
+    before = torch.from_numpy(np.stack([S_list[i] @ v0[i] for i in range(b)]))
+    after = torch.from_numpy(np.stack([S_list[i] @ out[i] for i in range(b)]))
+    result = MediumResult(
+        vertices_cam=torch.from_numpy(out).to(dtype=vertices_cam.dtype, device=vertices_cam.device),
+        reprojection_before=_reprojection(before, uv_safe, kint, used_t),
+        reprojection_after=_reprojection(after, uv_safe, kint, used_t),
+        max_laplacian_change=torch.tensor([float(np.linalg.norm(L @ (out[i] - v0[i]), axis=1).max())
+                                           for i in range(b)], dtype=torch.float64),
+        n_landmarks=used_t.sum(-1),
+        seconds=0.0,
+    )
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# ------------------------------------------------------------------ diagnostics
+
+def _as_batched_tensor(x) -> tuple[torch.Tensor, bool]:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    t = t.detach().to(torch.float64).cpu()
+    return (t[None], False) if t.ndim == 2 else (t, True)
+
+
+def count_flipped_triangles(before, after, triangles):
+    """Triangles whose normal turned by more than 90 degrees between two poses of one mesh.
+
+    ``before``, ``after``: (V, 3) or (B, V, 3) vertices, mm (numpy or torch);
+    ``triangles`` (F, 3). A triangle counts when ``n_before . n_after < 0``.
+    (Comparing against a fixed viewing direction instead is not a flip test:
+    triangles seen edge-on at the silhouette change sides under any tiny
+    motion.) Triangles degenerate before (area < 1e-12 mm^2) are skipped.
+    Returns an int, or (B,) int64 for batched input.
+    """
+    vb, batched = _as_batched_tensor(before)
+    va, _ = _as_batched_tensor(after)
+    tri = torch.as_tensor(np.asarray(triangles.cpu() if isinstance(triangles, torch.Tensor) else triangles)).long()
+    nb = face_normals(vb, tri, normalize=False)
+    na = face_normals(va, tri, normalize=False)
+    ok = nb.norm(dim=-1) > 2e-12
+    count = (((nb * na).sum(-1) < 0) & ok).sum(-1)
+    return count if batched else int(count[0])
+
+
+def max_laplacian_change(before, after, L: sp.spmatrix):
+    """Largest ``|L v' - L v|`` (Euclidean norm of the 3-vector) over vertices, mm.
+
+    ``before``, ``after``: (V, 3) or (B, V, 3) mm; ``L`` (V, V) from
+    :func:`fitting.laplacian.uniform_laplacian`. Returns a float, or (B,) float64 tensor.
+    """
+    vb, batched = _as_batched_tensor(before)
+    va, _ = _as_batched_tensor(after)
+    d = (va - vb).numpy()
+    vals = torch.tensor([float(np.linalg.norm(L @ d[i], axis=1).max()) for i in range(d.shape[0])],
+                        dtype=torch.float64)
+    return vals if batched else float(vals[0])
