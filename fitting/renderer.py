@@ -1,0 +1,330 @@
+"""Differentiable rasterisation: one interface, a CPU and an nvdiffrast backend.
+
+``Renderer(device)`` gives :meth:`~Renderer.rasterize`, :meth:`~Renderer.interpolate`,
+:meth:`~Renderer.texture` and :meth:`~Renderer.antialias`, batched over B
+meshes sharing one triangle list. Inputs are camera-space vertices in mm
+(+x right, +y up, looking down -z; :mod:`sfs.projection` converts to pixels).
+
+CPU backend (``"cpu"``): which triangle covers which pixel is decided by an
+Open3D ``RaycastingScene`` (rays from the camera centre through the pixel
+centres, one scene per batch element per call). The barycentrics of the pixel
+centre are then recomputed in torch from the projected vertices of the hit
+triangle (screen-space edge functions, made perspective-correct with 1/depth),
+so gradients reach vertex positions and vertex attributes exactly as through
+nvdiffrast's ``interpolate``. Not differentiated: visibility and coverage
+(which triangle a pixel sees, the silhouette); there is no antialiasing
+either, so silhouette gradients are zero (``antialias`` is a no-op).
+
+nvdiffrast backend (``"cuda"``): ``RasterizeCudaContext`` with clip
+coordinates from :func:`sfs.projection.camera_to_ndc_clip` (no image flip),
+nvdiffrast's ``interpolate``/``texture``/``antialias``.
+
+Both return the same :class:`Fragments` layout, so the callers never branch.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sfs.projection import camera_to_ndc_clip, camera_to_pixel, pixel_to_camera
+
+log = logging.getLogger(__name__)
+
+#: Open3D's "no hit" primitive id.
+_INVALID = np.uint32(0xFFFFFFFF)
+
+
+class Fragments:
+    """What a rasterisation produced, per pixel of a (B, H, W) image.
+
+    - ``tri_id``: (B, H, W) int64 triangle index, -1 for background;
+    - ``bary``: (B, H, W, 3) perspective-correct barycentrics of the pixel
+      centre in the triangle (zeros for background);
+    - ``depth``: (B, H, W) mm along -z (0 for background);
+    - ``mask``: (B, H, W) bool, covered pixels.
+
+    The CPU backend keeps the covered pixels as a list (``pix``: flat indices
+    into B*H*W, ``pix_tri``, ``pix_bary`` (N, 3), ``pix_depth`` (N,)) and
+    builds the dense ``bary``/``depth`` only when asked: allocating full-size
+    images is a large part of the CPU cost. nvdiffrast's raster outputs
+    (``rast``, ``rast_db``, ``clip``) are kept for ``interpolate``/``antialias``.
+    """
+
+    def __init__(self, tri_id, tris, bary=None, depth=None, pix=None, pix_tri=None, pix_bary=None,
+                 pix_depth=None, rast=None, rast_db=None, clip=None):
+        self.tri_id = tri_id
+        self.mask = tri_id >= 0
+        self.tris = tris
+        self._bary, self._depth = bary, depth
+        self.pix, self.pix_tri, self.pix_bary, self.pix_depth = pix, pix_tri, pix_bary, pix_depth
+        self.rast, self.rast_db, self.clip = rast, rast_db, clip
+
+    @property
+    def shape(self):
+        return tuple(self.tri_id.shape)
+
+    def scatter(self, values: torch.Tensor) -> torch.Tensor:
+        """(N, C) per-covered-pixel values (CPU backend) -> (B, H, W, C), zeros elsewhere."""
+        b, h, w = self.tri_id.shape
+        out = values.new_zeros(b * h * w, values.shape[-1]).index_put((self.pix,), values)
+        return out.reshape(b, h, w, -1)
+
+    @property
+    def bary(self) -> torch.Tensor:
+        if self._bary is None:
+            self._bary = self.scatter(self.pix_bary)
+        return self._bary
+
+    @bary.setter
+    def bary(self, value):
+        self._bary = value
+
+    @property
+    def depth(self) -> torch.Tensor:
+        if self._depth is None:
+            self._depth = self.scatter(self.pix_depth[:, None])[..., 0]
+        return self._depth
+
+    @depth.setter
+    def depth(self, value):
+        self._depth = value
+
+
+def _nvdiffrast_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import nvdiffrast.torch  # noqa: F401
+    except Exception:  # ImportError, or a failed plugin build
+        return False
+    return True
+
+
+def uv_to_grid(uv: torch.Tensor) -> torch.Tensor:
+    """(..., 2) texture coordinates (OBJ convention: v = 0 is the bottom row of the
+    image) -> ``grid_sample`` coordinates (x = -1 left edge, y = -1 top edge)."""
+    return torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], -1)
+
+
+def uv_to_texel(uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(..., 2) texture coordinates -> (..., 2) pixel coordinates (u right, v down)
+    of a (height, width) texture image; the inverse direction of :func:`uv_to_grid`."""
+    return torch.stack([uv[..., 0] * width, (1 - uv[..., 1]) * height], -1)
+
+
+class Renderer:
+    """Rasteriser with a CPU (Open3D + torch) and a CUDA (nvdiffrast) backend.
+
+    ``device``: ``"auto"`` (nvdiffrast when CUDA and ``nvdiffrast.torch`` work,
+    else CPU), ``"cpu"`` or ``"cuda"``. ``backend`` is ``"cpu"`` or ``"nvdiffrast"``.
+    ``threads``: Open3D ray-casting threads (0 = all cores).
+    """
+
+    def __init__(self, device: str = "auto", threads: int = 0):
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+        if device == "auto":
+            device = "cuda" if _nvdiffrast_available() else "cpu"
+        if device == "cuda":
+            import nvdiffrast.torch as dr  # lazy: optional dependency, CUDA only
+            self._dr = dr
+            self._ctx = dr.RasterizeCudaContext()
+            self.backend = "nvdiffrast"
+            self.device = torch.device("cuda")
+        else:
+            import open3d as o3d  # lazy: importing open3d costs about a second
+            self._o3d = o3d
+            self.backend = "cpu"
+            self.device = torch.device("cpu")
+        self.threads = threads
+        log.info("renderer backend: %s", self.backend)
+
+    # ------------------------------------------------------------------ rasterize
+    def rasterize(self, verts_cam: torch.Tensor, tris: torch.Tensor, intrinsics: torch.Tensor,
+                  height: int, width: int) -> Fragments:
+        """Rasterise B meshes.
+
+        ``verts_cam`` (B, V, 3) camera-space mm (visible points have z < 0),
+        ``tris`` (F, 3) int, ``intrinsics`` (B, 4) fx, fy, cx, cy in pixels.
+        Returns :class:`Fragments` of shape (B, height, width). Triangles are
+        not culled by orientation; the nearest surface wins.
+        """
+        tris = tris.to(device=verts_cam.device, dtype=torch.int64)
+        intrinsics = intrinsics.to(verts_cam)
+        if self.backend == "nvdiffrast":
+            clip = camera_to_ndc_clip(verts_cam, intrinsics, height, width)
+            return self._rasterize_clip(clip, verts_cam, tris, height, width)
+        screen = camera_to_pixel(verts_cam, intrinsics)  # (B, V, 3) u, v, depth (differentiable)
+        b = verts_cam.shape[0]
+        k = intrinsics.detach()
+
+        def rays_for(i, rows, cols):
+            # camera-space direction through each pixel centre, at depth 1
+            uv = torch.stack([cols + 0.5, rows + 0.5], -1).to(k)[None]
+            d = pixel_to_camera(uv, torch.ones_like(uv[..., 0]), k[i:i + 1])[0]
+            return torch.cat([torch.zeros_like(d), d], -1)
+
+        return self._rasterize_cpu(verts_cam.detach(), screen, tris, height, width, rays_for)
+
+    def rasterize_pixels(self, points: torch.Tensor, tris: torch.Tensor, height: int, width: int) -> Fragments:
+        """Rasterise flat 2-D meshes given directly in pixel coordinates.
+
+        ``points`` (B, V, 2) ``(u, v)`` pixels (u right, v down). Used to bake
+        attributes into a texture (pass :func:`uv_to_texel` of the UVs).
+        Barycentrics are affine (no perspective); ``depth`` is 1 where covered.
+        Where triangles overlap, which one wins is unspecified.
+        """
+        tris = tris.to(device=points.device, dtype=torch.int64)
+        ones = torch.ones_like(points[..., :1])
+        if self.backend == "nvdiffrast":
+            ndc = torch.stack([points[..., 0] * 2 / width - 1, points[..., 1] * 2 / height - 1], -1)
+            clip = torch.cat([ndc, torch.zeros_like(ones), ones], -1)
+            frags = self._rasterize_clip(clip, None, tris, height, width)
+            frags.depth = frags.mask.to(points.dtype)
+            return frags
+        screen = torch.cat([points, ones], -1)
+        flat = torch.cat([points.detach(), torch.zeros_like(ones)], -1)  # the mesh on the plane z = 0
+
+        def rays_for(i, rows, cols):
+            o = torch.stack([cols + 0.5, rows + 0.5, torch.ones_like(cols)], -1).float()
+            d = torch.zeros_like(o)
+            d[:, 2] = -1.0
+            return torch.cat([o, d], -1)
+
+        return self._rasterize_cpu(flat, screen, tris, height, width, rays_for)
+
+    # ------------------------------------------------------------------ CPU backend
+    def _rasterize_cpu(self, scene_verts, screen, tris, height, width, rays_for) -> Fragments:
+        o3d = self._o3d
+        b = screen.shape[0]
+        hw = height * width
+        tris_np = tris.cpu().numpy().astype(np.uint32)
+        pix_list, tri_list = [], []
+        sd = screen.detach()
+        for i in range(b):  # one ray-casting scene per batch element
+            front = sd[i, :, 2] > 0
+            if not bool(front.any()):
+                continue
+            # only cast rays inside the projected bounding box of the vertices in front
+            uv = sd[i, front, :2]
+            c0 = int(max(0, np.floor(float(uv[:, 0].min()))))
+            c1 = int(min(width, np.ceil(float(uv[:, 0].max())) + 1))
+            r0 = int(max(0, np.floor(float(uv[:, 1].min()))))
+            r1 = int(min(height, np.ceil(float(uv[:, 1].max())) + 1))
+            if c0 >= c1 or r0 >= r1:
+                continue
+            rows, cols = torch.meshgrid(torch.arange(r0, r1), torch.arange(c0, c1), indexing="ij")
+            rows, cols = rows.reshape(-1), cols.reshape(-1)
+            scene = o3d.t.geometry.RaycastingScene()
+            scene.add_triangles(o3d.core.Tensor.from_numpy(np.ascontiguousarray(
+                scene_verts[i].cpu().numpy(), dtype=np.float32)), o3d.core.Tensor.from_numpy(tris_np))
+            rays = rays_for(i, rows, cols).cpu().numpy().astype(np.float32)
+            hit = scene.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self.threads)
+            prim = hit["primitive_ids"].numpy()
+            ok = prim != _INVALID
+            sel = torch.from_numpy(np.nonzero(ok)[0])
+            pix_list.append(i * hw + rows[sel] * width + cols[sel])
+            tri_list.append(torch.from_numpy(prim[ok].astype(np.int64)))
+        dev = screen.device
+        pix = torch.cat(pix_list).to(dev) if pix_list else torch.zeros(0, dtype=torch.int64, device=dev)
+        tri = torch.cat(tri_list).to(dev) if tri_list else torch.zeros(0, dtype=torch.int64, device=dev)
+
+        # Barycentrics of the pixel centres, in torch so that they carry gradients.
+        bidx = pix // hw
+        rem = pix % hw
+        p = torch.stack([(rem % width).to(screen.dtype) + 0.5, (rem // width).to(screen.dtype) + 0.5], -1)
+        corners = screen[bidx[:, None], tris[tri]]  # (N, 3, 3) u, v, depth
+        a, bb, c = corners[:, 0, :2], corners[:, 1, :2], corners[:, 2, :2]
+
+        def cross(e, f):
+            return e[:, 0] * f[:, 1] - e[:, 1] * f[:, 0]
+
+        area = cross(bb - a, c - a)
+        # edge-on triangles are never hit by a ray through their interior, but guard the division
+        area = torch.where(area.abs() < 1e-12, torch.full_like(area, 1e-12), area)
+        l0 = cross(bb - p, c - p) / area
+        l1 = cross(c - p, a - p) / area
+        l2 = 1 - l0 - l1
+        lin = torch.stack([l0, l1, l2], -1)  # screen-space (affine) barycentrics
+        w = lin / corners[..., 2]  # perspective correction: 1/depth is affine in screen space
+        s = w.sum(-1, keepdim=True)
+        bary = w / s
+        depth = 1.0 / s[:, 0]
+
+        tri_id = torch.full((b * hw,), -1, dtype=torch.int64, device=dev).index_put((pix,), tri)
+        return Fragments(tri_id.reshape(b, height, width), tris, pix=pix, pix_tri=tri, pix_bary=bary,
+                         pix_depth=depth)
+
+    # ------------------------------------------------------------------ nvdiffrast backend
+    def _rasterize_clip(self, clip, verts_cam, tris, height, width) -> Fragments:
+        dr = self._dr
+        tri32 = tris.to(torch.int32).contiguous()
+        clip = clip.float().contiguous()
+        rast, rast_db = dr.rasterize(self._ctx, clip, tri32, resolution=[height, width])
+        tri_id = rast[..., 3].long() - 1  # nvdiffrast stores id + 1, 0 = background
+        mask = tri_id >= 0
+        # nvdiffrast interpolates a = r.x a0 + r.y a1 + (1 - r.x - r.y) a2
+        u, v = rast[..., 0], rast[..., 1]
+        bary = torch.stack([u, v, 1 - u - v], -1) * mask[..., None]
+        if verts_cam is not None:
+            d = (-verts_cam[..., 2:3]).float().contiguous()  # depth = -z (see sfs.projection)
+            depth = dr.interpolate(d, rast, tri32)[0][..., 0] * mask
+        else:
+            depth = mask.float()
+        return Fragments(tri_id, tris, bary=bary, depth=depth, rast=rast, rast_db=rast_db, clip=clip)
+
+    # ------------------------------------------------------------------ interpolate
+    def interpolate(self, attr: torch.Tensor, frags: Fragments, tris: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Interpolate vertex attributes at the pixel centres.
+
+        ``attr``: (B, V, C) or (V, C) (shared by the batch). ``tris``: (F, 3)
+        attribute triangles, one row per rasterised triangle (for example the
+        model's ``uv_triangles`` with ``attr = uvs``); default: the rasterised
+        triangles. Returns (B, H, W, C), zeros on background pixels.
+        Differentiable w.r.t. ``attr`` and (through the barycentrics) the vertices.
+        """
+        b, h, w = frags.tri_id.shape
+        tris = frags.tris if tris is None else tris.to(device=frags.tri_id.device, dtype=torch.int64)
+        if self.backend == "nvdiffrast":
+            a = attr if attr.dim() == 3 else attr[None]
+            a = a.expand(b, -1, -1).float().contiguous()
+            return self._dr.interpolate(a, frags.rast, tris.to(torch.int32).contiguous())[0]
+        corner_ids = tris[frags.pix_tri]  # (N, 3)
+        if attr.dim() == 3:
+            corners = attr[(frags.pix // (h * w))[:, None], corner_ids]  # (N, 3, C)
+        else:
+            corners = attr[corner_ids]
+        vals = (frags.pix_bary.to(corners.dtype)[..., None] * corners).sum(1)
+        return frags.scatter(vals)
+
+    # ------------------------------------------------------------------ texture
+    def texture(self, tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        """Bilinear texture lookup.
+
+        ``tex`` (B, Ht, Wt, C) image rows top to bottom; ``uv`` (B, H, W, 2) in
+        [0, 1] with the OBJ convention (v = 0 is the bottom row of the image).
+        Texel centres sit at ((i + 0.5) / Wt, ...); lookups outside clamp to
+        the border. Returns (B, H, W, C).
+        """
+        if self.backend == "nvdiffrast":
+            # nvdiffrast's v = 0 is the first row in memory (our top row): flip v
+            uvn = torch.stack([uv[..., 0], 1 - uv[..., 1]], -1).float().contiguous()
+            return self._dr.texture(tex.float().contiguous(), uvn, filter_mode="linear", boundary_mode="clamp")
+        out = F.grid_sample(tex.permute(0, 3, 1, 2), uv_to_grid(uv).to(tex), mode="bilinear",
+                            padding_mode="border", align_corners=False)
+        return out.permute(0, 2, 3, 1)
+
+    # ------------------------------------------------------------------ antialias
+    def antialias(self, color: torch.Tensor, frags: Fragments) -> torch.Tensor:
+        """Silhouette antialiasing (nvdiffrast; gives silhouette gradients).
+
+        On the CPU backend this is a documented no-op that returns ``color``.
+        """
+        if self.backend == "nvdiffrast":
+            return self._dr.antialias(color.float().contiguous(), frags.rast, frags.clip,
+                                      frags.tris.to(torch.int32).contiguous())
+        return color
