@@ -1,0 +1,367 @@
+"""Staged shape from shading (METHOD.md "Fine stage", eq. 4-9): light, albedo, specular, depth.
+
+Everything is image space on the face crop, batched ``(B, ...)`` torch on the input's device:
+
+* image ``I`` (B, H, W, 3) float in [0, 1];
+* depth ``d`` (B, H, W) in mm, positive distance ``d = -z`` (camera space of ``sfs.projection``);
+* normals (B, H, W, 3) unit, camera space, toward the camera;
+* albedo ``gamma`` (B, H, W, 3) in [0, 1]; specular ``beta`` (B, H, W, 1) grey, >= 0;
+* light ``r`` (B, 9, 3) SH coefficients (band factors applied to the basis, see ``sfs.sh``).
+
+Rescaling of the paper's weights (stated once, used in :class:`FineSettings`):
+
+1. Intensities. The paper used [0, 255] images, we use [0, 1]. A term that is squared
+   intensity on both sides of a ratio (photometric vs. region colour, vs. specular prior,
+   vs. the image-gradient term) keeps its weight. A term that is *not* in intensity units
+   (RTV, which is a ratio; depth terms in mm) is compared with a photometric term that is
+   255^2 times smaller in our units, so its paper weight is divided by 255^2 ... in
+   principle. Learning rates of intensity-valued unknowns (albedo, specular) are divided by
+   255 (Adam's step is in the unknown's own units).
+2. Depth. We do not know the paper's depth unit; we assume mm and keep the depth learning
+   rates (mm per Adam step). The depth-term weights are then retuned on the synthetic test
+   (ellipsoid face at 500 mm, 0.2-1 mm bumps, ~0.6 mm pixels): the /255^2 rule gives
+   no regularisation at all, which is unusable on a real photo, so each default below
+   shows the paper's number and the factor actually used.
+3. Image size. All terms are *means* over the masked pixels (not sums), so the weights do
+   not depend on the crop size; derivatives are per pixel at the working resolution
+   (default 512 px on the long side), like the paper's 512-ish crops.
+
+The alternation of eq. 9 ("alternating albedo, specular and depth") is done as
+simultaneous block updates: one forward/backward of the total energy per iteration,
+each unknown with its own Adam and learning rate. The albedo and specular priors do not
+involve depth and vice versa, so each block sees exactly its own energy (eq. 6, 8, 9)
+with the other blocks at their current values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .light import estimate_sh_light
+from .normals import depth_to_normals
+from .rtv import gaussian_blur, image_gradients, rtv
+from .sh import sh_irradiance
+
+_I255 = 255.0  # the paper's intensity scale
+
+
+@dataclass
+class FineSettings:
+    """All settings of the fine stage. Paper defaults (METHOD.md) are quoted per field."""
+
+    # --- resolution, robustness -------------------------------------------------------
+    working_size: int = 512              # px, long side the optimisation runs at (input is resized if larger)
+    saturation: float = 0.98             # [0,1] intensity; pixels with a channel >= this are left out of
+                                         # the light fit and the photometric terms
+    dark: float = 0.0                    # [0,1] intensity; pixels with all channels <= this are left out too
+    max_depth_change_mm: float = 5.0     # mm, |d - d0| is bounded softly (tanh) by this
+    light_ridge: float = 1e-9            # unitless, relative ridge of the light least squares
+
+    # --- albedo, eq. 6, 7 (initial stage, eps = 0) -------------------------------------
+    albedo_iters: int = 40               # Adam steps on the albedo before the depth phases
+    lr_albedo_init: float = 1.5 / _I255  # [0,1] intensity per step; paper 1.5 on [0,255]
+    lambda_region: float = 0.3           # unitless (intensity^2 / intensity^2); paper lambda_gamma1 = 0.3
+    lambda_rtv: float = 2.5 * 4e-3       # 1/intensity^2 vs. our photometric term; paper lambda_gamma2 = 2.5,
+                                         # rule 2.5/255^2 = 3.8e-5 is ineffective here, 2.5 * 4e-3 tuned on the
+                                         # synthetic test (see module docstring)
+    rtv_sigma: float = 2.0               # px, Gaussian window of RTV
+    rtv_eps: float = 1e-2                # [0,1] intensity per px (= 2.55 on [0,255]); the 'e' of eq. 7
+
+    # --- specular, eq. 8 ----------------------------------------------------------------
+    eps_specular: float = 1.0            # unitless; paper eps = 1 during the depth phases
+    lambda_specular: float = 0.5         # unitless (intensity^2 / intensity^2); paper lambda_beta = 0.5
+    lr_specular: float = 0.25 / _I255    # [0,1] intensity per step; paper 0.25 on [0,255]
+    specular_blur_px: float = 3.0        # px; beta0 = blurred positive grey residual of the diffuse
+                                         # rendering (a sharp beta0 would absorb the shading detail)
+
+    # --- albedo during the depth phases -------------------------------------------------
+    lr_albedo: float = 0.05 / _I255      # [0,1] intensity per step; paper 0.05 on [0,255]
+
+    # --- depth, eq. 9: (lambda_d1 |d-d0|^2 [1/mm^2], lambda_d2 |Lap d|^2 [px^4/mm^2],
+    #                    lambda_d3 |grad I - lambda_d4 grad d|^2 [unitless, intensity^2/intensity^2],
+    #                    lambda_d4 [intensity/mm]) -- all relative to our photometric mean in [0,1]^2.
+    # paper phase 1: (0.001, 0.05, 0.001, 0.001), lr 0.015; phase 2: (0.001, 0.03, 0.025, 2.5), lr 0.05.
+    # Ours: d3 kept (intensity^2 on both sides); d4 mm -> [0,1] intensity: /255; d1 and d2 retuned on the
+    # synthetic test (the /255^2 intensity rule left the depth unconstrained and made normals worse):
+    # d1 = 3 x paper, d2 = 0.02 x paper (keeps the paper's phase-2/phase-1 ratio 0.6).
+    depth_iters: tuple = (40, 40)        # Adam steps of phase 1 and phase 2
+    lambda_depth_1: tuple = (0.001 * 3, 0.05 * 0.02, 0.001, 0.001 / _I255)
+    lambda_depth_2: tuple = (0.001 * 3, 0.03 * 0.02, 0.025, 2.5 / _I255)
+    lr_depth: tuple = (0.015, 0.05)      # mm per Adam step; paper 0.015 and 0.05 (depth unit assumed mm)
+
+    # --- reporting ----------------------------------------------------------------------
+    progress: bool = False               # tqdm progress bars
+
+
+@dataclass
+class FineResult:
+    """Output of :func:`refine_depth`, at the input resolution (B, H, W, ...)."""
+
+    depth: torch.Tensor        # (B, H, W) mm, d0 outside the mask
+    normals: torch.Tensor      # (B, H, W, 3) camera space, (0, 0, 1) outside the mask
+    albedo: torch.Tensor       # (B, H, W, 3) [0, 1]
+    shading: torch.Tensor      # (B, H, W, 3) S(n), unitless
+    specular: torch.Tensor     # (B, H, W, 1) beta, [0, 1] intensity (rendered with eps_specular)
+    light: torch.Tensor        # (B, 9, 3) SH coefficients
+    rendered: torch.Tensor     # (B, H, W, 3) gamma * S(n) + eps * beta
+    mask: torch.Tensor         # (B, H, W) bool
+    history: dict = field(default_factory=dict)   # phase name -> list of total energies per iteration
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+
+def region_mean(values: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mean of ``values`` over its region.
+
+    ``values`` (B, H, W, C), ``labels`` (B, H, W) int64 (-1: no region), ``weights`` (B, H, W) >= 0.
+    Returns (B, H, W, C): the weighted mean of the pixel's region (0 where label < 0 or the
+    region has no weight).
+    """
+    b, h, w, c = values.shape
+    k = int(labels.max().clamp_min(0)) + 1
+    valid = labels >= 0
+    idx = (labels.clamp_min(0) + k * torch.arange(b, device=labels.device)[:, None, None]).reshape(-1)
+    wv = (weights * valid).reshape(-1, 1).to(values.dtype)
+    sums = torch.zeros(b * k, c, device=values.device, dtype=values.dtype).index_add_(0, idx, values.reshape(-1, c) * wv)
+    cnt = torch.zeros(b * k, 1, device=values.device, dtype=values.dtype).index_add_(0, idx, wv)
+    means = sums / cnt.clamp_min(1e-8)
+    return means[idx].reshape(b, h, w, c) * valid[..., None].to(values.dtype)
+
+
+def _masked_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Sum over batch of per-image weighted means: ``x`` (B, H, W) and ``w`` (B, H, W)."""
+    return ((x * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1.0)).sum()
+
+
+def _laplacian(d: torch.Tensor, mask: torch.Tensor):
+    """5-point Laplacian of (B, H, W) in mm/px^2 and the (B, H, W) mask where it is defined."""
+    lap = torch.zeros_like(d)
+    lap[:, 1:-1, 1:-1] = (d[:, :-2, 1:-1] + d[:, 2:, 1:-1] + d[:, 1:-1, :-2] + d[:, 1:-1, 2:]
+                          - 4.0 * d[:, 1:-1, 1:-1])
+    m = torch.zeros_like(mask)
+    m[:, 1:-1, 1:-1] = (mask[:, 1:-1, 1:-1] & mask[:, :-2, 1:-1] & mask[:, 2:, 1:-1]
+                        & mask[:, 1:-1, :-2] & mask[:, 1:-1, 2:])
+    return lap, m
+
+
+def _masked_blur(x: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Normalised Gaussian blur of (B, H, W, C) using only pixels in ``mask``."""
+    m = mask[:, None].to(x.dtype)
+    num = gaussian_blur(x.permute(0, 3, 1, 2) * m, sigma)
+    den = gaussian_blur(m, sigma)
+    return (num / den.clamp_min(1e-6)).permute(0, 2, 3, 1) * mask[..., None].to(x.dtype)
+
+
+def _resize(x: torch.Tensor, size, mode: str) -> torch.Tensor:
+    """Resize (B, H, W, C) channels-last."""
+    kw = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+    return F.interpolate(x.permute(0, 3, 1, 2), size=size, mode=mode, **kw).permute(0, 2, 3, 1)
+
+
+class _Progress:
+    def __init__(self, settings: FineSettings, callback):
+        self.on = settings.progress
+        self.callback = callback
+
+    def iterate(self, n: int, name: str):
+        if self.on and n > 0:
+            try:
+                from tqdm.auto import tqdm
+                return tqdm(range(n), desc=name, leave=False)
+            except ImportError:  # pragma: no cover
+                pass
+        return range(n)
+
+    def report(self, name: str, it: int, value: float):
+        if self.callback is not None:
+            self.callback(name, it, value)
+
+
+# ----------------------------------------------------------------------------------------
+# energies
+# ----------------------------------------------------------------------------------------
+
+def _photometric(rendered, image, w):
+    return _masked_mean(((rendered - image) ** 2).sum(-1), w)
+
+
+def _albedo_prior(albedo, gamma_avg, mask, w_mask, s: FineSettings):
+    e = s.lambda_region * _masked_mean(((albedo - gamma_avg) ** 2).sum(-1), w_mask)
+    if s.lambda_rtv > 0:
+        r = rtv(albedo, s.rtv_sigma, s.rtv_eps, mask)
+        e = e + s.lambda_rtv * _masked_mean((r ** 2).sum(-1), w_mask)
+    return e
+
+
+def _depth_prior(d, d0, gray_gx, gray_gy, mask, w_mask, lam):
+    l1, l2, l3, l4 = lam
+    e = l1 * _masked_mean((d - d0) ** 2, w_mask)
+    if l2 > 0:
+        lap, lm = _laplacian(d, mask)
+        e = e + l2 * _masked_mean(lap ** 2, lm.to(d.dtype))
+    if l3 > 0:
+        gx, gy = image_gradients(d[..., None], mask)
+        e = e + l3 * _masked_mean(((gray_gx - l4 * gx) ** 2 + (gray_gy - l4 * gy) ** 2)[..., 0], w_mask)
+    return e
+
+
+# ----------------------------------------------------------------------------------------
+# main entry point
+# ----------------------------------------------------------------------------------------
+
+def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor,
+                 region_labels: Optional[torch.Tensor] = None, settings: FineSettings = FineSettings(),
+                 callback: Optional[Callable[[str, int, float], None]] = None) -> FineResult:
+    """Refine a depth map by shape from shading (METHOD.md eq. 4-9).
+
+    Args:
+        image: (B, H, W, 3) float in [0, 1] (values outside are clamped).
+        depth0: (B, H, W) initial depth in mm (``d = -z``), e.g. the medium mesh rendered;
+            values outside ``mask`` are ignored (may be 0/NaN).
+        mask: (B, H, W) bool, the face pixels to refine.
+        intrinsics: (B, 4) ``(fx, fy, cx, cy)`` in pixels of ``image``.
+        region_labels: optional (B, H, W) int64 semantic regions (skin, brows, lips, ...),
+            -1 outside; the albedo prior pulls each region toward its mean colour. None: one
+            region (the whole mask).
+        settings: :class:`FineSettings`.
+        callback: optional ``callback(phase, iteration, energy)``, called every iteration.
+
+    Returns:
+        :class:`FineResult` at the input resolution; the history holds the total energy per
+        iteration of phases ``"albedo"``, ``"depth1"``, ``"depth2"``.
+    """
+    s = settings
+    dev, dtype = image.device, image.dtype
+    b, h, w, _ = image.shape
+    mask = mask.bool()
+    image = torch.nan_to_num(image, nan=0.0).clamp(0.0, 1.0)
+
+    # sanitise d0 outside the mask / non-finite: per-image mean of the valid depth
+    good = mask & torch.isfinite(depth0) & (depth0 > 0)
+    mask = good
+    d0_fill = (torch.nan_to_num(depth0) * good).flatten(1).sum(1) / good.flatten(1).sum(1).clamp_min(1)
+    d0_fill = torch.where(d0_fill > 0, d0_fill, torch.full_like(d0_fill, 500.0))
+    depth0_full = torch.where(good, torch.nan_to_num(depth0), d0_fill[:, None, None].expand(b, h, w))
+
+    # ---- working resolution --------------------------------------------------------------
+    scale = min(1.0, s.working_size / max(h, w))
+    if scale < 1.0:
+        hw, ww = max(1, round(h * scale)), max(1, round(w * scale))
+        sx, sy = ww / w, hw / h  # u scales with the width, v with the height (pixel edges map to edges)
+        img = _resize(image, (hw, ww), "bilinear")
+        mf = _resize(mask[..., None].to(dtype), (hw, ww), "bilinear")[..., 0]
+        d0 = _resize((depth0_full * mask)[..., None], (hw, ww), "bilinear")[..., 0] / mf.clamp_min(1e-6)
+        m = mf > 0.99
+        d0 = torch.where(m, d0, d0_fill[:, None, None].expand_as(d0))
+        intr = intrinsics.to(dtype) * torch.tensor([sx, sy, sx, sy], device=dev, dtype=dtype)
+        labels = None if region_labels is None else \
+            _resize(region_labels[..., None].to(dtype), (hw, ww), "nearest")[..., 0].long()
+    else:
+        img, d0, m, intr, labels = image, depth0_full, mask, intrinsics.to(dtype), region_labels
+    d0 = d0.detach()
+
+    # region labels: -1 outside the mask, unlabelled mask pixels form one extra region
+    if labels is None:
+        labels = torch.where(m, 0, -1).long()
+    else:
+        labels = labels.long().to(dev)
+        extra = int(labels.max().clamp_min(-1)) + 1
+        labels = torch.where(m & (labels < 0), torch.full_like(labels, extra), labels)
+        labels = torch.where(m, labels, torch.full_like(labels, -1))
+
+    # pixel weights: in the mask, not saturated, not (too) dark
+    usable = m & (img.amax(-1) < s.saturation) & (img.amax(-1) > s.dark)
+    w_photo = usable.to(dtype)
+    w_mask = m.to(dtype)
+    prog = _Progress(s, callback)
+    history = {"albedo": [], "depth1": [], "depth2": []}
+
+    # ---- 1. light by least squares, albedo = region mean colour, eps = 0 -------------------
+    n0 = depth_to_normals(d0, intr, m)
+    gamma_avg = region_mean(img, labels, w_photo)
+    # a region with no usable pixel (all saturated): fall back to its plain mean
+    gamma_avg = torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
+    light = estimate_sh_light(img, n0, gamma_avg, usable, ridge=s.light_ridge).detach()
+    shading0 = sh_irradiance(n0, light)
+
+    # ---- 2. albedo, eq. 6 (eps = 0, normals of d0) ----------------------------------------
+    albedo = gamma_avg.clone().requires_grad_(True)
+    opt_a = torch.optim.Adam([albedo], lr=s.lr_albedo_init)
+    for it in prog.iterate(s.albedo_iters, "albedo"):
+        opt_a.zero_grad(set_to_none=True)
+        e = _photometric(albedo * shading0, img, w_photo) + _albedo_prior(albedo, gamma_avg, m, w_mask, s)
+        if not torch.isfinite(e):
+            break
+        e.backward()
+        opt_a.step()
+        with torch.no_grad():
+            albedo.clamp_(0.0, 1.0)
+        history["albedo"].append(float(e.detach()))
+        prog.report("albedo", it, history["albedo"][-1])
+
+    # ---- 3. specular init: beta0 = smoothed positive grey residual of the diffuse rendering --
+    with torch.no_grad():
+        resid = (img - albedo * shading0).mean(-1, keepdim=True).clamp_min(0.0)
+        beta0 = _masked_blur(resid, usable, s.specular_blur_px) if s.specular_blur_px > 0 else resid * w_photo[..., None]
+    beta = beta0.clone().requires_grad_(True)
+
+    # ---- 4. depth, eq. 9, two phases, alternating with albedo (eq. 6) and specular (eq. 8) --
+    gray = img.mean(-1, keepdim=True)
+    ggx, ggy = image_gradients(gray, m)
+    bound = float(s.max_depth_change_mm)
+    delta = torch.zeros_like(d0, requires_grad=True)
+    opt_ab = torch.optim.Adam([{"params": [albedo], "lr": s.lr_albedo},
+                               {"params": [beta], "lr": s.lr_specular}])
+
+    def current_depth():
+        return d0 + bound * torch.tanh(delta / bound) * w_mask
+
+    for phase, (iters, lam, lr) in enumerate(zip(s.depth_iters, (s.lambda_depth_1, s.lambda_depth_2), s.lr_depth)):
+        name = f"depth{phase + 1}"
+        opt_d = torch.optim.Adam([delta], lr=lr)
+        for it in prog.iterate(int(iters), name):
+            opt_d.zero_grad(set_to_none=True)
+            opt_ab.zero_grad(set_to_none=True)
+            d = current_depth()
+            n = depth_to_normals(d, intr, m)
+            rendered = albedo * sh_irradiance(n, light) + s.eps_specular * beta
+            e = (_photometric(rendered, img, w_photo)
+                 + _albedo_prior(albedo, gamma_avg, m, w_mask, s)
+                 + s.lambda_specular * _masked_mean(((beta - beta0) ** 2)[..., 0], w_mask)
+                 + _depth_prior(d, d0, ggx, ggy, m, w_mask, lam))
+            if not torch.isfinite(e):
+                break
+            e.backward()
+            for p in (delta, albedo, beta):
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+            opt_d.step()
+            opt_ab.step()
+            with torch.no_grad():
+                albedo.clamp_(0.0, 1.0)
+                beta.clamp_(0.0, 1.0)
+            history[name].append(float(e.detach()))
+            prog.report(name, it, history[name][-1])
+
+    # ---- outputs at the input resolution ------------------------------------------------------
+    with torch.no_grad():
+        d = current_depth()
+        if scale < 1.0:
+            dd = _resize((d - d0)[..., None], (h, w), "bilinear")[..., 0]
+            depth = depth0_full + dd * mask
+            albedo_o = _resize(albedo.detach(), (h, w), "bilinear").clamp(0, 1)
+            beta_o = _resize(beta.detach(), (h, w), "bilinear").clamp_min(0)
+            mask_o = mask
+        else:
+            depth, albedo_o, beta_o, mask_o = d, albedo.detach(), beta.detach(), m
+        normals = depth_to_normals(depth, intrinsics.to(dtype), mask_o)
+        shading = sh_irradiance(normals, light)
+        rendered = albedo_o * shading + s.eps_specular * beta_o
+    return FineResult(depth=depth, normals=normals, albedo=albedo_o, shading=shading, specular=beta_o,
+                      light=light, rendered=rendered, mask=mask_o, history=history)
