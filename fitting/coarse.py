@@ -46,6 +46,9 @@ class CoarseSettings:
     lambda_exp: float = 3.0
     n_id: int = 100  # identity modes used (the first n_id)
     exp_bounds: tuple = (0.0, 1.0)  # ICT expression activations
+    # Expression blendshapes left out of the fit (name prefixes): gaze turns the
+    # eyeballs, which the face area does not contain, and only confuses the lids.
+    exp_exclude: tuple = ("eyeLook",)
     # MediaPipe's relative depth as a weak extra constraint (0 = off).
     lambda_depth: float = 0.05
     alternations: int = 4
@@ -138,10 +141,13 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
         rot, t = affine_pose(lb.points(coeffs), uv, w, k)
     rot, t = refine_pose(lb.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
     rel = batch.rel_depth.to(dev)
+    frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
+    frozen[n_id:] = torch.tensor([name.startswith(settings.exp_exclude) for name in model.exp_names], device=dev)
     for _ in range(settings.alternations):
         w = landmark_weights(batch, corr, settings, rot).to(dev)
         coeffs = solve_shape(lb, uv, w, k, rot, t, settings.lambda_id, settings.lambda_exp, prev_coeffs=coeffs,
-                             exp_bounds=settings.exp_bounds, rel_depth=rel, lambda_depth=settings.lambda_depth)
+                             exp_bounds=settings.exp_bounds, rel_depth=rel, lambda_depth=settings.lambda_depth,
+                             frozen=frozen)
         rot, t = refine_pose(lb.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
     err = reprojection_residual(lb.points(coeffs), rot, t, uv, k).norm(dim=-1)
     wmask = (w > 0).to(err)

@@ -68,3 +68,27 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def triangle_ids(corr: Correspondence, triangles: torch.Tensor) -> torch.Tensor:
+    """(K,) index into ``triangles`` (F, 3) of the triangle holding each landmark's three vertices.
+
+    The barycentrics are reordered to the triangle's corner order (see
+    :func:`triangle_barycentrics`); a landmark whose triangle is missing gets -1.
+    """
+    tri = triangles.detach().cpu().numpy().astype(np.int64)
+    n = int(max(tri.max(), int(corr.vertex_ids.max()))) + 1
+    key = lambda t: ((np.sort(t, 1) * np.array([n * n, n, 1])).sum(1))  # noqa: E731
+    tkeys = key(tri)
+    order = np.argsort(tkeys)
+    q = key(corr.vertex_ids.numpy())
+    pos = np.clip(np.searchsorted(tkeys[order], q), 0, len(order) - 1)
+    found = tkeys[order][pos] == q
+    return torch.from_numpy(np.where(found, order[pos], -1))
+
+
+def triangle_barycentrics(corr: Correspondence, triangles: torch.Tensor, tri_ids: torch.Tensor) -> torch.Tensor:
+    """(K, 3) barycentrics of each landmark in the corner order of ``triangles[tri_ids]``."""
+    t = triangles[tri_ids.clamp_min(0)]  # (K, 3)
+    match = t[:, :, None] == corr.vertex_ids[:, None, :].to(t)  # (K, 3 corners, 3 table entries)
+    return (match.to(corr.bary) * corr.bary[:, None, :]).sum(-1)

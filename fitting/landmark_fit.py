@@ -153,7 +153,7 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
                 rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
                 prev_coeffs: Optional[torch.Tensor] = None, exp_bounds=(0.0, 1.0),
                 rel_depth: Optional[torch.Tensor] = None, lambda_depth: float = 0.0,
-                active_set_rounds: int = 3) -> torch.Tensor:
+                active_set_rounds: int = 4, frozen: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Regularised linear least squares for (a_id, a_exp) with the pose fixed.
 
     For a camera-space point P = R X(a) + t the projection equations
@@ -164,6 +164,7 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
     closer), used as a weak extra constraint with weight ``lambda_depth``.
     Expression activations are kept in ``exp_bounds`` by clamping and
     re-solving with the clamped ones pinned (a batched active set).
+    ``frozen`` (n,) bool: coefficients held at zero (a strong penalty).
     Returns (B, n) coefficients.
     """
     b = uv.shape[0]
@@ -201,24 +202,28 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
         # P_z rises toward the camera while MediaPipe's z falls: target -z.
         rhs = torch.cat([rhs, (-zc / f_over_d - mz) * s], 1)
 
-    ata = a.transpose(1, 2) @ a
-    atb = (a.transpose(1, 2) @ rhs[..., None])[..., 0]
-    reg = torch.cat([torch.full((lb.n_id,), lambda_id), torch.full((n - lb.n_id,), lambda_exp)]).to(uv)
+    # float64: the pinning penalty makes the system stiff.
+    a64, rhs64 = a.double(), rhs.double()
+    ata = a64.transpose(1, 2) @ a64
+    atb = (a64.transpose(1, 2) @ rhs64[..., None])[..., 0]
+    reg = torch.cat([torch.full((lb.n_id,), float(lambda_id)), torch.full((n - lb.n_id,), float(lambda_exp))])
+    reg = reg.to(ata)
+    if frozen is not None:
+        reg = reg + 1e3 * torch.diagonal(ata, dim1=1, dim2=2).mean(-1, keepdim=True) * frozen.to(ata)
     lo, hi = exp_bounds
     pinned = torch.zeros(b, n, dtype=torch.bool, device=dev)
-    pin_value = torch.zeros(b, n, dtype=dtype, device=dev)
-    big = 1e6 * torch.diagonal(ata, dim1=1, dim2=2).mean(-1, keepdim=True).clamp_min(1.0)
-    sol = coeffs
+    pin_value = torch.zeros(b, n, dtype=ata.dtype, device=dev)
+    big = 1e4 * torch.diagonal(ata, dim1=1, dim2=2).mean(-1, keepdim=True).clamp_min(1.0)
+    sol = None
     for _ in range(active_set_rounds + 1):
         diag = reg.expand(b, n) + big * pinned
         sol = torch.linalg.solve(ata + torch.diag_embed(diag), (atb + big * pinned * pin_value)[..., None])[..., 0]
         e = sol[:, lb.n_id:]
-        out = (e < lo) | (e > hi)
+        out = ((e < lo) | (e > hi)) & ~pinned[:, lb.n_id:]
         if not bool(out.any()):
             break
-        new_pin = torch.zeros_like(pinned)
-        new_pin[:, lb.n_id:] = out
         pin_value[:, lb.n_id:] = torch.where(out, e.clamp(lo, hi), pin_value[:, lb.n_id:])
-        pinned = pinned | new_pin
+        pinned[:, lb.n_id:] |= out
+    sol = sol.to(dtype)
     sol[:, lb.n_id:] = sol[:, lb.n_id:].clamp(lo, hi)
     return sol

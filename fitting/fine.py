@@ -1,0 +1,197 @@
+"""Fine stage: shape from shading on the medium mesh's depth map (METHOD.md eq. 4-9), and its outputs.
+
+The image-space work is :func:`sfs.refine.refine_depth`; this module gives it
+the medium mesh's depth, mask and regions, and turns its maps back into
+geometry and texture:
+
+- a grid mesh over the face mask from the detailed depth (``fine_grid``);
+- the medium mesh displaced along the camera rays to the detailed depth (``fine``);
+- the albedo baked into the model's UV layout (the OBJ's texture).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from landmarks import REGION_NAMES
+from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera
+from sfs.refine import FineResult, FineSettings, refine_depth
+
+from .mesh import Mesh
+from .renderer import uv_to_texel
+from .report import shade_normals
+
+# Regions whose reflectance is roughly Lambertian skin; eyes and the mouth
+# interior are left to the medium mesh.
+SFS_REGIONS = ("skin", "nose", "lips", "brows")
+
+
+@dataclass
+class FineStageSettings:
+    """Fine-stage settings: the SfS optimisation (``sfs``, paper defaults rescaled there) and the outputs."""
+
+    sfs: FineSettings = field(default_factory=FineSettings)
+    texture_height: int = 1024  # px; the UV atlas is (height, tiles * height)
+    mask_erode_px: int = 2  # px at the crop: keeps silhouette pixels (depth edges) out of SfS
+    visibility_tolerance_mm: float = 3.0  # a vertex/texel is seen when its depth is this close to the depth map
+
+
+@dataclass
+class FineStageOutput:
+    """Per-batch outputs; :meth:`fill_result` moves face i's share into its FitResult."""
+
+    sfs: FineResult
+    verts_displaced: torch.Tensor  # (B, V, 3) model frame, mm
+    grid_meshes: List[Mesh]
+    textures: torch.Tensor  # (B, Ht, Wt, 3)
+    atlas_uvs: torch.Tensor  # (T, 2) in [0, 1]
+    metrics: List[dict]
+    model: object
+
+    def fill_result(self, r, i: int) -> None:
+        s = self.sfs
+        m = self.model
+        tex = self.textures[i].cpu().numpy()
+        r.meshes["fine"] = Mesh(self.verts_displaced[i], m.triangles, uvs=self.atlas_uvs, uv_triangles=m.uv_triangles,
+                                texture=tex)
+        r.meshes["fine_grid"] = self.grid_meshes[i]
+        r.images["normals"] = ((s.normals[i] + 1) / 2).cpu().numpy() * s.mask[i, ..., None].cpu().numpy()
+        r.images["albedo_image"] = s.albedo[i].cpu().numpy()
+        r.images["shading"] = (s.shading[i] / s.shading[i][s.mask[i]].max().clamp_min(1e-6)).clamp(0, 1).cpu().numpy()
+        r.images["specular"] = s.specular[i, ..., 0].clamp(0, 1).cpu().numpy()
+        r.images["rendered"] = s.rendered[i].clamp(0, 1).cpu().numpy()
+        r.arrays["depth"] = s.depth[i].cpu().numpy().astype(np.float32)
+        r.arrays["mask"] = s.mask[i].cpu().numpy()
+        r.params["fine"] = self.metrics[i]
+
+    def report_panels(self, i: int) -> Tuple[list, list]:
+        s = self.sfs
+        fine_shaded = shade_normals(s.normals[i:i + 1], s.mask[i:i + 1])[0].cpu().numpy()
+        shading = (s.shading[i] / s.shading[i][s.mask[i]].max().clamp_min(1e-6)).clamp(0, 1).cpu().numpy()
+        return [fine_shaded, s.albedo[i].clamp(0, 1).cpu().numpy(), shading], ["fine (SfS normals)", "albedo", "shading"]
+
+
+def sfs_mask_and_labels(region_labels: torch.Tensor, coverage: torch.Tensor, erode_px: int):
+    """(B, S, S) landmark region labels and render coverage -> (mask, labels with -1 outside)."""
+    keep = torch.zeros_like(coverage)
+    for name in SFS_REGIONS:
+        keep |= region_labels == REGION_NAMES.index(name)
+    mask = keep & coverage
+    if erode_px > 0:
+        k = 2 * erode_px + 1
+        mask = -F.max_pool2d(-mask.float()[:, None], k, 1, erode_px)[:, 0] > 0.5
+    labels = torch.where(mask, region_labels, torch.full_like(region_labels, -1))
+    return mask, labels
+
+
+def grid_mesh(points_model: np.ndarray, mask: np.ndarray, colors: np.ndarray) -> Mesh:
+    """A triangle mesh over the mask's pixel grid: two triangles per 2x2 block of masked pixels.
+
+    ``points_model`` (H, W, 3) mm, ``mask`` (H, W) bool, ``colors`` (H, W, 3).
+    Triangles are wound counter-clockwise as seen from the camera.
+    """
+    h, w = mask.shape
+    idx = np.full((h, w), -1, np.int64)
+    idx[mask] = np.arange(int(mask.sum()))
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    quad = (a >= 0) & (b >= 0) & (c >= 0) & (d >= 0)
+    # Image rows go down while camera y goes up: (a, c, b) is counter-clockwise seen from the camera.
+    tris = np.concatenate([np.stack([a[quad], c[quad], b[quad]], 1), np.stack([b[quad], c[quad], d[quad]], 1)])
+    return Mesh(points_model[mask], tris, vertex_colors=colors[mask])
+
+
+def run_fine_stage(fitter, batch, coarse, medium_verts: torch.Tensor) -> FineStageOutput:
+    from .pipeline import camera_frame, model_frame
+    model, renderer, settings = fitter.model, fitter.renderer, fitter.fine_settings
+    size = batch.size
+    k = coarse.intrinsics
+    verts_cam = camera_frame(coarse, medium_verts)
+    with torch.no_grad():
+        frags = renderer.rasterize(verts_cam, model.triangles, k, size, size)
+    mask, labels = sfs_mask_and_labels(batch.region_labels, frags.mask, settings.mask_erode_px)
+    sfs = refine_depth(batch.images, frags.depth, mask, k, region_labels=labels, settings=settings.sfs)
+
+    # Geometry from the detailed depth.
+    with torch.no_grad():
+        pts_cam = depth_map_to_points(sfs.depth, k)  # (B, S, S, 3)
+        b = pts_cam.shape[0]
+        pts_model = model_frame(coarse, pts_cam.reshape(b, -1, 3)).reshape(pts_cam.shape)
+        grids = [grid_mesh(pts_model[i].cpu().numpy(), sfs.mask[i].cpu().numpy(), sfs.albedo[i].cpu().numpy())
+                 for i in range(b)]
+        displaced = displace_to_depth(verts_cam, k, sfs.depth, sfs.mask, settings.visibility_tolerance_mm,
+                                      frags.depth)
+        tiles = max(1, math.ceil(float(model.uvs[:, 0].max())))
+        atlas = model.uvs / torch.tensor([float(tiles), 1.0], device=model.uvs.device)
+        textures = bake_albedo(renderer, verts_cam, model.triangles, atlas, model.uv_triangles, k, sfs.albedo,
+                               sfs.depth, sfs.mask, settings.texture_height, tiles,
+                               settings.visibility_tolerance_mm)
+        metrics = [appearance_metrics(batch.images[i], sfs.rendered[i], sfs.mask[i]) for i in range(b)]
+    return FineStageOutput(sfs=sfs, verts_displaced=model_frame(coarse, displaced), grid_meshes=grids,
+                           textures=textures, atlas_uvs=atlas.cpu(), metrics=metrics, model=model)
+
+
+def _sample(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of (B, H, W, C) at (B, N, 2) pixel coordinates -> (B, N, C)."""
+    h, w = image.shape[1:3]
+    grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], -1)[:, :, None]
+    out = F.grid_sample(image.permute(0, 3, 1, 2), grid.to(image), mode="bilinear", align_corners=False)
+    return out[..., 0].permute(0, 2, 1)
+
+
+def displace_to_depth(verts_cam: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor,
+                      tolerance_mm: float, depth0: torch.Tensor) -> torch.Tensor:
+    """Move each visible vertex along its camera ray to the detailed depth.
+
+    A vertex counts as visible when it projects into the mask and its depth
+    is within ``tolerance_mm`` of the medium depth map ``depth0`` there.
+    """
+    uvd = camera_to_pixel(verts_cam, intrinsics)
+    d_new = _sample(depth[..., None], uvd[..., :2])[..., 0]
+    d_old = _sample(depth0[..., None], uvd[..., :2])[..., 0]
+    inside = _sample(mask[..., None].float(), uvd[..., :2])[..., 0] > 0.999
+    seen = inside & ((d_old - uvd[..., 2]).abs() < tolerance_mm)
+    target = pixel_to_camera(uvd[..., :2], uvd[..., 2] + (d_new - d_old), intrinsics)
+    return torch.where(seen[..., None], target, verts_cam)
+
+
+def bake_albedo(renderer, verts_cam, tris, atlas_uvs, uv_tris, intrinsics, albedo, depth, mask, height: int,
+                tiles: int, tolerance_mm: float) -> torch.Tensor:
+    """The image-space albedo resampled into the UV atlas: (B, height, tiles * height, 3).
+
+    Each texel's surface point is found by rasterising the mesh in UV space;
+    texels whose point is seen in the photo take the albedo there, the rest
+    take the mean skin albedo of that face.
+    """
+    b = verts_cam.shape[0]
+    width = tiles * height
+    # One UV "vertex" per (triangle corner): rasterise uv_tris, interpolate positions through tris.
+    texel = uv_to_texel(atlas_uvs, height, width)[None].expand(b, -1, -1)
+    frags = renderer.rasterize_pixels(texel, uv_tris, height, width)
+    pos = renderer.interpolate(verts_cam, frags, tris)  # (B, Ht, Wt, 3) camera frame
+    flat = pos.reshape(b, -1, 3)
+    uvd = camera_to_pixel(flat, intrinsics)
+    col = _sample(albedo, uvd[..., :2])
+    d_map = _sample(depth[..., None], uvd[..., :2])[..., 0]
+    inside = _sample(mask[..., None].float(), uvd[..., :2])[..., 0] > 0.999
+    seen = inside & ((d_map - uvd[..., 2]).abs() < tolerance_mm) & frags.mask.reshape(b, -1)
+    mean = (albedo * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
+    out = torch.where(seen[..., None], col, mean[:, None, :])
+    return out.reshape(b, height, width, 3).clamp(0, 1)
+
+
+def appearance_metrics(image: torch.Tensor, rendered: torch.Tensor, mask: torch.Tensor) -> dict:
+    """PSNR (dB) and SSIM of the re-rendered face inside the mask (METHOD.md, appearance)."""
+    from skimage.metrics import structural_similarity
+    m = mask.bool()
+    if int(m.sum()) == 0:
+        return {"psnr_db": float("nan"), "ssim": float("nan"), "mask_pixels": 0}
+    mse = float(((image - rendered.clamp(0, 1)) ** 2)[m].mean())
+    psnr = 10 * math.log10(1.0 / max(mse, 1e-12))
+    a, r, mk = image.cpu().numpy(), rendered.clamp(0, 1).cpu().numpy(), m.cpu().numpy()
+    _, ssim_map = structural_similarity(a, r, channel_axis=2, data_range=1.0, full=True)
+    return {"psnr_db": psnr, "ssim": float(ssim_map.mean(-1)[mk].mean()), "mask_pixels": int(mk.sum())}
