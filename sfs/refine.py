@@ -18,13 +18,18 @@ Rescaling of the paper's weights (stated once, used in :class:`FineSettings`):
    principle. Learning rates of intensity-valued unknowns (albedo, specular) are divided by
    255 (Adam's step is in the unknown's own units).
 2. Depth. We do not know the paper's depth unit; we assume mm and keep the depth learning
-   rates (mm per Adam step). The depth-term weights are then retuned on the synthetic test
-   (ellipsoid face at 500 mm, 0.2-1 mm bumps, ~0.6 mm pixels): the /255^2 rule gives
-   no regularisation at all, which is unusable on a real photo, so each default below
-   shows the paper's number and the factor actually used.
+   rates (mm per Adam step). The depth-term weights were then retuned on the synthetic test
+   (ellipsoid face at 500 mm, 0.5 mm bumps, ~0.6 mm pixels): the /255^2 rule leaves the
+   depth unconstrained (normals got worse), so lambda_d1 = 3 x paper and lambda_d2 =
+   0.02 x paper; lambda_rtv = 4e-3 x paper for the same reason. Each default in
+   :class:`FineSettings` shows the paper's number and the factor used.
 3. Image size. All terms are *means* over the masked pixels (not sums), so the weights do
    not depend on the crop size; derivatives are per pixel at the working resolution
-   (default 512 px on the long side), like the paper's 512-ish crops.
+   (default 384 px on the long side for speed, see FineSettings.working_size).
+
+Performance note: on a busy 2-core CPU torch's OpenMP with 2 threads was 3-10x slower than
+one thread (OMP_NUM_THREADS=1 / torch.set_num_threads(1)); this module does not change
+the thread count, the caller decides.
 
 The alternation of eq. 9 ("alternating albedo, specular and depth") is done as
 simultaneous block updates: one forward/backward of the total energy per iteration,
@@ -34,7 +39,6 @@ with the other blocks at their current values.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
