@@ -1,1 +1,18 @@
-"""Image-space shape from shading: pure, batched torch on (B, ...) image tensors; no mesh, no model."""
+"""Image-space shape from shading: pure, batched torch on (B, ...) image tensors; no mesh, no model.
+
+Public API::
+
+    sh_basis, sh_irradiance, default_frontal_light, render_sh   (sfs.sh)
+    depth_to_normals                                             (sfs.normals)
+    estimate_sh_light                                            (sfs.light)
+    rtv                                                          (sfs.rtv)
+    FineSettings, FineResult, refine_depth                       (sfs.refine)
+"""
+from .light import estimate_sh_light
+from .normals import depth_to_normals
+from .refine import FineResult, FineSettings, refine_depth
+from .rtv import rtv
+from .sh import default_frontal_light, render_sh, sh_basis, sh_irradiance
+
+__all__ = ["sh_basis", "sh_irradiance", "default_frontal_light", "render_sh", "depth_to_normals",
+           "estimate_sh_light", "rtv", "FineSettings", "FineResult", "refine_depth"]
