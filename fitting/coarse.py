@@ -42,8 +42,8 @@ class CoarseSettings:
     contour_yaw_power: float = 4.0
     # Tikhonov weights, in squared normalised pixels per unit coefficient
     # (residuals are scaled so the landmark set spans 200 px).
-    lambda_id: float = 30.0
-    lambda_exp: float = 3.0
+    lambda_id: float = 100.0
+    lambda_exp: float = 10.0
     n_id: int = 100  # identity modes used (the first n_id)
     exp_bounds: tuple = (0.0, 1.0)  # ICT expression activations
     # Expression blendshapes left out of the fit (name prefixes): gaze turns the

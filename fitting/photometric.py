@@ -1,0 +1,111 @@
+"""Coarse stage, part 2: photometric polish by Adam through the differentiable renderer.
+
+Optimises, per face, a small pose correction, the identity and expression
+coefficients, the 9x3 SH light and one skin colour so that the rendered
+face (``albedo * SH(normal)``, METHOD.md eq. 4-5 without specular) matches the
+photo inside the skin regions, while the landmark term of the least-squares
+fit is kept (in normalised pixels, see :mod:`fitting.landmark_fit`) and the
+coefficients stay near their priors.
+
+Images are compared at ``settings.photometric_size`` (the crop resampled) to
+keep the CPU cost down. Not differentiated: visibility and silhouettes (the
+CPU renderer's limitation), so the silhouette does not pull the shape.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from landmarks import REGION_NAMES
+from morphable import MorphableModel
+from morphable.geometry import vertex_normals
+from sfs.light import estimate_sh_light
+from sfs.sh import sh_irradiance
+
+from .coarse import CoarseResult, CoarseSettings, landmark_weights
+from .correspondence import Correspondence
+from .detections import DetectionBatch
+from .landmark_fit import NORMALISED_SIZE, _normaliser, reprojection_residual
+from .rotation import axis_angle_to_matrix
+
+PHOTO_REGIONS = ("skin", "nose")  # smooth, roughly Lambertian: the regions the polish compares
+
+
+def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Correspondence, coarse: CoarseResult,
+                       settings: CoarseSettings, renderer) -> CoarseResult:
+    t0 = time.perf_counter()
+    dev = model.device
+    b, s_full = len(batch), batch.size
+    size = settings.photometric_size
+    scale = size / s_full
+    k = coarse.intrinsics * torch.tensor([scale, scale, scale, scale], device=dev)
+    target = F.interpolate(batch.images.permute(0, 3, 1, 2).to(dev), size=(size, size), mode="area").permute(0, 2, 3, 1)
+    labels = F.interpolate(batch.region_labels[:, None].float().to(dev), size=(size, size), mode="nearest")[:, 0].long()
+    region = torch.zeros_like(labels, dtype=torch.bool)
+    for name in PHOTO_REGIONS:
+        region |= labels == REGION_NAMES.index(name)
+
+    uv = batch.uv.to(dev)
+    w_lm = landmark_weights(batch, corr, settings, coarse.rotation).to(dev)
+    norm = _normaliser(uv, w_lm)
+    n_id = coarse.id_coeffs.shape[1]
+    id_c = coarse.id_coeffs.clone().requires_grad_(True)
+    exp_c = coarse.exp_coeffs.clone().requires_grad_(True)
+    rotvec = torch.zeros(b, 3, device=dev, requires_grad=True)
+    dt = torch.zeros(b, 3, device=dev, requires_grad=True)
+    tris = model.triangles
+    keep_exp = torch.tensor([not n.startswith(settings.exp_exclude) for n in model.exp_names], device=dev)
+
+    def camera_vertices():
+        verts = model(id_c, exp_c * keep_exp)
+        rot = axis_angle_to_matrix(rotvec) @ coarse.rotation
+        t = coarse.translation + dt * 10.0  # translation step in cm units: balanced with the rotation
+        return verts, rot, t, torch.einsum("bij,bvj->bvi", rot, verts) + t[:, None]
+
+    # Light by least squares with the mean skin colour as albedo (fine stage, step 1, at coarse resolution).
+    with torch.no_grad():
+        verts, rot, t, vc = camera_vertices()
+        frags = renderer.rasterize(vc, tris, k, size, size)
+        n_img = F.normalize(renderer.interpolate(vertex_normals(vc, tris), frags), dim=-1)
+        mask = frags.mask & region
+        mean_col = (target * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
+        light0 = estimate_sh_light(target, n_img, mean_col, mask)
+    # One skin colour per face: a per-vertex albedo would explain the shading
+    # away and leave the geometry nothing to learn from.
+    light = light0.clone().requires_grad_(True)
+    albedo = mean_col.clone().contiguous().requires_grad_(True)  # (B, 3)
+    opt = torch.optim.Adam([{"params": [id_c, exp_c], "lr": settings.photometric_lr * 5},
+                            {"params": [rotvec], "lr": settings.photometric_lr * 0.05},
+                            {"params": [dt], "lr": settings.photometric_lr * 0.5},
+                            {"params": [light], "lr": settings.photometric_lr},
+                            {"params": [albedo], "lr": settings.photometric_lr}])
+    lm_scale = settings.landmark_weight / (NORMALISED_SIZE ** 2)
+    for _ in range(settings.photometric_steps):
+        opt.zero_grad()
+        verts, rot, t, vc = camera_vertices()
+        frags = renderer.rasterize(vc, tris, k, size, size)
+        normals = F.normalize(renderer.interpolate(vertex_normals(vc, tris), frags), dim=-1)
+        img = albedo[:, None, None, :] * sh_irradiance(normals, light)
+        mask = (frags.mask & region)[..., None].to(img)
+        photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
+        res = reprojection_residual(corr.points(verts), rot, t, uv, coarse.intrinsics) * norm[:, None, None]
+        lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
+        prior = (settings.lambda_id * (id_c ** 2).sum(1) + settings.lambda_exp * (exp_c ** 2).sum(1)) \
+            * lm_scale / w_lm.sum(1).clamp_min(1e-6)
+        loss = (photo + lm + prior).sum()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            lo, hi = settings.exp_bounds
+            exp_c.clamp_(lo, hi)
+            albedo.clamp_(0.0, 1.0)
+    with torch.no_grad():
+        verts, rot, t, _ = camera_vertices()
+        err = reprojection_residual(corr.points(verts), rot, t, uv, coarse.intrinsics).norm(dim=-1)
+        wm = (w_lm > 0).to(err)
+        return CoarseResult(id_coeffs=id_c.detach(), exp_coeffs=exp_c.detach(), rotation=rot, translation=t,
+                            intrinsics=coarse.intrinsics, vertices=verts.detach(),
+                            landmark_error=(err * wm).sum(1) / wm.sum(1), light=light.detach(),
+                            albedo=albedo.detach()[:, None, :].expand(-1, model.n_vertices, -1).contiguous(), seconds=coarse.seconds + time.perf_counter() - t0)
