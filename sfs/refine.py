@@ -100,6 +100,10 @@ class FineSettings:
     lr_depth: tuple = (0.015, 0.05)      # mm per Adam step; paper 0.015 and 0.05 (depth unit assumed mm)
 
     # --- reporting ----------------------------------------------------------------------
+    # Closed-form last albedo pass at the input resolution (see refine_depth),
+    # unitless: the ridge weight toward the optimised albedo relative to
+    # shading^2 (~1). Small: the texture follows the photo; None: skip it.
+    final_albedo_prior: Optional[float] = 0.2
     progress: bool = False               # tqdm progress bars
 
 
@@ -369,6 +373,15 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         normals = depth_to_normals(depth, intrinsics.to(dtype), mask_o)
         depth = torch.where(mask_o, depth, depth0)
         shading = sh_irradiance(normals, light)
+        if s.final_albedo_prior is not None:
+            # Last albedo pass at the input resolution, depth and specular fixed:
+            # argmin_g |I - g S - eps beta|^2 + lam |g - g_opt|^2, per pixel and
+            # channel, in closed form. The geometry is final; this only lets the
+            # texture keep what the geometry does not explain.
+            lam = float(s.final_albedo_prior)
+            target = image - s.eps_specular * beta_o
+            refit = ((target * shading + lam * albedo_o) / (shading ** 2 + lam)).clamp(0.0, 1.0)
+            albedo_o = torch.where(mask_o[..., None], refit, albedo_o)
         rendered = albedo_o * shading + s.eps_specular * beta_o
     return FineResult(depth=depth, normals=normals, albedo=albedo_o, shading=shading, specular=beta_o,
                       light=light, rendered=rendered, mask=mask_o, history=history)
