@@ -153,6 +153,9 @@ class Renderer:
         Returns :class:`Fragments` of shape (B, height, width). Triangles are
         not culled by orientation; the nearest surface wins.
         """
+        if verts_cam.dim() != 3 or intrinsics.shape != (verts_cam.shape[0], 4):
+            raise ValueError(f"expected verts (B, V, 3) and intrinsics (B, 4), got {tuple(verts_cam.shape)} "
+                             f"and {tuple(intrinsics.shape)}")
         tris = tris.to(device=verts_cam.device, dtype=torch.int64)
         intrinsics = intrinsics.to(verts_cam)
         if self.backend == "nvdiffrast":
