@@ -18,7 +18,7 @@ import torch
 from fitting.camera import Camera
 from fitting.renderer import Renderer, _nvdiffrast_available
 from morphable.geometry import vertex_normals
-from sfs.sh import sh_irradiance
+from fitting.shading import sh_shading_packed
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,8 +51,11 @@ def _step(renderer, verts, tris, cam, sh, albedo, size, backward):
     a = albedo.clone().requires_grad_(backward)
     vc = cam.to_camera(v)
     frags = renderer.rasterize(vc, tris, cam.intrinsics, size, size)
-    n = torch.nn.functional.normalize(renderer.interpolate(vertex_normals(vc, tris), frags), dim=-1, eps=1e-12)
-    img = renderer.interpolate(a, frags) * sh_irradiance(n, s)
+    # shade the covered pixels only (packed), then one scatter into the image
+    n = torch.nn.functional.normalize(renderer.interpolate(vertex_normals(vc, tris), frags, packed=True),
+                                      dim=-1, eps=1e-12)
+    shading = sh_shading_packed(n, s, frags.pixels // (size * size))
+    img = frags.scatter(renderer.interpolate(a, frags, packed=True) * shading)
     img = renderer.antialias(img, frags)
     if backward:
         ((img - 0.5) ** 2).mean().backward()
