@@ -185,27 +185,36 @@ class Renderer:
 
         return self._rasterize_cpu(verts_cam.detach(), screen, tris, height, width, rays_for)
 
-    def rasterize_pixels(self, points: torch.Tensor, tris: torch.Tensor, height: int, width: int) -> Fragments:
+    def rasterize_pixels(self, points: torch.Tensor, tris: torch.Tensor, height: int, width: int,
+                         priority: Optional[torch.Tensor] = None) -> Fragments:
         """Rasterise flat 2-D meshes given directly in pixel coordinates.
 
         ``points`` (B, V, 2) ``(u, v)`` pixels (u right, v down). Used to bake
         attributes into a texture (pass :func:`uv_to_texel` of the UVs).
         Barycentrics are affine (no perspective); ``depth`` is 1 where covered.
-        Where triangles overlap, which one wins is unspecified.
+        Where triangles overlap, the one with the larger interpolated
+        ``priority`` (B, V) wins (for example the model-frame z, so that the
+        front layer of overlapping UV shells is baked); without it the winner
+        is unspecified.
         """
         tris = tris.to(device=points.device, dtype=torch.int64)
         ones = torch.ones_like(points[..., :1])
+        prio = torch.zeros_like(ones) if priority is None else priority[..., None].to(points).detach()
         if self.backend == "nvdiffrast":
             ndc = torch.stack([points[..., 0] * 2 / width - 1, points[..., 1] * 2 / height - 1], -1)
-            clip = torch.cat([ndc, torch.zeros_like(ones), ones], -1)
+            # nvdiffrast keeps the smallest z: map the priority into (-1, 1), larger = nearer
+            z = -prio / (prio.abs().max() + 1.0)
+            clip = torch.cat([ndc, z, ones], -1)
             frags = self._rasterize_clip(clip, None, tris, height, width)
             frags.depth = frags.mask.to(points.dtype)
             return frags
         screen = torch.cat([points, ones], -1)
-        flat = torch.cat([points.detach(), torch.zeros_like(ones)], -1)  # the mesh on the plane z = 0
+        # the mesh at height z = priority, seen from above: the first hit has the largest priority
+        flat = torch.cat([points.detach(), prio], -1)
+        top = float(prio.max()) + 1.0
 
         def rays_for(i, rows, cols):
-            o = torch.stack([cols + 0.5, rows + 0.5, torch.ones_like(cols)], -1).float()
+            o = torch.stack([cols + 0.5, rows + 0.5, torch.full_like(cols, top)], -1).float()
             d = torch.zeros_like(o)
             d[:, 2] = -1.0
             return torch.cat([o, d], -1)

@@ -107,3 +107,10 @@ def test_mediapipe_detects_generated_faces(gen):
             res = fm.process(np.ascontiguousarray((f.image * 255).round().astype(np.uint8)))
             found += bool(res.multi_face_landmarks)
     assert found >= 38, f"MediaPipe found {found} of 40 faces"
+
+
+def test_generate_face_accepts_a_generator(closed_model):
+    from fitting.synthetic import generate_face
+    a = generate_face(closed_model, np.random.default_rng(5), size=64)
+    b = generate_face(closed_model, 5, size=64)
+    assert np.array_equal(a.image, b.image) and b.params["seed"] == 5 and a.params["seed"] is None
