@@ -108,7 +108,9 @@ def _subdivide(tris: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     depends on the face list only, so two index spaces (positions and UVs)
     subdivided separately stay in step."""
     e = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]], 0).sort(1).values
-    edges, inv = torch.unique(e, dim=0, return_inverse=True)
+    # one int64 key per edge: 1-D unique is far faster than unique(dim=0)
+    keys, inv = torch.unique(e[:, 0] * n + e[:, 1], return_inverse=True)
+    edges = torch.stack([keys // n, keys % n], 1)
     m01, m12, m20 = (n + inv).reshape(3, -1)
     v0, v1, v2 = tris.unbind(1)
     new = torch.stack([torch.stack([v0, m01, m20], 1), torch.stack([v1, m12, m01], 1),
@@ -418,6 +420,7 @@ class FaceGenerator:
         image = image.clamp(0, 1)
 
         verts_cam_base = cam.to_camera(verts[None])[0]
+        lm68 = cam.project(verts[model.landmark_sets["multipie68"]][None])[0]
         params = {
             "seed": _seed_record(seed),
             "model": {"source": "ICT-FaceKit", "region": "face_closed", "n_vertices": model.n_vertices},
@@ -435,6 +438,9 @@ class FaceGenerator:
             "deformation": bumps,
             "background": {"colour": bg0.tolist(), "vertical_gradient": grad.tolist()},
             "noise_sigma": sigma,
+            # the 68 model landmarks (multipie68 vertex set) projected: u, v pixels and depth mm
+            # (self-occluded ones included, e.g. the far jaw line at large yaw)
+            "landmarks68_uvd": lm68.tolist(),
         }
         return SyntheticFace(
             image=image.numpy(), albedo=albedo.numpy(), shading=shading.numpy(), normals=n_img.numpy(),

@@ -43,6 +43,8 @@ def test_ground_truth_is_consistent(gen, closed_model):
     u, v, d = uvd[nose]
     assert f.depth[int(v), int(u)] == pytest.approx(d, abs=3.0)
     assert f.depth[m].min() >= uvd[:, 2].min() - 1e-3
+    lm = np.array(p["landmarks68_uvd"])
+    assert lm.shape == (68, 3) and np.allclose(lm[30], uvd[nose], atol=1e-3)
 
 
 def test_same_seed_same_face_and_different_seeds_differ(gen):
