@@ -67,10 +67,22 @@ class Fragments:
     def shape(self):
         return tuple(self.tri_id.shape)
 
+    @property
+    def pixels(self) -> torch.Tensor:
+        """(N,) flat indices into B*H*W of the covered pixels, ascending: the order
+        of packed values (``Renderer.interpolate(..., packed=True)``)."""
+        if self.pix is None:
+            self.pix = torch.nonzero(self.mask.reshape(-1)).squeeze(1)
+        return self.pix
+
+    def gather(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (N, C) values at the covered pixels (packed)."""
+        return image.reshape(-1, image.shape[-1]).index_select(0, self.pixels)
+
     def scatter(self, values: torch.Tensor) -> torch.Tensor:
-        """(N, C) per-covered-pixel values (CPU backend) -> (B, H, W, C), zeros elsewhere."""
+        """(N, C) packed per-covered-pixel values -> (B, H, W, C), zeros elsewhere."""
         b, h, w = self.tri_id.shape
-        out = values.new_zeros(b * h * w, values.shape[-1]).index_put((self.pix,), values)
+        out = values.new_zeros(b * h * w, values.shape[-1]).index_put((self.pixels,), values)
         return out.reshape(b, h, w, -1)
 
     @property
@@ -153,6 +165,9 @@ class Renderer:
         Returns :class:`Fragments` of shape (B, height, width). Triangles are
         not culled by orientation; the nearest surface wins.
         """
+        if verts_cam.dim() != 3 or intrinsics.shape != (verts_cam.shape[0], 4):
+            raise ValueError(f"expected verts (B, V, 3) and intrinsics (B, 4), got {tuple(verts_cam.shape)} "
+                             f"and {tuple(intrinsics.shape)}")
         tris = tris.to(device=verts_cam.device, dtype=torch.int64)
         intrinsics = intrinsics.to(verts_cam)
         if self.backend == "nvdiffrast":
@@ -170,27 +185,36 @@ class Renderer:
 
         return self._rasterize_cpu(verts_cam.detach(), screen, tris, height, width, rays_for)
 
-    def rasterize_pixels(self, points: torch.Tensor, tris: torch.Tensor, height: int, width: int) -> Fragments:
+    def rasterize_pixels(self, points: torch.Tensor, tris: torch.Tensor, height: int, width: int,
+                         priority: Optional[torch.Tensor] = None) -> Fragments:
         """Rasterise flat 2-D meshes given directly in pixel coordinates.
 
         ``points`` (B, V, 2) ``(u, v)`` pixels (u right, v down). Used to bake
         attributes into a texture (pass :func:`uv_to_texel` of the UVs).
         Barycentrics are affine (no perspective); ``depth`` is 1 where covered.
-        Where triangles overlap, which one wins is unspecified.
+        Where triangles overlap, the one with the larger interpolated
+        ``priority`` (B, V) wins (for example the model-frame z, so that the
+        front layer of overlapping UV shells is baked); without it the winner
+        is unspecified.
         """
         tris = tris.to(device=points.device, dtype=torch.int64)
         ones = torch.ones_like(points[..., :1])
+        prio = torch.zeros_like(ones) if priority is None else priority[..., None].to(points).detach()
         if self.backend == "nvdiffrast":
             ndc = torch.stack([points[..., 0] * 2 / width - 1, points[..., 1] * 2 / height - 1], -1)
-            clip = torch.cat([ndc, torch.zeros_like(ones), ones], -1)
+            # nvdiffrast keeps the smallest z: map the priority into (-1, 1), larger = nearer
+            z = -prio / (prio.abs().max() + 1.0)
+            clip = torch.cat([ndc, z, ones], -1)
             frags = self._rasterize_clip(clip, None, tris, height, width)
             frags.depth = frags.mask.to(points.dtype)
             return frags
         screen = torch.cat([points, ones], -1)
-        flat = torch.cat([points.detach(), torch.zeros_like(ones)], -1)  # the mesh on the plane z = 0
+        # the mesh at height z = priority, seen from above: the first hit has the largest priority
+        flat = torch.cat([points.detach(), prio], -1)
+        top = float(prio.max()) + 1.0
 
         def rays_for(i, rows, cols):
-            o = torch.stack([cols + 0.5, rows + 0.5, torch.ones_like(cols)], -1).float()
+            o = torch.stack([cols + 0.5, rows + 0.5, torch.full_like(cols, top)], -1).float()
             d = torch.zeros_like(o)
             d[:, 2] = -1.0
             return torch.cat([o, d], -1)
@@ -237,7 +261,9 @@ class Renderer:
         bidx = pix // hw
         rem = pix % hw
         p = torch.stack([(rem % width).to(screen.dtype) + 0.5, (rem // width).to(screen.dtype) + 0.5], -1)
-        corners = screen[bidx[:, None], tris[tri]]  # (N, 3, 3) u, v, depth
+        nv = screen.shape[1]
+        flat_ids = (bidx[:, None] * nv + tris[tri]).reshape(-1)
+        corners = screen.reshape(-1, 3).index_select(0, flat_ids).reshape(-1, 3, 3)  # (N, 3, 3) u, v, depth
         a, bb, c = corners[:, 0, :2], corners[:, 1, :2], corners[:, 2, :2]
 
         def cross(e, f):
@@ -278,13 +304,17 @@ class Renderer:
         return Fragments(tri_id, tris, bary=bary, depth=depth, rast=rast, rast_db=rast_db, clip=clip)
 
     # ------------------------------------------------------------------ interpolate
-    def interpolate(self, attr: torch.Tensor, frags: Fragments, tris: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def interpolate(self, attr: torch.Tensor, frags: Fragments, tris: Optional[torch.Tensor] = None,
+                    packed: bool = False) -> torch.Tensor:
         """Interpolate vertex attributes at the pixel centres.
 
         ``attr``: (B, V, C) or (V, C) (shared by the batch). ``tris``: (F, 3)
         attribute triangles, one row per rasterised triangle (for example the
         model's ``uv_triangles`` with ``attr = uvs``); default: the rasterised
-        triangles. Returns (B, H, W, C), zeros on background pixels.
+        triangles. Returns (B, H, W, C), zeros on background pixels, or with
+        ``packed=True`` (N, C) at the covered pixels only (``frags.pixels``
+        order; ``frags.scatter`` makes an image of them): per-pixel work such
+        as shading then skips the background, which is most of a CPU frame.
         Differentiable w.r.t. ``attr`` and (through the barycentrics) the vertices.
         """
         b, h, w = frags.tri_id.shape
@@ -292,14 +322,15 @@ class Renderer:
         if self.backend == "nvdiffrast":
             a = attr if attr.dim() == 3 else attr[None]
             a = a.expand(b, -1, -1).float().contiguous()
-            return self._dr.interpolate(a, frags.rast, tris.to(torch.int32).contiguous())[0]
+            out = self._dr.interpolate(a, frags.rast, tris.to(torch.int32).contiguous())[0]
+            return frags.gather(out) if packed else out
         corner_ids = tris[frags.pix_tri]  # (N, 3)
+        c = attr.shape[-1]
         if attr.dim() == 3:
-            corners = attr[(frags.pix // (h * w))[:, None], corner_ids]  # (N, 3, C)
-        else:
-            corners = attr[corner_ids]
+            corner_ids = (frags.pix // (h * w))[:, None] * attr.shape[1] + corner_ids
+        corners = attr.reshape(-1, c).index_select(0, corner_ids.reshape(-1)).reshape(-1, 3, c)
         vals = (frags.pix_bary.to(corners.dtype)[..., None] * corners).sum(1)
-        return frags.scatter(vals)
+        return vals if packed else frags.scatter(vals)
 
     # ------------------------------------------------------------------ texture
     def texture(self, tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

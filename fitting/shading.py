@@ -36,6 +36,18 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, sh_coeffs: torch.Tensor,
     return image
 
 
+def sh_shading_packed(normals: torch.Tensor, sh_coeffs: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+    """S(n) for packed pixels: ``normals`` (N, 3) camera frame, ``sh_coeffs``
+    (B, 9, 3), ``batch_index`` (N,) batch element of each pixel -> (N, 3).
+
+    Packed pixels (``Renderer.interpolate(..., packed=True)``) skip the
+    background, which is most of the image on the CPU backend.
+    """
+    if sh_coeffs.shape[0] == 1:
+        return sh_irradiance(normals[None], sh_coeffs)[0]
+    return sh_irradiance(normals[:, None], sh_coeffs[batch_index])[:, 0]
+
+
 @dataclass
 class Rendered:
     """Outputs of :func:`render_mesh`, all (B, H, W, C) on the image grid.

@@ -108,7 +108,9 @@ def _subdivide(tris: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     depends on the face list only, so two index spaces (positions and UVs)
     subdivided separately stay in step."""
     e = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]], 0).sort(1).values
-    edges, inv = torch.unique(e, dim=0, return_inverse=True)
+    # one int64 key per edge: 1-D unique is far faster than unique(dim=0)
+    keys, inv = torch.unique(e[:, 0] * n + e[:, 1], return_inverse=True)
+    edges = torch.stack([keys // n, keys % n], 1)
     m01, m12, m20 = (n + inv).reshape(3, -1)
     v0, v1, v2 = tris.unbind(1)
     new = torch.stack([torch.stack([v0, m01, m20], 1), torch.stack([v1, m12, m01], 1),
@@ -174,11 +176,20 @@ class _Landmarks:
 class _TexelFeatures:
     """Per-texel region label and mean-mesh position of the atlas (computed once per model)."""
 
+    @staticmethod
+    def _uv_priority(model: MorphableModel, uv: torch.Tensor) -> torch.Tensor:
+        """(1, T) model-frame z of each UV coordinate's vertex."""
+        z = torch.zeros(uv.shape[0])
+        z[model.uv_triangles.reshape(-1)] = model.mean[model.triangles.reshape(-1), 2]
+        return z[None]
+
     def __init__(self, model: MorphableModel, renderer: Renderer, size: int):
         self.size = (size, size * ATLAS_TILES)
         uv = _atlas_uvs(model)
         h, w = self.size
-        frags = renderer.rasterize_pixels(uv_to_texel(uv, h, w)[None], model.uv_triangles, h, w)
+        # UV shells overlap inside the eyeballs (layers): bake the front-most (largest z)
+        frags = renderer.rasterize_pixels(uv_to_texel(uv, h, w)[None], model.uv_triangles, h, w,
+                                          priority=self._uv_priority(model, uv))
         self.valid = frags.mask[0]
         pos = renderer.interpolate(model.mean, frags, model.triangles)[0]
         tri = frags.tri_id[0].clamp_min(0)
@@ -255,8 +266,8 @@ def _albedo_texture(model: MorphableModel, feats: "_TexelFeatures", rng: np.rand
         if name in names:
             eye |= lab == names.index(name)
     r = w["eye_r"][:, None]
-    eye_col = torch.where(r < 2.0, torch.tensor([0.03, 0.03, 0.03]),
-                          torch.where(r < 5.5, iris_col, torch.tensor([0.88, 0.85, 0.82])))
+    eye_col = torch.where(r < 1.8, torch.tensor([0.03, 0.03, 0.03]),
+                          torch.where(r < 4.8, iris_col, torch.tensor([0.88, 0.85, 0.82])))
     col = torch.where(eye[:, None], eye_col, col)
     out = col.clamp(0, 1)[feats.nearest].reshape(*feats.pos.shape[:2], 3)
     info = {"skin_tone": tone, "skin_rgb": skin.tolist(), "cheek_redness": redness}
@@ -356,6 +367,7 @@ class FaceGenerator:
 
     def __call__(self, seed, size: int = 512, yaw_range: float = 60.0, detail: bool = False,
                  deformation: bool = False, fov_deg: float = DEFAULT_FOV, noise: bool = True) -> SyntheticFace:
+        """One face; arguments as :func:`generate_face`. Deterministic in ``seed``."""
         model = self.model
         rng = np.random.default_rng(seed)
         # shape: identity within +/-2 sigma, a few mild expression activations
@@ -408,8 +420,9 @@ class FaceGenerator:
         image = image.clamp(0, 1)
 
         verts_cam_base = cam.to_camera(verts[None])[0]
+        lm68 = cam.project(verts[model.landmark_sets["multipie68"]][None])[0]
         params = {
-            "seed": seed if isinstance(seed, int) else list(seed),
+            "seed": _seed_record(seed),
             "model": {"source": "ICT-FaceKit", "region": "face_closed", "n_vertices": model.n_vertices},
             "units": "mm",
             "id_coeffs": id_c.tolist(),
@@ -425,6 +438,9 @@ class FaceGenerator:
             "deformation": bumps,
             "background": {"colour": bg0.tolist(), "vertical_gradient": grad.tolist()},
             "noise_sigma": sigma,
+            # the 68 model landmarks (multipie68 vertex set) projected: u, v pixels and depth mm
+            # (self-occluded ones included, e.g. the far jaw line at large yaw)
+            "landmarks68_uvd": lm68.tolist(),
         }
         return SyntheticFace(
             image=image.numpy(), albedo=albedo.numpy(), shading=shading.numpy(), normals=n_img.numpy(),
@@ -433,12 +449,32 @@ class FaceGenerator:
             triangles=model.triangles.numpy(), camera=cam, params=params, texture=texture.numpy())
 
 
+def _seed_record(seed):
+    """A JSON-ready record of what seeded a face (a Generator's state is not recorded)."""
+    if isinstance(seed, (int, np.integer)):
+        return int(seed)
+    if isinstance(seed, (list, tuple)):
+        return [int(x) for x in seed]
+    return None
+
+
+_GENERATORS: Dict[int, FaceGenerator] = {}
+
+
 def generate_face(model: MorphableModel, seed=0, size: int = 512, yaw_range: float = 60.0,
                   detail: bool = False, deformation: bool = False, **kwargs) -> SyntheticFace:
-    """One synthetic face (see :class:`SyntheticFace`). For many faces build a
-    :class:`FaceGenerator` once: it caches the albedo atlas features."""
-    return FaceGenerator(model)(seed, size=size, yaw_range=yaw_range, detail=detail,
-                                deformation=deformation, **kwargs)
+    """One synthetic face (see :class:`SyntheticFace`).
+
+    ``seed``: an int, a sequence of ints (e.g. ``(run_seed, index)``) or a
+    ``numpy.random.Generator``. ``yaw_range`` degrees; ``detail``: fine wrinkle
+    geometry; ``deformation``: smooth out-of-model offsets. Other keywords go to
+    :meth:`FaceGenerator.__call__` (``fov_deg``, ``noise``). The generator (and
+    its albedo atlas features, about a second to build) is cached per model.
+    """
+    gen = _GENERATORS.get(id(model))
+    if gen is None or gen.model is not model:
+        gen = _GENERATORS[id(model)] = FaceGenerator(model)
+    return gen(seed, size=size, yaw_range=yaw_range, detail=detail, deformation=deformation, **kwargs)
 
 
 # --------------------------------------------------------------------------- files

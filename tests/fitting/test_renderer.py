@@ -146,3 +146,27 @@ def test_shade_matches_sh(renderer):
     from sfs.sh import sh_irradiance
     img = shade(torch.full((2, 5, 3), 0.3), n, coeffs, specular=torch.ones(2, 5, 1), eps=0.5)
     assert torch.allclose(img, 0.3 * sh_irradiance(n, coeffs) + 0.5)
+
+
+def test_packed_interpolation_and_shading_match_dense(renderer, face_model):
+    from fitting.shading import sh_shading_packed
+    from sfs.sh import sh_irradiance
+    torch.manual_seed(2)
+    verts = face_model.mean[None].expand(2, -1, -1)
+    cam = Camera.from_image_size(64, 64, batch=2).look_at_face(verts)
+    vc = cam.to_camera(verts) + torch.randn(2, 1, 3)
+    fr = renderer.rasterize(vc, face_model.triangles, cam.intrinsics, 64, 64)
+    nrm = vertex_normals(vc, face_model.triangles)
+    dense = renderer.interpolate(nrm, fr)
+    packed = renderer.interpolate(nrm, fr, packed=True)
+    assert packed.shape == (int(fr.mask.sum()), 3)
+    assert torch.equal(fr.scatter(packed), dense) and torch.equal(fr.gather(dense), packed)
+    sh = torch.randn(2, 9, 3)
+    s_packed = sh_shading_packed(packed, sh, fr.pixels // (64 * 64))
+    assert torch.allclose(fr.scatter(s_packed), sh_irradiance(dense, sh) * fr.mask[..., None], atol=1e-5)
+
+
+def test_rejects_mismatched_batch(renderer):
+    verts, tris = _quad(500.0, 100.0)
+    with pytest.raises(ValueError):
+        renderer.rasterize(verts.expand(2, -1, -1), tris, torch.tensor([[100.0, 100.0, 32.0, 32.0]]), 64, 64)

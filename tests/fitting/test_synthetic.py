@@ -43,6 +43,8 @@ def test_ground_truth_is_consistent(gen, closed_model):
     u, v, d = uvd[nose]
     assert f.depth[int(v), int(u)] == pytest.approx(d, abs=3.0)
     assert f.depth[m].min() >= uvd[:, 2].min() - 1e-3
+    lm = np.array(p["landmarks68_uvd"])
+    assert lm.shape == (68, 3) and np.allclose(lm[30], uvd[nose], atol=1e-3)
 
 
 def test_same_seed_same_face_and_different_seeds_differ(gen):
@@ -107,3 +109,10 @@ def test_mediapipe_detects_generated_faces(gen):
             res = fm.process(np.ascontiguousarray((f.image * 255).round().astype(np.uint8)))
             found += bool(res.multi_face_landmarks)
     assert found >= 38, f"MediaPipe found {found} of 40 faces"
+
+
+def test_generate_face_accepts_a_generator(closed_model):
+    from fitting.synthetic import generate_face
+    a = generate_face(closed_model, np.random.default_rng(5), size=64)
+    b = generate_face(closed_model, 5, size=64)
+    assert np.array_equal(a.image, b.image) and b.params["seed"] == 5 and a.params["seed"] is None
