@@ -1,0 +1,74 @@
+"""Smoke test of the coarse and medium benches (two synthetic faces each) and of their error measures.
+
+The ``face_model`` / ``closed_model`` fixtures build the model cache (shared
+with other tests in a session), so the benches' own loads hit the cache.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from fitting.bench.common import umeyama, vertex_errors
+
+NUMBER = re.compile(r"^-?\d+(\.\d+)?$|^nan$|^inf$")
+
+
+def _table_rows(out: str, title: str):
+    """{row name: [cells]} of the table printed after the line starting with ``title``."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    header = lines[start + 1]
+    assert header.startswith("method") and set(lines[start + 2]) == {"-"}
+    rows = {}
+    for line in lines[start + 3:]:
+        if not line.strip() or line.startswith("medium vs coarse"):
+            break
+        name, _, rest = line.partition("  ")
+        rows[name.strip()] = rest.split()
+    return rows
+
+
+def _assert_finite(cells, n_cols=6):
+    assert len(cells) == n_cols, cells
+    for c in cells:
+        assert NUMBER.match(c), cells
+        assert math.isfinite(float(c)), cells
+
+
+def test_umeyama_recovers_a_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(200, 3)) * 50
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    rot = q * np.sign(np.linalg.det(q))
+    dst = 1.3 * src @ rot.T + np.array([5.0, -2.0, 30.0])
+    s, r, t = umeyama(src, dst)
+    assert s == pytest.approx(1.3)
+    np.testing.assert_allclose(r, rot, atol=1e-9)
+    assert vertex_errors(src, dst).max() < 1e-9
+    noisy = dst + rng.normal(size=dst.shape) * 0.1
+    assert vertex_errors(src, noisy).mean() == pytest.approx(0.1 * math.sqrt(8 / math.pi), rel=0.15)
+
+
+def test_coarse_and_medium_benches_print_finite_tables(ict_dir, face_model, closed_model, capsys):
+    from fitting.bench.__main__ import main
+
+    common = ["--n", "2", "--seed", "0", "--model-dir", str(ict_dir), "--size", "384", "--no-progress"]
+    assert main(["coarse", *common, "--no-photometric"]) == 0
+    out = capsys.readouterr().out
+    rows = _table_rows(out, "coarse bench:")
+    assert "MediaPipe found 2/2" in out
+    for name in ("mean shape (Umeyama-aligned)", "ours, least squares", "eos-py (identity only)"):
+        _assert_finite(rows[name])
+        assert rows[name][-1] == "2"
+    assert "not run (--no-photometric)" in " ".join(rows["ours + photometric"])
+
+    assert main(["medium", *common]) == 0
+    out = capsys.readouterr().out
+    rows = _table_rows(out, "medium bench:")
+    for name in ("coarse (least squares)", "medium (Laplacian)"):
+        _assert_finite(rows[name])
+    change = re.search(r"mean error ([+-]\d+\.\d) %, median error ([+-]\d+\.\d) %", out)
+    assert change and all(math.isfinite(float(g)) for g in change.groups())
