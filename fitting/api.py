@@ -10,10 +10,8 @@ tensors in chunks of ``batch_size``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -23,12 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from landmarks import FaceMeshDetector, LandmarksError, load_image
-from morphable import MorphableModel, ModelLoadError, load_ict
-from morphable.ict import LICENSE_PATH
+from morphable import MorphableModel, load_ict
 
-from .coarse import CoarseResult, CoarseSettings
+from .coarse import CoarseSettings
 from .correspondence import load_correspondence
-from .detections import DEFAULT_FOV_DEG, DetectionBatch, FaceCrop, crop_face
+from .detections import DEFAULT_FOV_DEG, FaceCrop, crop_face
 from .mesh import Mesh
 
 log = logging.getLogger(__name__)

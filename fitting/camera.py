@@ -28,81 +28,12 @@ import torch
 
 from sfs.projection import camera_to_pixel, pixel_to_camera
 
+from .rotation import axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle, matrix_to_euler  # noqa: F401
+
 #: Default field of view (degrees) on the longer image side. Portrait photos
 #: are mostly taken with a normal-to-short telephoto lens (35 mm equivalent
 #: focal length of 50-85 mm, i.e. 40-25 degrees); 30 degrees sits in between.
 DEFAULT_FOV = 30.0
-
-
-# --------------------------------------------------------------------------- rotations
-
-def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
-    """(B, 3) axis-angle (radians, direction = axis) -> (B, 3, 3) rotation (Rodrigues).
-
-    Differentiable, including at zero angle (a Taylor expansion is used there).
-    """
-    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)
-    small = theta2 < 1e-12
-    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
-    theta = theta2_safe.sqrt()
-    # sin(t)/t and (1 - cos t)/t^2, with their series near 0
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2_safe)
-    x, y, z = axis_angle.unbind(-1)
-    zero = torch.zeros_like(x)
-    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(-1, 3, 3)
-    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(k)
-    return eye + a[..., None] * k + b[..., None] * (k @ k)
-
-
-def matrix_to_axis_angle(rotation: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 3) rotation -> (B, 3) axis-angle in radians (angle in [0, pi])."""
-    r = rotation
-    cos = ((r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2] - 1) / 2).clamp(-1.0, 1.0)
-    theta = torch.acos(cos)
-    w = torch.stack([r[:, 2, 1] - r[:, 1, 2], r[:, 0, 2] - r[:, 2, 0], r[:, 1, 0] - r[:, 0, 1]], -1)
-    sin = torch.sin(theta)
-    out = w * (theta / (2 * sin.clamp_min(1e-8)))[:, None]
-    near_pi = theta > math.pi - 1e-3
-    if near_pi.any():
-        # w vanishes at pi: take the axis from the symmetric part R + I = 2 a a^T
-        s = (r[near_pi] + torch.eye(3, dtype=r.dtype, device=r.device)) / 2
-        col = torch.argmax(torch.diagonal(s, dim1=1, dim2=2), dim=1)
-        axis = torch.nn.functional.normalize(s[torch.arange(s.shape[0]), :, col], dim=-1)
-        out[near_pi] = axis * theta[near_pi, None]
-    return out
-
-
-def _rot(axis: int, angle: torch.Tensor) -> torch.Tensor:
-    c, s = torch.cos(angle), torch.sin(angle)
-    one, zero = torch.ones_like(c), torch.zeros_like(c)
-    if axis == 0:
-        m = [one, zero, zero, zero, c, -s, zero, s, c]
-    elif axis == 1:
-        m = [c, zero, s, zero, one, zero, -s, zero, c]
-    else:
-        m = [c, -s, zero, s, c, zero, zero, zero, one]
-    return torch.stack(m, -1).reshape(*angle.shape, 3, 3)
-
-
-def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
-    """Angles (B,) in degrees -> (B, 3, 3) ``Rz(roll) @ Rx(pitch) @ Ry(yaw)`` (axes: module doc)."""
-    yaw, pitch, roll = (torch.deg2rad(torch.as_tensor(a, dtype=torch.float32)
-                                      if not torch.is_tensor(a) else a) for a in (yaw, pitch, roll))
-    # Rx(+a) sends +z toward -y; "positive pitch = nose up" is therefore Rx(-pitch).
-    return _rot(2, roll) @ _rot(0, -pitch) @ _rot(1, yaw)
-
-
-def matrix_to_euler(rotation: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, 3, 3) -> (yaw, pitch, roll) each (B,) in degrees, inverse of :func:`euler_to_matrix`
-    for |pitch| < 90."""
-    r = rotation
-    # R = Rz(r) Rx(-p) Ry(y): third row (-cos p sin y, -sin p, cos p cos y),
-    # second column (-sin r cos p, cos r cos p, -sin p)
-    pitch = -torch.asin((r[:, 2, 1]).clamp(-1, 1))
-    yaw = torch.atan2(-r[:, 2, 0], r[:, 2, 2])
-    roll = torch.atan2(-r[:, 0, 1], r[:, 1, 1])
-    return torch.rad2deg(yaw), torch.rad2deg(pitch), torch.rad2deg(roll)
 
 
 # --------------------------------------------------------------------------- camera

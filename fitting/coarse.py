@@ -91,7 +91,7 @@ class CoarseResult:
 
     def euler_degrees(self) -> torch.Tensor:
         """(B, 3) yaw, pitch, roll."""
-        return matrix_to_euler(self.rotation)
+        return torch.stack(matrix_to_euler(self.rotation), -1)
 
 
 @dataclass
@@ -113,7 +113,7 @@ def landmark_weights(batch: DetectionBatch, corr: Correspondence, settings: Coar
     w = table[batch.groups] * corr.valid.to(batch.uv)
     w = w[None].expand(len(batch), -1).clone()
     if rotation is not None:
-        yaw = matrix_to_euler(rotation)[:, 0] * (math.pi / 180.0)
+        yaw = matrix_to_euler(rotation)[0] * (math.pi / 180.0)
         fade = torch.cos(yaw).clamp_min(0.0) ** settings.contour_yaw_power
         contour = batch.groups == GROUP_NAMES.index("contour")
         w[:, contour] = w[:, contour] * fade[:, None]

@@ -22,9 +22,12 @@ No initialiser is required: the default starts from the mean face.
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Callable, Dict, Optional, Union
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Union
 
 import torch
+
+if TYPE_CHECKING:
+    from .coarse import CoarseInit
 
 ENTRY_POINT_GROUP = "facefit.initializers"
 _REGISTRY: Dict[str, Callable] = {}

@@ -50,7 +50,6 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
     uv = batch.uv.to(dev)
     w_lm = landmark_weights(batch, corr, settings, coarse.rotation).to(dev)
     norm = _normaliser(uv, w_lm)
-    n_id = coarse.id_coeffs.shape[1]
     id_c = coarse.id_coeffs.clone().requires_grad_(True)
     exp_c = coarse.exp_coeffs.clone().requires_grad_(True)
     rotvec = torch.zeros(b, 3, device=dev, requires_grad=True)

@@ -174,7 +174,6 @@ class Renderer:
             clip = camera_to_ndc_clip(verts_cam, intrinsics, height, width)
             return self._rasterize_clip(clip, verts_cam, tris, height, width)
         screen = camera_to_pixel(verts_cam, intrinsics)  # (B, V, 3) u, v, depth (differentiable)
-        b = verts_cam.shape[0]
         k = intrinsics.detach()
 
         def rays_for(i, rows, cols):

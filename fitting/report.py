@@ -1,7 +1,7 @@
 """Pictures for a person to look at: shaded geometry, the overlay on the photo, the report sheet."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from types import SimpleNamespace
 from typing import List, Optional
 
 import numpy as np
