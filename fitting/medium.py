@@ -70,7 +70,12 @@ class MediumSettings:
     - ``correspondence``: how the caller maps landmarks to the surface:
       ``"table"`` (a fixed landmark -> triangle/barycentric table) or
       ``"index_map"`` (read the rendered triangle-id / barycentric maps under
-      each landmark pixel, :func:`index_map_correspondence`).
+      each landmark pixel, :func:`index_map_correspondence`). Read on the
+      mesh being deformed, the index map names the surface point that
+      already projects onto each landmark, so by itself it moves nothing
+      (measured: landmark error unchanged); it is the paper's tool for
+      re-deriving a correspondence at another state, and the table is the
+      default.
     - ``iterations``: solves, each re-back-projecting the landmarks at the depth
       of their surface point on the previous solution (>= 1).
     """
