@@ -195,7 +195,7 @@ def run(args) -> int:
     from fitting.medium import MediumSettings
     from fitting.pipeline import camera_frame, run_medium_stage
     from fitting.renderer import Renderer
-    from sfs.refine import FineSettings, refine_depth
+    from sfs.refine import refine_depth
 
     progress = not args.no_progress
     face_model, closed_model = load_models(args.model_dir)
