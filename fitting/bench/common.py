@@ -123,6 +123,7 @@ class BenchFace:
     deformation_mm: float  # mean |out-of-model offset| over the face area (0 without deformation)
     crop: object = None
     n_faces_found: int = 0
+    maps: Optional[Dict[str, np.ndarray]] = None  # ground-truth image maps in the crop (keep_maps=True only)
 
 
 @dataclass
@@ -143,17 +144,45 @@ class SyntheticSet:
     def header(self) -> str:
         s = self.settings
         text = (f"n={len(self.faces)} synthetic faces, seed={s['seed']}, |yaw|<={s['yaw_max']:g} deg, "
-                f"{s['size']} px, deformation={'on' if s['deformation'] else 'off'}; "
-                f"MediaPipe found {len(self.detected)}/{len(self.faces)}")
+                f"{s['size']} px, deformation={'on' if s['deformation'] else 'off'}"
+                + (", fine detail=on" if s.get("detail") else "")
+                + f"; MediaPipe found {len(self.detected)}/{len(self.faces)}")
         if self.missed:
             text += " (missed: " + ", ".join(f"#{f.index} yaw {f.yaw:+.0f}" for f in self.missed) + ")"
         return text
 
 
+def crop_maps(sf, crop) -> Dict[str, np.ndarray]:
+    """A SyntheticFace's ground-truth image maps resampled into ``crop`` (the warp ``crop_face`` applies).
+
+    Returns (S, S) maps: ``normals`` (S, S, 3) unit camera frame, ``depth`` mm,
+    ``albedo`` (S, S, 3), ``mask`` (nearest) and ``inside`` (pixels whose whole
+    interpolation footprint is in the mask: where the interpolated maps are
+    not mixed with the background's zeros).
+    """
+    import cv2
+    size = crop.image.shape[0]
+    x0, y0, sc = crop.x0, crop.y0, crop.scale
+    m = np.array([[sc, 0.0, -x0 * sc + 0.5 * sc - 0.5], [0.0, sc, -y0 * sc + 0.5 * sc - 0.5]], np.float64)
+    interp = cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR
+    warp = lambda a, flags=interp: cv2.warpAffine(np.ascontiguousarray(a, np.float32), m, (size, size),  # noqa: E731
+                                                  flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    mask_f = sf.mask.astype(np.float32)
+    normals = warp(sf.normals)
+    normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
+    return {"normals": normals, "depth": warp(sf.depth), "albedo": warp(sf.albedo),
+            "mask": warp(mask_f, cv2.INTER_NEAREST) > 0.5, "inside": warp(mask_f) > 0.999}
+
+
 def make_synthetic_set(face_model, closed_model, n: int, seed: int, *, size: int = 512,
                        yaw_max: float = DEFAULT_YAW_MAX, deformation: bool = False, crop_size: int = 512,
-                       progress: bool = True) -> SyntheticSet:
-    """``n`` synthetic faces (seed ``(seed, i)``), detected and cropped as the API does."""
+                       progress: bool = True, detail: bool = False, keep_maps: bool = False) -> SyntheticSet:
+    """``n`` synthetic faces (seed ``(seed, i)``), detected and cropped as the API does.
+
+    ``detail``: fine geometric detail (wrinkles, noise; absent from the albedo); ``keep_maps``:
+    keep the ground-truth normal, depth, albedo and mask maps resampled into each crop
+    (:func:`crop_maps`, ``BenchFace.maps``).
+    """
     from fitting.camera import DEFAULT_FOV
     from fitting.detections import crop_face
     from landmarks import FaceMeshDetector
@@ -161,11 +190,12 @@ def make_synthetic_set(face_model, closed_model, n: int, seed: int, *, size: int
     gen = _generator(closed_model)
     nv = face_model.n_vertices
     out = SyntheticSet([], dict(n=n, seed=seed, size=size, yaw_max=yaw_max, deformation=deformation,
-                                crop_size=crop_size))
+                                crop_size=crop_size, detail=detail))
     with FaceMeshDetector() as det:
         for i in tqdm(range(n), desc="synthetic faces", unit="face", disable=not progress):
             t0 = time.perf_counter()
-            sf = gen((seed, i), size=size, yaw_range=yaw_max, deformation=deformation, fov_deg=DEFAULT_FOV)
+            sf = gen((seed, i), size=size, yaw_range=yaw_max, deformation=deformation, fov_deg=DEFAULT_FOV,
+                     detail=detail)
             t1 = time.perf_counter()
             faces = det.detect(sf.image)
             face = BenchFace(index=i, seed=(seed, i), truth=sf.verts_model[:nv].astype(np.float64),
@@ -179,6 +209,8 @@ def make_synthetic_set(face_model, closed_model, n: int, seed: int, *, size: int
                 if not np.allclose(face.crop.photo_intrinsics, k_true, rtol=1e-4, atol=1e-3):
                     raise RuntimeError(f"crop intrinsics {face.crop.photo_intrinsics} differ from the synthetic "
                                        f"camera's {k_true}")
+                if keep_maps:
+                    face.maps = crop_maps(sf, face.crop)
             out.seconds_generate += t1 - t0
             out.seconds_detect += time.perf_counter() - t1
             out.faces.append(face)

@@ -24,7 +24,7 @@ def _table_rows(out: str, title: str):
     assert header.startswith("method") and set(lines[start + 2]) == {"-"}
     rows = {}
     for line in lines[start + 3:]:
-        if not line.strip() or line.startswith("medium vs coarse"):
+        if not line.strip() or line.startswith(("medium vs coarse", "normal-error reduction")):
             break
         name, _, rest = line.partition("  ")
         rows[name.strip()] = rest.split()
@@ -72,3 +72,22 @@ def test_coarse_and_medium_benches_print_finite_tables(ict_dir, face_model, clos
         _assert_finite(rows[name])
     change = re.search(r"mean error ([+-]\d+\.\d) %, median error ([+-]\d+\.\d) %", out)
     assert change and all(math.isfinite(float(g)) for g in change.groups())
+
+
+def test_fine_bench_prints_a_finite_table(ict_dir, face_model, closed_model, capsys):
+    """One small face through coarse, medium and two fine runs; the table's measured cells are finite."""
+    from fitting.bench.__main__ import main
+
+    assert main(["fine", "--n", "1", "--seed", "0", "--model-dir", str(ict_dir), "--size", "256",
+                 "--crop-size", "256", "--no-progress", "--no-check"]) == 0
+    out = capsys.readouterr().out
+    assert "fine detail=on; MediaPipe found 1/1" in out
+    rows = _table_rows(out, "fine bench:")
+    assert set(rows) == {"coarse (least squares)", "medium (Laplacian)", "fine (RTV + skin colour)",
+                         "fine (skin colour only)"}
+    for name, cells in rows.items():
+        assert len(cells) == 6 and cells[-1] == "1", cells
+        measured = [c for c in cells if c != "n/a"]
+        assert len(measured) == (4 if name.startswith(("coarse", "medium")) else 6), cells
+        assert all(NUMBER.match(c) and math.isfinite(float(c)) for c in measured), cells
+    assert re.search(r"normal-error reduction vs medium: fine \(RTV \+ skin colour\) [+-]\d+\.\d %", out)
