@@ -120,7 +120,7 @@ class LandmarkNet:
     def __call__(self, image: torch.Tensor, landmarks: torch.Tensor, model) -> CoarseInit:
         self.calls += 1
         assert image.ndim == 3 and image.shape[-1] == 3 and landmarks.shape == (478, 3)
-        uv = landmarks[:, :2].float()
+        uv = landmarks[:, :2].float().cpu()  # the stage moves what an initialiser returns to its device
         x = ((uv - uv.mean(0)) / uv.std()).reshape(1, -1)
         with torch.no_grad():
             return CoarseInit(id_coeffs=self.linear(x))
