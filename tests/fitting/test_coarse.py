@@ -1,0 +1,169 @@
+"""Coarse stage, end to end on synthetic faces with known parameters.
+
+Faces come from :class:`fitting.synthetic.FaceGenerator` on the
+"face_closed" model (|yaw| <= 30 deg); they go through the real path
+(MediaPipe on the rendered image -> crop -> ``fit_landmarks``) via
+``FaceFitter(("coarse",), photometric=False)``. The truth is the generator's
+``verts_model``, whose first 9409 vertices are the "face" region's.
+
+Measured when these bounds were set (seeds 0-5, CPU): landmark error
+1.2-2.6 % of the inter-ocular distance (mean 1.9 %); yaw error <= 2.9 deg;
+shape error 2.8-4.6 mm (mean 3.7 mm) against 2.7-4.7 mm (mean 3.5 mm) for
+the model's mean face. From MediaPipe's landmarks alone the coarse shape is
+about as close to the truth as the mean face (the coarse bench shows the
+same); with exact landmarks it is clearly better (1.75-3.1 mm, 0.5-0.75 of
+the mean face's error), which is what the last test checks.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fitting.bench.common import vertex_errors
+
+SEEDS = tuple(range(6))
+YAW_RANGE = 30.0
+SIZE = 512
+CROP = 256
+
+
+@pytest.fixture(scope="module")
+def generator(closed_model, face_model):
+    from fitting.synthetic import FaceGenerator
+    n = face_model.n_vertices
+    assert torch.equal(face_model.mean, closed_model.mean[:n]), "face region is not the first vertices of face_closed"
+    assert face_model.exp_names == closed_model.exp_names
+    return FaceGenerator(closed_model, texture_size=256)
+
+
+@pytest.fixture(scope="module")
+def synthetic_faces(generator):
+    return [generator(seed, size=SIZE, yaw_range=YAW_RANGE) for seed in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def coarse_fits(face_model, synthetic_faces):
+    """One FitResult per synthetic face (fit_batch: MediaPipe, crop, least-squares coarse fit)."""
+    from fitting.api import FaceFitter
+    from fitting.coarse import CoarseSettings
+    with FaceFitter(("coarse",), model=face_model, crop_size=CROP,
+                    coarse=CoarseSettings(photometric=False)) as fitter:
+        results = fitter.fit_batch(np.stack([f.image for f in synthetic_faces]))
+    assert [r.ok for r in results] == [True] * len(SEEDS), [r.error for r in results]
+    return results
+
+
+def _truth(face, face_model) -> np.ndarray:
+    return face.verts_model[:face_model.n_vertices].astype(np.float64)
+
+
+def _rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    cos = (np.trace(a.T @ b) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def test_truth_and_fit_use_one_euler_convention(synthetic_faces, coarse_fits):
+    """The synthetic pose and the fitted pose_deg are both yaw/pitch/roll of fitting.rotation (model -> camera)."""
+    import fitting.camera
+    import fitting.rotation
+    from fitting.rotation import euler_to_matrix, matrix_to_euler
+
+    assert fitting.camera.euler_to_matrix is fitting.rotation.euler_to_matrix  # what the generator uses
+    for face, res in zip(synthetic_faces, coarse_fits):
+        p = face.params["pose_deg"]
+        ypr = [float(a[0]) for a in matrix_to_euler(face.camera.rotation)]
+        np.testing.assert_allclose(ypr, [p["yaw"], p["pitch"], p["roll"]], atol=1e-3)
+        q = res.params["pose_deg"]
+        rot = euler_to_matrix(torch.tensor([q["yaw"]]), torch.tensor([q["pitch"]]), torch.tensor([q["roll"]]))[0]
+        np.testing.assert_allclose(rot.numpy(), res.camera["rotation"], atol=1e-4)
+
+
+def test_landmark_reprojection_error_is_small(coarse_fits):
+    """Fitted surface points land on MediaPipe's landmarks: < 3.5 % IOD per face, < 2.5 % on average."""
+    errs = np.array([r.params["landmark_error_iod"]["coarse"] for r in coarse_fits])
+    assert np.isfinite(errs).all()
+    assert errs.max() < 0.035, errs
+    assert errs.mean() < 0.025, errs
+
+
+def test_pose_is_recovered(synthetic_faces, coarse_fits):
+    """Yaw within 4 degrees of the truth; the whole rotation within 6 degrees."""
+    yaw_err, rot_err = [], []
+    for face, res in zip(synthetic_faces, coarse_fits):
+        yaw_err.append(res.params["pose_deg"]["yaw"] - face.params["pose_deg"]["yaw"])
+        rot_err.append(_rotation_angle_deg(res.camera["rotation"], face.camera.rotation[0].numpy()))
+    assert max(abs(e) for e in yaw_err) < 4.0, yaw_err
+    assert max(rot_err) < 6.0, rot_err
+    # the set spans both turning directions, so a sign error in yaw could not pass
+    yaws = [f.params["pose_deg"]["yaw"] for f in synthetic_faces]
+    assert min(yaws) < -15 and max(yaws) > 15
+
+
+def test_shape_is_recovered(face_model, synthetic_faces, coarse_fits):
+    """Per-vertex error after similarity alignment: < 5.5 mm per face, < 4.5 mm on average, no worse than the
+    mean face by more than 0.75 mm on average, and < 0.8 x the error of the truth pushed 2 sigma off at random."""
+    rng = np.random.default_rng(12345)
+    n_id = face_model.n_id
+    fit_err, mean_err, far_err = [], [], []
+    mean = face_model.mean.numpy()
+    for face, res in zip(synthetic_faces, coarse_fits):
+        truth = _truth(face, face_model)
+        fit_err.append(vertex_errors(res.meshes["coarse"].vertices, truth).mean())
+        mean_err.append(vertex_errors(mean, truth).mean())
+        id_true = torch.tensor([face.params["id_coeffs"]], dtype=torch.float32)
+        exp_true = torch.tensor([face.params["exp_coeffs"]], dtype=torch.float32)
+        draws = []
+        for _ in range(4):  # a clearly wrong shape: the true identity pushed 2 sigma along a random direction
+            d = rng.normal(size=n_id)
+            d *= 2.0 * np.sqrt(n_id) / np.linalg.norm(d)
+            off = face_model(id_true + torch.tensor(d[None], dtype=torch.float32), exp_true)[0].numpy()
+            draws.append(vertex_errors(off, truth).mean())
+        far_err.append(float(np.mean(draws)))
+    fit_err, mean_err, far_err = map(np.array, (fit_err, mean_err, far_err))
+    assert fit_err.max() < 5.5, fit_err
+    assert fit_err.mean() < 4.5, fit_err
+    assert fit_err.mean() < mean_err.mean() + 0.75, (fit_err, mean_err)
+    assert (fit_err < 0.8 * far_err).all(), (fit_err, far_err)
+
+
+def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthetic_faces):
+    """fit_landmarks on the true surface points of the correspondence table, projected with the true camera
+    into crop pixels: residual < 1.5 % IOD, yaw within 3 deg, and shape error < 0.85 x the mean face's per face
+    (< 0.75 x on average)."""
+    from fitting.coarse import CoarseSettings, fit_landmarks
+    from fitting.correspondence import load_correspondence
+    from fitting.detections import DEFAULT_FOV_DEG, DetectionBatch, crop_face
+    from landmarks import FaceLandmarks
+
+    corr = load_correspondence()
+    valid = corr.valid.numpy()
+    crops, truths = [], []
+    for face in synthetic_faces:
+        assert face.params["camera"]["fov_deg"] == DEFAULT_FOV_DEG  # the crop's intrinsics are the true camera's
+        truth = _truth(face, face_model)
+        pts = corr.points(torch.from_numpy(truth).float()[None])
+        uvd = face.camera.project(pts)[0].numpy()  # photo pixels, depth mm
+        z = (uvd[:, 2] - uvd[:, 2].mean()) * float(face.camera.intrinsics[0, 0]) / uvd[:, 2].mean()
+        points = np.concatenate([uvd[:, :2], z[:, None]], 1).astype(np.float32)
+        lo, hi = points[valid, :2].min(0), points[valid, :2].max(0)
+        lm = FaceLandmarks(points=points, bbox=(*map(float, lo), *map(float, hi)), image_size=(SIZE, SIZE))
+        crop = crop_face(face.image, lm, CROP, f"exact_{len(crops)}", DEFAULT_FOV_DEG)
+        np.testing.assert_allclose(crop.photo_intrinsics, face.camera.intrinsics[0].numpy(), rtol=1e-5)
+        crops.append(crop)
+        truths.append(truth)
+    res = fit_landmarks(face_model, DetectionBatch.stack(crops), corr, CoarseSettings(photometric=False))
+
+    from fitting.rotation import matrix_to_euler
+    yaw_fit = matrix_to_euler(res.rotation)[0].numpy()
+    ratios = []
+    for i, (face, crop, truth) in enumerate(zip(synthetic_faces, crops, truths)):
+        iod_crop_px = crop.landmarks.inter_ocular * crop.scale
+        assert float(res.landmark_error[i]) / iod_crop_px < 0.015
+        assert abs(yaw_fit[i] - face.params["pose_deg"]["yaw"]) < 3.0
+        exact = vertex_errors(res.vertices[i].numpy(), truth).mean()
+        mean = vertex_errors(face_model.mean.numpy(), truth).mean()
+        ratios.append(exact / mean)
+    ratios = np.array(ratios)
+    assert ratios.max() < 0.85, ratios
+    assert ratios.mean() < 0.75, ratios
