@@ -7,7 +7,9 @@ user's cache.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -22,6 +24,7 @@ FACES_DIR = SHARED / "faces"
 # Before any test module imports the toolkit: a private model cache.
 _CACHE = tempfile.mkdtemp(prefix="facefit-test-cache-")
 os.environ["FACEFIT_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.pop("FACEFIT_ICT_URL", None)
 
 
