@@ -51,6 +51,15 @@ def main(argv=None) -> int:
     for p in missing:
         print(f"error: {p}: no such file", file=sys.stderr)
 
+    try:  # an unwritable --out fails now, not after every fit
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".fit-face-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        print(f"error: cannot write to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
     from morphable import ModelLoadError
     from .api import FaceFitter
     try:

@@ -137,6 +137,9 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     if init is not None and init.exp_coeffs is not None:
         coeffs[:, n_id:] = init.exp_coeffs.to(dev)
 
+    # An initialiser's coefficients are the centre of the shape prior, not only a start.
+    prior_mean = coeffs.clone() if init is not None and (init.id_coeffs is not None or init.exp_coeffs is not None) \
+        else None
     w = landmark_weights(batch, corr, settings).to(dev)
     if init is not None and init.rotation is not None and init.translation is not None:
         rot, t = init.rotation.to(dev), init.translation.to(dev)
@@ -150,7 +153,7 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
         w = landmark_weights(batch, corr, settings, rot).to(dev)
         coeffs = solve_shape(lb, uv, w, k, rot, t, settings.lambda_id, settings.lambda_exp, prev_coeffs=coeffs,
                              exp_bounds=settings.exp_bounds, rel_depth=rel, lambda_depth=settings.lambda_depth,
-                             frozen=frozen)
+                             frozen=frozen, prior_mean=prior_mean)
         rot, t = refine_pose(lb.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
     err = reprojection_residual(lb.points(coeffs), rot, t, uv, k).norm(dim=-1)
     wmask = (w > 0).to(err)

@@ -153,7 +153,8 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
                 rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
                 prev_coeffs: Optional[torch.Tensor] = None, exp_bounds=(0.0, 1.0),
                 rel_depth: Optional[torch.Tensor] = None, lambda_depth: float = 0.0,
-                active_set_rounds: int = 4, frozen: Optional[torch.Tensor] = None) -> torch.Tensor:
+                active_set_rounds: int = 4, frozen: Optional[torch.Tensor] = None,
+                prior_mean: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Regularised linear least squares for (a_id, a_exp) with the pose fixed.
 
     For a camera-space point P = R X(a) + t the projection equations
@@ -165,6 +166,8 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
     Expression activations are kept in ``exp_bounds`` by clamping and
     re-solving with the clamped ones pinned (a batched active set).
     ``frozen`` (n,) bool: coefficients held at zero (a strong penalty).
+    ``prior_mean`` (B, n): centre of the Tikhonov prior (an initialiser's
+    estimate); zeros (the model mean) when None.
     Returns (B, n) coefficients.
     """
     b = uv.shape[0]
@@ -214,10 +217,14 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
     pinned = torch.zeros(b, n, dtype=torch.bool, device=dev)
     pin_value = torch.zeros(b, n, dtype=ata.dtype, device=dev)
     big = 1e4 * torch.diagonal(ata, dim1=1, dim2=2).mean(-1, keepdim=True).clamp_min(1.0)
+    centre = torch.zeros(b, n, dtype=ata.dtype, device=dev) if prior_mean is None else prior_mean.to(ata)
+    if frozen is not None:
+        centre = torch.where(frozen.to(dev), torch.zeros_like(centre), centre)
     sol = None
     for _ in range(active_set_rounds + 1):
         diag = reg.expand(b, n) + big * pinned
-        sol = torch.linalg.solve(ata + torch.diag_embed(diag), (atb + big * pinned * pin_value)[..., None])[..., 0]
+        rhs_total = atb + reg * centre + big * pinned * pin_value
+        sol = torch.linalg.solve(ata + torch.diag_embed(diag), rhs_total[..., None])[..., 0]
         e = sol[:, lb.n_id:]
         out = ((e < lo) | (e > hi)) & ~pinned[:, lb.n_id:]
         if not bool(out.any()):

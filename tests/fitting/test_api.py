@@ -6,6 +6,7 @@ behaviour, not the fit's accuracy (test_coarse, test_pipeline_photos).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 from pathlib import Path
 
@@ -164,6 +165,14 @@ def test_registered_initializer_is_called_and_used(registry, face_model, good_ph
     assert net.calls == len(photos) + 1
     assert not np.allclose(with_init.params["id_coeffs"], without.params["id_coeffs"], atol=1e-3)
     assert with_init.params["landmark_error_iod"]["coarse"] < 0.05
+    # The initialiser's estimate is the centre of the shape prior: with a very
+    # strong prior the fit stays at the network's output (without one it would
+    # collapse to the mean face, zeros).
+    strong = dataclasses.replace(FAST, lambda_id=1e7)
+    with FaceFitter(("coarse",), model=face_model, crop_size=CROP, coarse=strong, initializer="test_net") as f:
+        held = f.fit(photos[0])
+    expected = LandmarkNet()(torch.from_numpy(held.crop.image), torch.from_numpy(held.crop.points), face_model)
+    np.testing.assert_allclose(held.params["id_coeffs"], expected.id_coeffs[0].numpy(), atol=1e-2)
 
 
 def test_entry_point_initializer_is_found(registry, monkeypatch, face_model, good_photos):
