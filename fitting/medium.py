@@ -84,6 +84,11 @@ class MediumSettings:
     weight_scale: float = 1.0
     fix_rigid: bool = False
     correspondence: str = "table"
+    # Flip guard: after a solve, landmarks within flip_guard_radius_mm (mm, on
+    # the coarse mesh) of a triangle that turned inside out get a quarter of
+    # their weight and the solve is repeated, at most flip_guard_rounds times.
+    flip_guard_rounds: int = 3
+    flip_guard_radius_mm: float = 12.0
     iterations: int = 2
 
     def __post_init__(self):
@@ -257,12 +262,28 @@ def run_medium(vertices_cam: torch.Tensor, triangles, intrinsics: torch.Tensor, 
             S = anchor_matrix(tri_all[i], bary_all[i], tris, n)
             solver = DeformSolver(L, S, w_all[i], fixed_vertices, LtL=LtL)
             key = this
+        w_i = w_all[i]
+        for guard in range(settings.flip_guard_rounds + 1):
+            cur = v0[i]
+            for _ in range(settings.iterations):
+                pts = torch.from_numpy(solver.S @ cur)[None]
+                mu = landmark_targets(uv_safe[i:i + 1], pts, kint[i:i + 1])[0].numpy()
+                cur = solver.solve(v0[i], mu)
+            flipped = _flipped_mask(v0[i], cur, tris)
+            if not flipped.any() or guard == settings.flip_guard_rounds:
+                break
+            # Landmarks pulling a fold (inner lips, eye corners) inside out: weaken
+            # those near the flipped triangles and solve again.
+            centres = v0[i][tris[flipped]].mean(1)
+            lm = solver.S @ v0[i]
+            near = (np.linalg.norm(lm[:, None] - centres[None], axis=-1) < settings.flip_guard_radius_mm).any(1)
+            near &= w_i > 0
+            if not near.any():
+                break
+            w_i = np.where(near, w_i * 0.25, w_i)
+            solver = DeformSolver(L, solver.S, w_i, fixed_vertices, LtL=LtL)
+            key = (tri_all[i], bary_all[i], w_i)
         S_list.append(solver.S)
-        cur = v0[i]
-        for _ in range(settings.iterations):
-            pts = torch.from_numpy(solver.S @ cur)[None]
-            mu = landmark_targets(uv_safe[i:i + 1], pts, kint[i:i + 1])[0].numpy()
-            cur = solver.solve(v0[i], mu)
         out[i] = cur
 
     used_t = torch.from_numpy(used)
@@ -287,6 +308,15 @@ def _as_batched_tensor(x) -> tuple[torch.Tensor, bool]:
     t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     t = t.detach().to(torch.float64).cpu()
     return (t[None], False) if t.ndim == 2 else (t, True)
+
+
+def _flipped_mask(before: np.ndarray, after: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """(F,) bool: triangles whose normal turned by more than 90 degrees (see count_flipped_triangles)."""
+    def normals(v):
+        p = v[tris]
+        return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    nb, na = normals(before), normals(after)
+    return ((nb * na).sum(-1) < 0) & (np.linalg.norm(nb, axis=-1) > 2e-12)
 
 
 def count_flipped_triangles(before, after, triangles):
