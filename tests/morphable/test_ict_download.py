@@ -44,6 +44,12 @@ class _Server:
         self.httpd.server_close()
 
 
+@pytest.fixture(autouse=True)
+def no_model_env(monkeypatch):
+    """The download path is only taken when no model folder is named (CI names one)."""
+    monkeypatch.delenv("FACEFIT_ICT_DIR", raising=False)
+
+
 @pytest.fixture
 def server():
     s = _Server()
