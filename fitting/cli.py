@@ -40,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _unwritable(folder: Path):
+    """Why ``folder`` could not be created or written (None when it can), without creating it."""
+    p = folder.resolve()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable"
+    return None
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -51,13 +63,9 @@ def main(argv=None) -> int:
     for p in missing:
         print(f"error: {p}: no such file", file=sys.stderr)
 
-    try:  # an unwritable --out fails now, not after every fit
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".fit-face-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        print(f"error: cannot write to {out}: {exc.strerror or exc}", file=sys.stderr)
+    problem = _unwritable(out)  # fail now, not after every fit; create nothing yet
+    if problem:
+        print(f"error: cannot write to {out}: {problem}", file=sys.stderr)
         return 2
 
     from morphable import ModelLoadError
