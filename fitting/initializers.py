@@ -69,6 +69,8 @@ def mediapipe_mesh_initializer(image: torch.Tensor, landmarks: torch.Tensor, mod
     mean face. Returns identity coefficients only; the pose is left to the
     stage's own solve.
     """
+    from morphable.geometry import similarity_transform
+
     from .coarse import CoarseInit
     from .correspondence import load_correspondence
     from .landmark_fit import LandmarkBasis
@@ -83,21 +85,10 @@ def mediapipe_mesh_initializer(image: torch.Tensor, landmarks: torch.Tensor, mod
     coeffs = torch.zeros(model.n_id, device=model.device)
     for _ in range(3):
         src = lb.mean + torch.einsum("kcn,n->kc", basis, coeffs)
-        scale, rot, shift = _similarity(src, target)
+        scale, rot, shift = similarity_transform(src, target)
         # target ~ scale R (mean + B a) + shift  ->  solve for a in model units.
         local = (torch.einsum("ij,kj->ki", rot.T, target - shift) / scale) - lb.mean
         a = basis.reshape(-1, model.n_id)
         coeffs = torch.linalg.solve(a.T @ a + 50.0 * torch.eye(model.n_id, device=a.device), a.T @ local.reshape(-1))
     return CoarseInit(id_coeffs=coeffs[None].clamp(-3, 3))
 
-
-def _similarity(src: torch.Tensor, dst: torch.Tensor):
-    """Umeyama: scale, R, t with dst ~ scale R src + t. (K, 3) each."""
-    ms, md = src.mean(0), dst.mean(0)
-    s0, d0 = src - ms, dst - md
-    u, sig, vh = torch.linalg.svd(d0.T @ s0)
-    d = torch.sign(torch.det(u @ vh))
-    e = torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d]))
-    rot = u @ e @ vh
-    scale = (sig * torch.diagonal(e)).sum() / (s0 ** 2).sum()
-    return scale, rot, md - scale * rot @ ms

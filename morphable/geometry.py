@@ -23,8 +23,17 @@ def vertex_normals(verts: torch.Tensor, tris: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(out, dim=-1, eps=1e-12)
 
 
-def vertex_adjacency(tris: torch.Tensor, n_vertices: int) -> torch.Tensor:
-    """(E, 2) unique undirected edges (i < j) of a triangle mesh."""
-    e = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]], 0)
-    e = torch.sort(e, dim=1).values
-    return torch.unique(e, dim=0)
+def similarity_transform(src: torch.Tensor, dst: torch.Tensor, with_scale: bool = True):
+    """Least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991) of two (N, 3) point sets.
+
+    Returns ``(s, R, t)``: scalar tensor, (3, 3) proper rotation, (3,) translation.
+    """
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    u, sig, vh = torch.linalg.svd(xd.T @ xs / src.shape[0])
+    d = torch.ones(3, dtype=src.dtype, device=src.device)
+    if torch.det(u) * torch.det(vh) < 0:  # a reflection: flip the weakest axis
+        d[2] = -1.0
+    rot = (u * d) @ vh
+    s = (sig * d).sum() / (xs ** 2).sum(1).mean() if with_scale else torch.ones((), dtype=src.dtype)
+    return s, rot, mu_d - s * rot @ mu_s

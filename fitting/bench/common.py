@@ -38,23 +38,12 @@ DEFAULT_YAW_MAX = 45.0  # degrees: |yaw| of the synthetic faces
 # --------------------------------------------------------------------------- alignment and errors
 
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True):
-    """Least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991) of (N, 3) point sets.
-
-    Returns ``(s, R, t)``: scale, (3, 3) proper rotation, (3,) translation.
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[2] = -1.0
-    rot = (u * d) @ vt
-    s = float((sig * d).sum() / (xs ** 2).sum(1).mean()) if with_scale else 1.0
-    t = mu_d - s * rot @ mu_s
-    return s, rot, t
+    """Least-squares similarity ``dst ~ s R src + t`` of (N, 3) point sets, in float64
+    (:func:`morphable.geometry.similarity_transform`). Returns ``(s, R, t)`` as numpy."""
+    from morphable.geometry import similarity_transform
+    s, rot, t = similarity_transform(torch.as_tensor(np.asarray(src, np.float64)),
+                                     torch.as_tensor(np.asarray(dst, np.float64)), with_scale)
+    return float(s), rot.numpy(), t.numpy()
 
 
 def apply_similarity(points: np.ndarray, s: float, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -215,6 +204,17 @@ def make_synthetic_set(face_model, closed_model, n: int, seed: int, *, size: int
             out.seconds_detect += time.perf_counter() - t1
             out.faces.append(face)
     return out
+
+
+def setup_from_args(args, **synthetic):
+    """What every bench starts from: ``(face_model, closed_model, corr, data)``, the synthetic set
+    made from the common arguments (``--model-dir --n --seed --size --yaw-max --crop-size``);
+    ``synthetic``: the set's other options (``deformation``, ``detail``, ``keep_maps``)."""
+    from fitting.correspondence import load_correspondence
+    face_model, closed_model = load_models(args.model_dir)
+    data = make_synthetic_set(face_model, closed_model, args.n, args.seed, size=args.size, yaw_max=args.yaw_max,
+                              crop_size=args.crop_size, progress=not args.no_progress, **synthetic)
+    return face_model, closed_model, load_correspondence(), data
 
 
 def chunks(items: Sequence, size: int):

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .common import add_common_arguments, chunks, load_models, make_synthetic_set
+from .common import add_common_arguments, chunks, setup_from_args
 
 TARGET_REDUCTION = 25.0  # %, fine normal error vs medium
 DETAIL_SIGMA_PX = 4.0  # crop px: the Gaussian that separates "detail" from the smooth shape in the truth's normals
@@ -189,7 +189,6 @@ def _mesh_geometry(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, k: tor
 
 def run(args) -> int:
     from fitting.coarse import CoarseSettings, fit_landmarks
-    from fitting.correspondence import load_correspondence
     from fitting.detections import DetectionBatch
     from fitting.fine import FineStageSettings, run_fine_stage, sfs_mask_and_labels
     from fitting.medium import MediumSettings
@@ -198,11 +197,7 @@ def run(args) -> int:
     from sfs.refine import refine_depth
 
     progress = not args.no_progress
-    face_model, closed_model = load_models(args.model_dir)
-    corr = load_correspondence()
-    data = make_synthetic_set(face_model, closed_model, args.n, args.seed, size=args.size, yaw_max=args.yaw_max,
-                              deformation=False, detail=True, keep_maps=True, crop_size=args.crop_size,
-                              progress=progress)
+    face_model, closed_model, corr, data = setup_from_args(args, deformation=False, detail=True, keep_maps=True)
     faces = data.detected
     coarse_settings = CoarseSettings(photometric=False)
     base = FineStageSettings()

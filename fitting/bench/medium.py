@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .common import (RowStats, add_common_arguments, chunks, format_table, landmark_error_photo_px,
-                     landmark_mask, load_models, make_synthetic_set, measures_note, narrow_area)
+                     landmark_mask, measures_note, narrow_area, setup_from_args)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from fitting.coarse import CoarseSettings, fit_landmarks
-    from fitting.correspondence import load_correspondence
     from fitting.detections import DetectionBatch
     from fitting.landmark_fit import reprojection_residual
     from fitting.medium import MediumSettings
@@ -41,10 +40,7 @@ def run(args) -> int:
     from fitting.renderer import Renderer
 
     progress = not args.no_progress
-    face_model, closed_model = load_models(args.model_dir)
-    corr = load_correspondence()
-    data = make_synthetic_set(face_model, closed_model, args.n, args.seed, size=args.size, yaw_max=args.yaw_max,
-                              deformation=True, crop_size=args.crop_size, progress=progress)
+    face_model, closed_model, corr, data = setup_from_args(args, deformation=True)
     faces = data.detected
     mask = landmark_mask(corr)
     narrow = narrow_area(face_model)
