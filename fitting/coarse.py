@@ -21,7 +21,6 @@ import torch
 
 from landmarks.indices import GROUP_NAMES
 from morphable import MorphableModel
-from morphable.geometry import vertex_normals
 
 from .correspondence import Correspondence
 from .detections import DetectionBatch
@@ -162,15 +161,3 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
                         intrinsics=k, vertices=verts, landmark_error=(err * wmask).sum(1) / wmask.sum(1),
                         albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0)
 
-
-def landmark_errors(result: CoarseResult, vertices: torch.Tensor, batch: DetectionBatch,
-                    corr: Correspondence, weights: torch.Tensor) -> torch.Tensor:
-    """(B,) mean reprojection error (crop px) of ``vertices`` (B, V, 3 model frame) over weighted landmarks."""
-    pts = corr.points(vertices)
-    err = reprojection_residual(pts, result.rotation, result.translation, batch.uv.to(pts), result.intrinsics)
-    m = (weights > 0).to(pts)
-    return (err.norm(dim=-1) * m).sum(1) / m.sum(1)
-
-
-def surface_normals(model: MorphableModel, vertices: torch.Tensor) -> torch.Tensor:
-    return vertex_normals(vertices, model.triangles)

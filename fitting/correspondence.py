@@ -20,6 +20,7 @@ invalid and get zero weight.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,9 @@ class Correspondence:
         return (vertices[:, self.vertex_ids] * self.bary.to(vertices)[None, ..., None]).sum(2)
 
 
+@functools.lru_cache(maxsize=4)
 def load_correspondence(path: Path = DATA_PATH) -> Correspondence:
+    """The table at ``path`` (read once per process; callers must not modify its tensors)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"landmark correspondence table {path} is missing; "
                                 "make it with `python -m fitting.correspondence`")
@@ -53,21 +56,6 @@ def load_correspondence(path: Path = DATA_PATH) -> Correspondence:
                               torch.from_numpy(z["valid"].astype(bool)))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fitting.correspondence", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", help="ICT-FaceKit folder or archive")
-    ap.add_argument("--n", type=int, default=24, help="number of synthetic renders")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(DATA_PATH))
-    args = ap.parse_args(argv)
-    from .correspondence_build import build
-    build(args.model_dir, args.n, args.seed, Path(args.out))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def triangle_ids(corr: Correspondence, triangles: torch.Tensor) -> torch.Tensor:
@@ -92,3 +80,20 @@ def triangle_barycentrics(corr: Correspondence, triangles: torch.Tensor, tri_ids
     t = triangles[tri_ids.clamp_min(0)]  # (K, 3)
     match = t[:, :, None] == corr.vertex_ids[:, None, :].to(t)  # (K, 3 corners, 3 table entries)
     return (match.to(corr.bary) * corr.bary[:, None, :]).sum(-1)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fitting.correspondence", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", help="ICT-FaceKit folder or archive")
+    ap.add_argument("--n", type=int, default=24, help="number of synthetic renders")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(DATA_PATH))
+    args = ap.parse_args(argv)
+    from .correspondence_build import build
+    build(args.model_dir, args.n, args.seed, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """The mesh every stage returns: a plain data object (numpy), like a trimesh.Trimesh with UVs kept apart."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -51,10 +51,6 @@ class Mesh:
             v = torch.from_numpy(self.vertices)[None]
             self.normals = vertex_normals(v, torch.from_numpy(self.triangles))[0].numpy()
         return self.normals
-
-    def with_vertices(self, vertices) -> "Mesh":
-        """The same topology, UVs and texture on new vertex positions (normals recomputed)."""
-        return replace(self, vertices=_np(vertices, np.float32), normals=None)
 
     @classmethod
     def from_model(cls, model, vertices, **kwargs) -> "Mesh":

@@ -11,10 +11,11 @@ from typing import List
 import numpy as np
 import torch
 
+from sfs.projection import camera_to_pixel
+
 from .coarse import CoarseInit, CoarseResult, fit_landmarks, landmark_weights
 from .correspondence import triangle_barycentrics, triangle_ids
 from .detections import DetectionBatch
-from .landmark_fit import reprojection_residual
 from .mesh import Mesh
 from .report import overlay, report_sheet, shade_geometry
 
@@ -114,9 +115,8 @@ def run_medium_stage(fitter, batch: DetectionBatch, coarse: CoarseResult) -> tor
 
 
 def _project_landmarks(coarse: CoarseResult, verts: torch.Tensor, corr) -> np.ndarray:
-    pts = corr.points(verts)
-    zero = torch.zeros(pts.shape[0], pts.shape[1], 2, dtype=pts.dtype, device=pts.device)
-    return reprojection_residual(pts, coarse.rotation, coarse.translation, zero, coarse.intrinsics).cpu().numpy()
+    """(B, K, 2) crop pixels of the landmark surface points of (B, V, 3) model-frame vertices."""
+    return camera_to_pixel(camera_frame(coarse, corr.points(verts)), coarse.intrinsics)[..., :2].cpu().numpy()
 
 
 def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:
