@@ -227,7 +227,8 @@ def _depth_prior(d, d0, gray_gx, gray_gy, mask, w_mask, lam):
 
 def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor,
                  region_labels: Optional[torch.Tensor] = None, settings: FineSettings = FineSettings(),
-                 callback: Optional[Callable[[str, int, float], None]] = None) -> FineResult:
+                 callback: Optional[Callable[[str, int, float], None]] = None,
+                 fixed_depth: Optional[torch.Tensor] = None) -> FineResult:
     """Refine a depth map by shape from shading (METHOD.md eq. 4-9).
 
     Args:
@@ -241,6 +242,9 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
             region (the whole mask).
         settings: :class:`FineSettings`.
         callback: optional ``callback(phase, iteration, energy)``, called every iteration.
+        fixed_depth: optional (B, H, W) bool, mask pixels whose depth stays ``depth0``
+            (they still take part in light, albedo and specular), e.g. eyebrows: hair,
+            whose colour varies at the scale of the detail and would become ridges.
 
     Returns:
         :class:`FineResult` at the input resolution; the history holds the total energy per
@@ -272,8 +276,11 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         intr = intrinsics.to(dtype) * torch.tensor([sx, sy, sx, sy], device=dev, dtype=dtype)
         labels = None if region_labels is None else \
             _resize(region_labels[..., None].to(dtype), (hw, ww), "nearest")[..., 0].long()
+        fixed = None if fixed_depth is None else \
+            _resize(fixed_depth.to(dev)[..., None].to(dtype), (hw, ww), "bilinear")[..., 0] > 0
     else:
         img, d0, m, intr, labels = image, depth0_full, mask, intrinsics.to(dtype), region_labels
+        fixed = None if fixed_depth is None else fixed_depth.to(dev).bool()
     d0 = d0.detach()
 
     # region labels: -1 outside the mask, unlabelled mask pixels form one extra region
@@ -329,8 +336,10 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     opt_ab = torch.optim.Adam([{"params": [albedo], "lr": s.lr_albedo},
                                {"params": [beta], "lr": s.lr_specular}])
 
+    w_free = w_mask if fixed is None else w_mask * (~fixed).to(dtype)
+
     def current_depth():
-        return d0 + bound * torch.tanh(delta / bound) * w_mask
+        return d0 + bound * torch.tanh(delta / bound) * w_free
 
     for phase, (iters, lam, lr) in enumerate(zip(s.depth_iters, (s.lambda_depth_1, s.lambda_depth_2), s.lr_depth)):
         name = f"depth{phase + 1}"

@@ -190,7 +190,7 @@ def _mesh_geometry(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, k: tor
 def run(args) -> int:
     from fitting.coarse import CoarseSettings, fit_landmarks
     from fitting.detections import DetectionBatch
-    from fitting.fine import FineStageSettings, run_fine_stage, sfs_mask_and_labels
+    from fitting.fine import FineStageSettings, fixed_depth_mask, run_fine_stage, sfs_mask_and_labels
     from fitting.medium import MediumSettings
     from fitting.pipeline import camera_frame, run_medium_stage
     from fitting.renderer import Renderer
@@ -244,7 +244,8 @@ def run(args) -> int:
             # albedo pass equal to the one recomputed here
             d0 = geo["medium"][0][:1]
             m, labels = sfs_mask_and_labels(batch.region_labels[:1], geo["medium"][3][:1], base.mask_erode_px)
-            ref = refine_depth(batch.images[:1], d0, m, k[:1], region_labels=labels, settings=reference)
+            ref = refine_depth(batch.images[:1], d0, m, k[:1], region_labels=labels, settings=reference,
+                               fixed_depth=fixed_depth_mask(labels, base.fixed_depth_regions))
             s, final = fine["rtv"]
             mm = ref.mask[0]
             check = {"albedo": float((ref.albedo[0] - final[0])[mm].abs().max()),

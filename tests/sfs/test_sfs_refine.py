@@ -127,3 +127,16 @@ def test_region_mean():
     out = region_mean(v, lab, torch.ones(1, 2, 4))
     exp = torch.tensor([[[5 / 3, 5 / 3, 11 / 3, 11 / 3], [5 / 3, 0.0, 11 / 3, 7.0]]])[..., None]
     torch.testing.assert_close(out, exp)
+
+
+def test_fixed_depth_pixels_keep_depth0_and_the_rest_moves(scene):
+    sc = scene
+    fixed = torch.zeros_like(sc["mask"])
+    fixed[:, : fixed.shape[1] // 2] = True                          # the upper half of the image
+    fixed &= sc["mask"]
+    r = _run(sc, settings=FAST, fixed_depth=fixed)
+    assert torch.equal(r.depth[fixed], sc["depth_smooth"][fixed])
+    free = sc["mask"] & ~fixed
+    assert (r.depth - sc["depth_smooth"])[free].abs().max() > 1e-3
+    # light and albedo still use the fixed pixels: the rendering matches the image there too
+    assert (r.rendered - sc["image"]).abs()[fixed].mean() < 0.05
