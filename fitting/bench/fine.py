@@ -58,11 +58,16 @@ from .common import add_common_arguments, chunks, setup_from_args
 
 TARGET_REDUCTION = 25.0  # %, fine normal error vs medium
 DETAIL_SIGMA_PX = 4.0  # crop px: the Gaussian that separates "detail" from the smooth shape in the truth's normals
+ORACLE_BLUR_PX = 3.0  # crop px: --oracle-depth's base depth is the true depth blurred by this Gaussian
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     p.set_defaults(n=20)
+    p.add_argument("--oracle-depth", action="store_true",
+                   help="also run the fine stage's SfS from the TRUE smooth depth (the synthetic depth blurred by "
+                        f"a {ORACLE_BLUR_PX:g} px Gaussian) instead of the medium mesh's: what shape from shading "
+                        "itself recovers when the base shape is right (two more rows; one more SfS run per face)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the check of the recomputed last albedo pass against refine_depth's (one extra "
                         "fine run on the first face)")
@@ -106,6 +111,15 @@ def albedo_error_gain(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> 
     p, t = pred[mask].astype(np.float64), truth[mask].astype(np.float64)
     g = (p * t).sum(0) / np.maximum((p * p).sum(0), 1e-12)
     return float(np.abs(p * g - t).mean())
+
+
+def blurred_depth(depth: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W) depth Gaussian-blurred over ``mask`` (normalised by the blurred mask); the input outside."""
+    import cv2
+    m = mask.astype(np.float32)
+    num = cv2.GaussianBlur(depth.astype(np.float32) * m, (0, 0), sigma)
+    den = cv2.GaussianBlur(m, (0, 0), sigma)
+    return np.where(mask, num / np.maximum(den, 1e-6), depth).astype(np.float32)
 
 
 def last_albedo_pass(image: torch.Tensor, albedo: torch.Tensor, shading: torch.Tensor, specular: torch.Tensor,
@@ -187,6 +201,29 @@ def _mesh_geometry(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, k: tor
     return depth, n_depth, n_vert, frags.mask
 
 
+def _oracle_rows(rows, face, batch, i, medium_geo, k, base, reference, mask) -> None:
+    """--oracle-depth: the fine stage's SfS from the true smooth depth, over the fine stage's own mask
+    restricted to the pixels inside the true face (``mask``: where the oracle depth is defined)."""
+    from fitting.fine import fixed_depth_mask, sfs_mask_and_labels
+    from sfs.normals import depth_to_normals
+    from sfs.refine import refine_depth
+    gt = face.maps
+    d0 = torch.from_numpy(blurred_depth(gt["depth"], gt["inside"], ORACLE_BLUR_PX))[None]
+    m_t = torch.from_numpy(mask)[None]
+    _, labels = sfs_mask_and_labels(batch.region_labels[i:i + 1], medium_geo[3][i:i + 1], base.mask_erode_px)
+    labels = torch.where(m_t, labels, torch.full_like(labels, -1))
+    t0 = time.perf_counter()
+    r = refine_depth(batch.images[i:i + 1], d0, m_t, k[i:i + 1], region_labels=labels, settings=reference,
+                     fixed_depth=fixed_depth_mask(labels, base.fixed_depth_regions))
+    seconds = time.perf_counter() - t0
+    n0 = depth_to_normals(d0, k[i:i + 1], m_t)[0].numpy()
+    rows["oracle_d0"].add(normal_deg=angular_error_deg(n0, gt["normals"], mask),
+                          depth_mm=depth_error_mm(d0[0].numpy(), gt["depth"], mask), seconds=0.0)
+    rows["oracle_fine"].add(normal_deg=angular_error_deg(r.normals[0].numpy(), gt["normals"], mask),
+                            depth_mm=depth_error_mm(r.depth[0].numpy(), gt["depth"], mask),
+                            albedo_final=albedo_error(r.albedo[0].numpy(), gt["albedo"], mask), seconds=seconds)
+
+
 def run(args) -> int:
     from fitting.coarse import CoarseSettings, fit_landmarks
     from fitting.detections import DetectionBatch
@@ -214,6 +251,9 @@ def run(args) -> int:
 
     rows = {"coarse": Row("coarse (least squares)"), "medium": Row("medium (Laplacian)")}
     rows.update({key: Row(name) for key, name, _ in variants})
+    if args.oracle_depth:
+        rows["oracle_d0"] = Row(f"oracle d0 (true depth, blur {ORACLE_BLUR_PX:g} px)")
+        rows["oracle_fine"] = Row("fine (RTV) from oracle d0")
     check: Optional[dict] = None
     mask_px: List[int] = []
     bar = tqdm(total=len(faces), desc="coarse + medium + fine x2", unit="face", disable=not progress)
@@ -257,6 +297,8 @@ def run(args) -> int:
             mask_px.append(int(mask.sum()))
             if not mask.any():
                 continue
+            if args.oracle_depth:
+                _oracle_rows(rows, f, batch, i, geo["medium"], k, base, reference, mask)
             smooth = smooth_normals(gt["normals"], gt["inside"], DETAIL_SIGMA_PX)
             rows["medium"].add(detail_deg=angular_error_deg(smooth, gt["normals"], mask))
             for key in ("coarse", "medium"):
@@ -290,6 +332,10 @@ def run(args) -> int:
     parts = [f"{rows[key].name} {relative(rows[key].mean('depth_mm'), med.mean('depth_mm')):+.1f} %"
              for key, _, _ in variants]
     print("depth-error reduction vs medium: " + "; ".join(parts))
+    if args.oracle_depth:
+        r = relative(rows["oracle_fine"].mean("normal_deg"), rows["oracle_d0"].mean("normal_deg"))
+        print(f"from the oracle d0 (true depth blurred by {ORACLE_BLUR_PX:g} px; same pixels): normal error "
+              f"{r:+.1f} % (positive: SfS lowered it)")
     rtv, skin = rows["rtv"].mean("normal_deg"), rows["skin"].mean("normal_deg")
     per_face = np.array(rows["rtv"].values["normal_deg"]) - np.array(rows["skin"].values["normal_deg"])
     if per_face.size:
