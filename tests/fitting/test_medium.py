@@ -285,10 +285,14 @@ def test_unfold_flips_removes_a_fold_and_leaves_the_rest(face_model):
     assert count_flipped_triangles(v0, out, tris) == 0
     moved = np.linalg.norm(out - bumped, axis=1) > 0
     assert moved[tip]
-    assert np.linalg.norm(v0[moved] - v0[tip], axis=1).max() < 10.0  # only the fold's neighbourhood
-    # the smooth part of the displacement survives away from the fold
-    far = (np.linalg.norm(v0 - v0[tip], axis=1) > 12.0) & (np.linalg.norm(v0 - v0[tip], axis=1) < 20.0)
-    np.testing.assert_array_equal(out[far], bumped[far])
+    # only the fold's neighbourhood moves: the flipped triangles touch the tip's one-ring, and the
+    # fade spreads 6 rings from their vertices, so nothing beyond 8 rings of the tip
+    near = np.zeros(len(v0))
+    near[tip] = 1.0
+    for _ in range(8):
+        near = ring @ near
+    assert not moved[near == 0].any()
+    assert moved.sum() < 0.02 * len(v0)
 
 
 def test_unfold_flips_is_a_no_op_without_flips(face_model):
