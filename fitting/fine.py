@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from landmarks import REGION_NAMES
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera
 from sfs.refine import FineResult, FineSettings, refine_depth
+from sfs.skin import non_skin_pixels
 
 from .mesh import Mesh
 from .renderer import uv_to_texel
@@ -43,6 +44,13 @@ class FineStageSettings:
     # hair: their colour varies at the scale of the detail and became ridges (measured
     # on the synthetic faces from the true smooth depth: normal error 5.66 -> 4.94 deg).
     fixed_depth_regions: Tuple[str, ...] = ("brows",)
+    # Pixels whose colour says "not skin" keep the medium depth too (sfs.skin.non_skin_pixels):
+    # glasses frames, a straw, hair strands would otherwise be carved into the face.
+    # chroma: robust sigmas of the hue offset from the skin's (unitless); dark: fraction of
+    # the local (6 px) mean intensity (unitless). Set on the shared photos by looking at the
+    # maps: lower values took folds, highlights in low-key light and lips. None: off.
+    non_skin_chroma_sigmas: Optional[float] = 10.0
+    non_skin_dark_ratio: float = 0.4
     visibility_tolerance_mm: float = 3.0  # a vertex/texel is seen when its depth is this close to the depth map
 
 
@@ -94,6 +102,18 @@ def sfs_mask_and_labels(region_labels: torch.Tensor, coverage: torch.Tensor, ero
     return mask, labels
 
 
+def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                       settings: FineStageSettings) -> torch.Tensor:
+    """(B, S, S) bool: SfS pixels whose depth stays the medium mesh's: the fixed regions and,
+    unless switched off, the pixels whose colour is not skin (see FineStageSettings)."""
+    fixed = fixed_depth_mask(labels, settings.fixed_depth_regions)
+    if settings.non_skin_chroma_sigmas is not None:
+        skin = labels == REGION_NAMES.index("skin")
+        fixed |= non_skin_pixels(images.to(mask.device), mask, skin, settings.non_skin_chroma_sigmas,
+                                 settings.non_skin_dark_ratio)
+    return fixed & mask
+
+
 def fixed_depth_mask(labels: torch.Tensor, regions) -> torch.Tensor:
     """(B, S, S) bool: the pixels of ``labels`` (-1 outside the SfS mask) in any of the named regions."""
     fixed = torch.zeros_like(labels, dtype=torch.bool)
@@ -128,7 +148,7 @@ def run_fine_stage(fitter, batch, coarse, medium_verts: torch.Tensor) -> FineSta
         frags = renderer.rasterize(verts_cam, model.triangles, k, size, size)
     mask, labels = sfs_mask_and_labels(batch.region_labels, frags.mask, settings.mask_erode_px)
     sfs = refine_depth(batch.images, frags.depth, mask, k, region_labels=labels, settings=settings.sfs,
-                       fixed_depth=fixed_depth_mask(labels, settings.fixed_depth_regions))
+                       fixed_depth=fixed_depth_pixels(batch.images, mask, labels, settings))
 
     # Geometry from the detailed depth.
     with torch.no_grad():

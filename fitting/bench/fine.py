@@ -204,7 +204,7 @@ def _mesh_geometry(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, k: tor
 def _oracle_rows(rows, face, batch, i, medium_geo, k, base, reference, mask) -> None:
     """--oracle-depth: the fine stage's SfS from the true smooth depth, over the fine stage's own mask
     restricted to the pixels inside the true face (``mask``: where the oracle depth is defined)."""
-    from fitting.fine import fixed_depth_mask, sfs_mask_and_labels
+    from fitting.fine import fixed_depth_pixels, sfs_mask_and_labels
     from sfs.normals import depth_to_normals
     from sfs.refine import refine_depth
     gt = face.maps
@@ -214,7 +214,7 @@ def _oracle_rows(rows, face, batch, i, medium_geo, k, base, reference, mask) -> 
     labels = torch.where(m_t, labels, torch.full_like(labels, -1))
     t0 = time.perf_counter()
     r = refine_depth(batch.images[i:i + 1], d0, m_t, k[i:i + 1], region_labels=labels, settings=reference,
-                     fixed_depth=fixed_depth_mask(labels, base.fixed_depth_regions))
+                     fixed_depth=fixed_depth_pixels(batch.images[i:i + 1], m_t, labels, base))
     seconds = time.perf_counter() - t0
     n0 = depth_to_normals(d0, k[i:i + 1], m_t)[0].numpy()
     rows["oracle_d0"].add(normal_deg=angular_error_deg(n0, gt["normals"], mask),
@@ -227,7 +227,7 @@ def _oracle_rows(rows, face, batch, i, medium_geo, k, base, reference, mask) -> 
 def run(args) -> int:
     from fitting.coarse import CoarseSettings, fit_landmarks
     from fitting.detections import DetectionBatch
-    from fitting.fine import FineStageSettings, fixed_depth_mask, run_fine_stage, sfs_mask_and_labels
+    from fitting.fine import FineStageSettings, fixed_depth_pixels, run_fine_stage, sfs_mask_and_labels
     from fitting.medium import MediumSettings
     from fitting.pipeline import camera_frame, run_medium_stage
     from fitting.renderer import Renderer
@@ -285,7 +285,7 @@ def run(args) -> int:
             d0 = geo["medium"][0][:1]
             m, labels = sfs_mask_and_labels(batch.region_labels[:1], geo["medium"][3][:1], base.mask_erode_px)
             ref = refine_depth(batch.images[:1], d0, m, k[:1], region_labels=labels, settings=reference,
-                               fixed_depth=fixed_depth_mask(labels, base.fixed_depth_regions))
+                               fixed_depth=fixed_depth_pixels(batch.images[:1], m, labels, base))
             s, final = fine["rtv"]
             mm = ref.mask[0]
             check = {"albedo": float((ref.albedo[0] - final[0])[mm].abs().max()),

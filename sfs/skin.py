@@ -1,0 +1,91 @@
+"""Pixels of the face mask that are not skin (glasses frames, a straw, hair strands), by colour alone.
+
+Shape from shading reads every intensity change as a change of the surface
+normal; on a glasses frame or a straw that turns the object's outline into
+a groove or ridge of the face. These pixels are found from the image: their
+hue is far from the face's skin hue, or they are much darker
+than their surroundings (a thin dark frame, not a shadowed fold, whose
+shading falls off gently).
+
+Batched torch on image-space tensors, like the rest of :mod:`sfs`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .rtv import gaussian_blur
+
+_EPS = 1e-3  # [0, 1] intensity added before logarithms: keeps black pixels finite
+
+
+def _robust_centre_scale(x: torch.Tensor, w: torch.Tensor):
+    """Per-image median and MAD-based sigma of (B, P, C) values over (B, P) bool ``w``."""
+    b, _, c = x.shape
+    med = torch.zeros(b, c, dtype=x.dtype, device=x.device)
+    sig = torch.ones(b, c, dtype=x.dtype, device=x.device)
+    for i in range(b):  # per image: the selected pixel counts differ
+        v = x[i][w[i]]
+        if v.shape[0] < 16:
+            continue
+        m = v.median(0).values
+        med[i] = m
+        sig[i] = 1.4826 * (v - m).abs().median(0).values.clamp_min(1e-3)
+    return med, sig
+
+
+def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, chroma_sigmas: float = 10.0,
+                    dark_ratio: float = 0.4, local_px: float = 6.0, grow_px: int = 3) -> torch.Tensor:
+    """(B, H, W) bool: pixels of ``mask`` whose colour says they are not skin.
+
+    Args:
+        image: (B, H, W, 3) float in [0, 1].
+        mask: (B, H, W) bool, the pixels to classify (e.g. the SfS mask).
+        skin: (B, H, W) bool, pixels that are mostly skin (e.g. the landmark skin
+            region); their robust colour statistics define "skin".
+        chroma_sigmas: a pixel whose log-chromaticity ``(log r/g, log b/g)`` lies
+            more than this many robust sigmas (1.4826 MAD) off the skin's, measured
+            across the grey-to-skin line (a change of hue, not of saturation), is not
+            skin (unitless). Tested only where the pixel is no brighter than its
+            surroundings (not a highlight) and at least half the skin's median
+            intensity (dark chromaticity is noise).
+        dark_ratio: a pixel darker than this fraction of its neighbourhood's mean
+            intensity (Gaussian of ``local_px`` px over ``mask``) is not skin (unitless).
+        local_px: px, the neighbourhood of ``dark_ratio``.
+        grow_px: px, the result is dilated by this: outlines are blurred in the photo, and the
+            pixels beside a fixed one still carve its edge (measured on a glasses frame: 1 px
+            left an outline, 3 px did not).
+
+    Returns the (B, H, W) bool map, always inside ``mask``.
+    """
+    mask = mask.bool()
+    x = image.clamp(0.0, 1.0) + _EPS
+    chroma = torch.stack([torch.log(x[..., 0] / x[..., 1]), torch.log(x[..., 2] / x[..., 1])], -1)  # (B, H, W, 2)
+    b, h, w = mask.shape
+    # Shadows saturate skin and highlights wash it toward grey: both move the chromaticity
+    # along the line from grey (0, 0) through the skin colour. Only the offset across that
+    # line (a different hue: a red straw, a blue frame, grey hair) says "not skin".
+    sel = (skin.bool() & mask).reshape(b, -1)
+    med, _ = _robust_centre_scale(chroma.reshape(b, -1, 2), sel)
+    along = med / med.norm(dim=-1, keepdim=True).clamp_min(1e-6)                # (B, 2)
+    across = torch.stack([-along[:, 1], along[:, 0]], -1)
+    hue = (chroma * across[:, None, None]).sum(-1, keepdim=True)                 # (B, H, W, 1)
+    hmed, hsig = _robust_centre_scale(hue.reshape(b, -1, 1), sel)
+    far = ((hue - hmed[:, None, None]).abs() / hsig[:, None, None] > chroma_sigmas)[..., 0]
+
+    lum = x.mean(-1, keepdim=True).permute(0, 3, 1, 2)  # (B, 1, H, W)
+    m = mask[:, None].to(lum.dtype)
+    local = gaussian_blur(lum * m, local_px) / gaussian_blur(m, local_px).clamp_min(1e-6)
+    dark = (lum < dark_ratio * local)[:, 0]
+    # Specular highlights take the light's hue: a hue change only counts where the
+    # pixel is not brighter than its surroundings (frames, straws, hair are not).
+    far &= (lum <= local)[:, 0]
+    # Chromaticity of dark pixels is noise (and JPEG's subsampled colour): no hue test there.
+    lum_skin, _ = _robust_centre_scale(lum.reshape(b, -1, 1), sel)
+    far &= (lum[:, 0] >= 0.5 * lum_skin[:, :, None]) & (lum[:, 0] >= 0.08)
+
+    out = (far | dark) & mask
+    if grow_px > 0:
+        k = 2 * grow_px + 1
+        out = F.max_pool2d(out[:, None].float(), k, 1, grow_px)[:, 0] > 0.5
+    return out & mask
