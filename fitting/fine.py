@@ -46,11 +46,12 @@ class FineStageSettings:
     fixed_depth_regions: Tuple[str, ...] = ("brows",)
     # Pixels whose colour says "not skin" keep the medium depth too (sfs.skin.non_skin_pixels):
     # glasses frames, a straw, hair strands would otherwise be carved into the face.
-    # chroma: robust sigmas of the hue offset from the skin's (unitless); dark: fraction of
-    # the local (6 px) mean intensity (unitless). Set on the shared photos by looking at the
-    # maps: lower values took folds, highlights in low-key light and lips. None: off.
-    non_skin_chroma_sigmas: Optional[float] = 10.0
-    non_skin_dark_ratio: float = 0.4
+    # chroma: robust sigmas of the hue offset from the skin's (unitless; lips and nose are
+    # exempt); dark: fraction of the local (6 px) mean intensity (unitless). Set on the shared
+    # photos by looking at the maps: 4 sigmas / 0.6 took deep folds, highlights in low-key
+    # light and lips; 15 / 0.3 takes the frames and the straw and leaves the folds. None: off.
+    non_skin_chroma_sigmas: Optional[float] = 15.0
+    non_skin_dark_ratio: float = 0.3
     visibility_tolerance_mm: float = 3.0  # a vertex/texel is seen when its depth is this close to the depth map
 
 
@@ -109,8 +110,9 @@ def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.T
     fixed = fixed_depth_mask(labels, settings.fixed_depth_regions)
     if settings.non_skin_chroma_sigmas is not None:
         skin = labels == REGION_NAMES.index("skin")
+        exempt = (labels == REGION_NAMES.index("lips")) | (labels == REGION_NAMES.index("nose"))
         fixed |= non_skin_pixels(images.to(mask.device), mask, skin, settings.non_skin_chroma_sigmas,
-                                 settings.non_skin_dark_ratio)
+                                 settings.non_skin_dark_ratio, hue_exempt=exempt)
     return fixed & mask
 
 

@@ -19,8 +19,8 @@ from .rtv import gaussian_blur
 _EPS = 1e-3  # [0, 1] intensity added before logarithms: keeps black pixels finite
 
 
-def _robust_centre_scale(x: torch.Tensor, w: torch.Tensor):
-    """Per-image median and MAD-based sigma of (B, P, C) values over (B, P) bool ``w``."""
+def _robust_centre_scale(x: torch.Tensor, w: torch.Tensor, floor: float = 1e-3):
+    """Per-image median and MAD-based sigma (at least ``floor``) of (B, P, C) values over (B, P) bool ``w``."""
     b, _, c = x.shape
     med = torch.zeros(b, c, dtype=x.dtype, device=x.device)
     sig = torch.ones(b, c, dtype=x.dtype, device=x.device)
@@ -30,12 +30,13 @@ def _robust_centre_scale(x: torch.Tensor, w: torch.Tensor):
             continue
         m = v.median(0).values
         med[i] = m
-        sig[i] = 1.4826 * (v - m).abs().median(0).values.clamp_min(1e-3)
+        sig[i] = 1.4826 * (v - m).abs().median(0).values.clamp_min(floor)
     return med, sig
 
 
-def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, chroma_sigmas: float = 10.0,
-                    dark_ratio: float = 0.4, local_px: float = 6.0, grow_px: int = 3) -> torch.Tensor:
+def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, chroma_sigmas: float = 15.0,
+                    dark_ratio: float = 0.3, local_px: float = 6.0, grow_px: int = 3,
+                    hue_exempt: torch.Tensor | None = None, hue_sigma_floor: float = 0.03) -> torch.Tensor:
     """(B, H, W) bool: pixels of ``mask`` whose colour says they are not skin.
 
     Args:
@@ -52,6 +53,11 @@ def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor,
         dark_ratio: a pixel darker than this fraction of its neighbourhood's mean
             intensity (Gaussian of ``local_px`` px over ``mask``) is not skin (unitless).
         local_px: px, the neighbourhood of ``dark_ratio``.
+        hue_exempt: optional (B, H, W) bool, pixels left out of the hue test (lips have
+            a hue of their own; the nose ridge's highlight flanks take the light's); the
+            darkness test still applies there.
+        hue_sigma_floor: the hue sigma is at least this (log-chromaticity units): on
+            clean or very even skin the MAD is tiny and rosy cheeks would count.
         grow_px: px, the result is dilated by this: outlines are blurred in the photo, and the
             pixels beside a fixed one still carve its edge (measured on a glasses frame: 1 px
             left an outline, 3 px did not).
@@ -70,7 +76,7 @@ def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor,
     along = med / med.norm(dim=-1, keepdim=True).clamp_min(1e-6)                # (B, 2)
     across = torch.stack([-along[:, 1], along[:, 0]], -1)
     hue = (chroma * across[:, None, None]).sum(-1, keepdim=True)                 # (B, H, W, 1)
-    hmed, hsig = _robust_centre_scale(hue.reshape(b, -1, 1), sel)
+    hmed, hsig = _robust_centre_scale(hue.reshape(b, -1, 1), sel, hue_sigma_floor)
     far = ((hue - hmed[:, None, None]).abs() / hsig[:, None, None] > chroma_sigmas)[..., 0]
 
     lum = x.mean(-1, keepdim=True).permute(0, 3, 1, 2)  # (B, 1, H, W)
@@ -83,6 +89,8 @@ def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor,
     # Chromaticity of dark pixels is noise (and JPEG's subsampled colour): no hue test there.
     lum_skin, _ = _robust_centre_scale(lum.reshape(b, -1, 1), sel)
     far &= (lum[:, 0] >= 0.5 * lum_skin[:, :, None]) & (lum[:, 0] >= 0.08)
+    if hue_exempt is not None:
+        far &= ~hue_exempt.bool()
 
     out = (far | dark) & mask
     if grow_px > 0:

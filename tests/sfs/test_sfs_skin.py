@@ -55,3 +55,12 @@ def test_batched_faces_are_independent():
     one = non_skin_pixels(img, mask, mask)
     assert torch.equal(both[:1], one)
     assert torch.isfinite(img).all() and both.shape == (2, 128, 128)
+
+
+def test_hue_exempt_pixels_skip_the_hue_test_only():
+    img, mask, straw, frame = _scene()
+    exempt = torch.zeros_like(mask)
+    exempt[:, 64:] = True                                                       # the lower half: the whole straw
+    out = non_skin_pixels(img, mask, mask, grow_px=0, hue_exempt=exempt)
+    assert not out[straw & mask & exempt].any()                                 # red, but exempt from the hue test
+    assert out[frame & mask].float().mean() > 0.95                              # dark: still found, exempt or not
