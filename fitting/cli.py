@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated stages to run, from coarse on (default: coarse,medium,fine)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="auto: CUDA with nvdiffrast when present, else CPU")
-    ap.add_argument("--model-dir", help="ICT-FaceKit folder or archive")
+    ap.add_argument("--model-dir", help="ICT-FaceKit folder, its archive, or a folder holding that one archive")
     faces = ap.add_mutually_exclusive_group()
     faces.add_argument("--face-index", type=int, default=0, help="which face, largest first (default 0)")
     faces.add_argument("--all-faces", action="store_true", help="fit every face found")

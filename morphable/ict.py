@@ -165,6 +165,20 @@ def _model_root(path: Path) -> Path:
     raise ModelLoadError(f"model folder {path} is incomplete: no FaceXModel/ folder in it")
 
 
+def _archive_in_folder(path: Path) -> Optional[Path]:
+    """The one ``ICT-FaceKit-*.tar*`` archive in a folder that holds no unpacked model (a download
+    folder, the project's shared folder), else None."""
+    if not path.is_dir():
+        return None
+    try:
+        _model_root(path)
+        return None
+    except ModelLoadError:
+        pass
+    found = sorted(p for p in path.glob("ICT-FaceKit-*.tar*") if p.is_file())
+    return found[0] if len(found) == 1 else None
+
+
 def _fingerprint(path: Path) -> str:
     """Cheap identity of a source (names, sizes, mtimes) to tell whether a cache is current."""
     path = path.resolve()
@@ -439,6 +453,7 @@ def load_ict(path: Union[str, os.PathLike, None] = None, region: RegionSpec = "f
         src = Path(explicit).expanduser()
         if not src.exists():
             raise ModelLoadError(f"model path {src} does not exist")
+        src = _archive_in_folder(src) or src
         fp = _fingerprint(src)
         cached = _read_cache(cache) if cache.is_file() else None
         if cached and cached[1].get("fingerprint") == fp:

@@ -170,6 +170,21 @@ def test_archive_accepted_as_model_path(ict_dir, tmp_path):
         load_ict(archive, cache_dir=tmp_path / "c", progress=False)
 
 
+def test_folder_holding_one_archive_reads_the_archive(ict_dir, tmp_path):
+    # e.g. the project's shared folder: an ICT-FaceKit-*.tar.xz beside its README, nothing unpacked
+    import tarfile
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    with tarfile.open(folder / "ICT-FaceKit-test.tar.gz", "w:gz") as tar:
+        tar.add(ict_dir / "FaceXModel" / "vertex_indices.json", arcname="ICT/FaceXModel/vertex_indices.json")
+    (folder / "README.md").write_text("the model archive")
+    with pytest.raises(ModelLoadError, match="not an ICT-FaceKit archive"):  # the archive was opened
+        load_ict(folder, cache_dir=tmp_path / "c", progress=False)
+    (folder / "ICT-FaceKit-other.tar.gz").write_bytes((folder / "ICT-FaceKit-test.tar.gz").read_bytes())
+    with pytest.raises(ModelLoadError, match="no FaceXModel/ folder in it"):  # two archives: ambiguous
+        load_ict(folder, cache_dir=tmp_path / "c", progress=False)
+
+
 def _info(*args, env=None):
     return subprocess.run([sys.executable, "-m", "morphable", "info", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
