@@ -373,7 +373,8 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         d = current_depth()
         if scale < 1.0:
             dd = _resize((d - d0)[..., None], (h, w), "bilinear")[..., 0]
-            depth = depth0_full + dd * mask
+            keep = mask if fixed_depth is None else mask & ~fixed_depth.to(dev).bool()
+            depth = depth0_full + dd * keep
             albedo_o = _resize(albedo.detach(), (h, w), "bilinear").clamp(0, 1)
             beta_o = _resize(beta.detach(), (h, w), "bilinear").clamp_min(0)
             mask_o = mask

@@ -140,3 +140,13 @@ def test_fixed_depth_pixels_keep_depth0_and_the_rest_moves(scene):
     assert (r.depth - sc["depth_smooth"])[free].abs().max() > 1e-3
     # light and albedo still use the fixed pixels: the rendering matches the image there too
     assert (r.rendered - sc["image"]).abs()[fixed].mean() < 0.05
+
+
+def test_fixed_depth_is_exact_at_a_reduced_working_size(scene):
+    sc = scene
+    fixed = torch.zeros_like(sc["mask"])
+    fixed[:, 100:140, 60:200] = True
+    fixed &= sc["mask"]
+    r = _run(sc, settings=dataclasses.replace(FAST, working_size=128), fixed_depth=fixed)
+    assert torch.equal(r.depth[fixed], sc["depth_smooth"][fixed])
+    assert (r.depth - sc["depth_smooth"])[sc["mask"] & ~fixed].abs().max() > 1e-3
