@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from landmarks import REGION_NAMES
+from landmarks import in_regions
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera
 from sfs.refine import FineResult, FineSettings, refine_depth
 from sfs.skin import non_skin_pixels
@@ -93,10 +93,7 @@ class FineStageOutput:
 
 def sfs_mask_and_labels(region_labels: torch.Tensor, coverage: torch.Tensor, erode_px: int):
     """(B, S, S) landmark region labels and render coverage -> (mask, labels with -1 outside)."""
-    keep = torch.zeros_like(coverage)
-    for name in SFS_REGIONS:
-        keep |= region_labels == REGION_NAMES.index(name)
-    mask = keep & coverage
+    mask = in_regions(region_labels, SFS_REGIONS) & coverage
     if erode_px > 0:
         k = 2 * erode_px + 1
         mask = -F.max_pool2d(-mask.float()[:, None], k, 1, erode_px)[:, 0] > 0.5
@@ -108,21 +105,12 @@ def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.T
                        settings: FineStageSettings) -> torch.Tensor:
     """(B, S, S) bool: SfS pixels whose depth stays the medium mesh's: the fixed regions and,
     unless switched off, the pixels whose colour is not skin (see FineStageSettings)."""
-    fixed = fixed_depth_mask(labels, settings.fixed_depth_regions)
+    fixed = in_regions(labels, settings.fixed_depth_regions)
     if settings.non_skin_chroma_sigmas is not None:
-        skin = labels == REGION_NAMES.index("skin")
-        exempt = (labels == REGION_NAMES.index("lips")) | (labels == REGION_NAMES.index("nose"))
-        fixed |= non_skin_pixels(images.to(mask.device), mask, skin, settings.non_skin_chroma_sigmas,
-                                 settings.non_skin_dark_ratio, hue_exempt=exempt)
+        fixed |= non_skin_pixels(images.to(mask.device), mask, in_regions(labels, ("skin",)),
+                                 settings.non_skin_chroma_sigmas, settings.non_skin_dark_ratio,
+                                 hue_exempt=in_regions(labels, ("lips", "nose")))
     return fixed & mask
-
-
-def fixed_depth_mask(labels: torch.Tensor, regions) -> torch.Tensor:
-    """(B, S, S) bool: the pixels of ``labels`` (-1 outside the SfS mask) in any of the named regions."""
-    fixed = torch.zeros_like(labels, dtype=torch.bool)
-    for name in regions:
-        fixed |= labels == REGION_NAMES.index(name)
-    return fixed
 
 
 def grid_mesh(points_model: np.ndarray, mask: np.ndarray, colors: np.ndarray) -> Mesh:

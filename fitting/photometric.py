@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from landmarks import REGION_NAMES
+from landmarks import in_regions
 from morphable import MorphableModel
 from morphable.geometry import vertex_normals
 from sfs.light import estimate_sh_light
@@ -43,9 +43,7 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
     k = coarse.intrinsics * torch.tensor([scale, scale, scale, scale], device=dev)
     target = F.interpolate(batch.images.permute(0, 3, 1, 2).to(dev), size=(size, size), mode="area").permute(0, 2, 3, 1)
     labels = F.interpolate(batch.region_labels[:, None].float().to(dev), size=(size, size), mode="nearest")[:, 0].long()
-    region = torch.zeros_like(labels, dtype=torch.bool)
-    for name in PHOTO_REGIONS:
-        region |= labels == REGION_NAMES.index(name)
+    region = in_regions(labels, PHOTO_REGIONS)
 
     uv = batch.uv.to(dev)
     w_lm = landmark_weights(batch, corr, settings, coarse.rotation).to(dev)

@@ -11,11 +11,11 @@ Main entry points::
 from .detector import FaceLandmarks, FaceMeshDetector
 from .errors import FaceIndexError, ImageLoadError, LandmarksError, NoFaceError
 from .image import LoadedImage, load_image, to_uint8
-from .regions import REGION_NAMES, region_label_map, region_label_maps_torch, region_masks
+from .regions import REGION_NAMES, in_regions, region_label_map, region_label_maps_torch, region_masks
 
 __all__ = [
     "FaceLandmarks", "FaceMeshDetector",
     "FaceIndexError", "ImageLoadError", "LandmarksError", "NoFaceError",
     "LoadedImage", "load_image", "to_uint8",
-    "REGION_NAMES", "region_label_map", "region_label_maps_torch", "region_masks",
+    "REGION_NAMES", "in_regions", "region_label_map", "region_label_maps_torch", "region_masks",
 ]

@@ -33,7 +33,7 @@ from . import indices as I
 from .detector import FaceLandmarks
 
 __all__ = ["REGION_NAMES", "region_label_map", "region_masks", "region_label_maps_torch",
-           "region_polygons"]
+           "region_polygons", "in_regions"]
 
 REGION_NAMES: tuple[str, ...] = ("background", "skin", "brows", "eyes", "nose", "lips", "mouth_interior")
 """Label ``k`` of :func:`region_label_map` is region ``REGION_NAMES[k]``; 0 = not face."""
@@ -112,6 +112,16 @@ def region_label_map(landmarks: FaceLandmarks, height: int | None = None,
     _fill(label, polys["lips_outer"], code("lips"))
     _fill(label, polys["lips_inner"], code("mouth_interior"))
     return label
+
+
+def in_regions(labels, names):
+    """Bool map, same shape and kind (numpy or torch) as the label map ``labels``
+    (values index :data:`REGION_NAMES`), of the pixels in any of the named regions."""
+    codes = [REGION_NAMES.index(n) for n in names]
+    if isinstance(labels, np.ndarray):
+        return np.isin(labels, codes)
+    import torch  # local: the rest of the module is numpy-only
+    return torch.isin(labels, torch.tensor(codes, dtype=labels.dtype, device=labels.device))
 
 
 def region_masks(landmarks: FaceLandmarks, height: int | None = None,

@@ -108,3 +108,15 @@ def test_torch_label_maps_batch(faces):
     assert torch.all(onehot.sum(dim=1) == 1)
     assert torch.equal(onehot.argmax(dim=1), labels)
     assert region_label_maps_torch([], 8, 8).shape == (0, 8, 8)
+
+
+def test_in_regions_numpy_and_torch():
+    from landmarks.regions import in_regions
+    labels = np.array([[0, 1, 2], [4, 5, -1]])
+    expect = np.array([[False, True, False], [False, True, False]])
+    np.testing.assert_array_equal(in_regions(labels, ("skin", "lips")), expect)
+    t = in_regions(torch.as_tensor(labels), ("skin", "lips"))
+    assert t.dtype == torch.bool and t.tolist() == expect.tolist()
+    assert not in_regions(torch.as_tensor(labels), ()).any()
+    with pytest.raises(ValueError):
+        in_regions(labels, ("ears",))
