@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from .light import estimate_sh_light
 from .normals import depth_to_normals
-from .rtv import gaussian_blur, image_gradients, rtv
+from .rtv import image_gradients, masked_gaussian_blur, rtv
 from .sh import sh_irradiance
 
 _I255 = 255.0  # the paper's intensity scale
@@ -158,14 +158,6 @@ def _laplacian(d: torch.Tensor, mask: torch.Tensor):
     m[:, 1:-1, 1:-1] = (mask[:, 1:-1, 1:-1] & mask[:, :-2, 1:-1] & mask[:, 2:, 1:-1]
                         & mask[:, 1:-1, :-2] & mask[:, 1:-1, 2:])
     return lap, m
-
-
-def _masked_blur(x: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Normalised Gaussian blur of (B, H, W, C) using only pixels in ``mask``."""
-    m = mask[:, None].to(x.dtype)
-    num = gaussian_blur(x.permute(0, 3, 1, 2) * m, sigma)
-    den = gaussian_blur(m, sigma)
-    return (num / den.clamp_min(1e-6)).permute(0, 2, 3, 1) * mask[..., None].to(x.dtype)
 
 
 def _resize(x: torch.Tensor, size, mode: str) -> torch.Tensor:
@@ -325,7 +317,7 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     # ---- 3. specular init: beta0 = smoothed positive grey residual of the diffuse rendering --
     with torch.no_grad():
         resid = (img - albedo * shading0).mean(-1, keepdim=True).clamp_min(0.0)
-        beta0 = _masked_blur(resid, usable, s.specular_blur_px) if s.specular_blur_px > 0 else resid * w_photo[..., None]
+        beta0 = masked_gaussian_blur(resid, usable, s.specular_blur_px) if s.specular_blur_px > 0 else resid * w_photo[..., None]
     beta = beta0.clone().requires_grad_(True)
 
     # ---- 4. depth, eq. 9, two phases, alternating with albedo (eq. 6) and specular (eq. 8) --

@@ -25,6 +25,15 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x
 
 
+def masked_gaussian_blur(x: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of (B, H, W, C) using only pixels in the (B, H, W) ``mask`` (normalised by the
+    blurred mask, ``sigma`` in pixels); 0 outside the mask."""
+    m = mask[:, None].to(x.dtype)
+    num = gaussian_blur(x.permute(0, 3, 1, 2) * m, sigma)
+    den = gaussian_blur(m, sigma)
+    return (num / den.clamp_min(1e-6)).permute(0, 2, 3, 1) * mask[..., None].to(x.dtype)
+
+
 def image_gradients(img: torch.Tensor, mask: torch.Tensor | None = None):
     """Forward differences of (B, H, W, C): returns (gx, gy), each (B, H, W, C).
 

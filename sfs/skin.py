@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .rtv import gaussian_blur
+from .rtv import masked_gaussian_blur
 
 _EPS = 1e-3  # [0, 1] intensity added before logarithms: keeps black pixels finite
 
@@ -79,16 +79,15 @@ def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor,
     hmed, hsig = _robust_centre_scale(hue.reshape(b, -1, 1), sel, hue_sigma_floor)
     far = ((hue - hmed[:, None, None]).abs() / hsig[:, None, None] > chroma_sigmas)[..., 0]
 
-    lum = x.mean(-1, keepdim=True).permute(0, 3, 1, 2)  # (B, 1, H, W)
-    m = mask[:, None].to(lum.dtype)
-    local = gaussian_blur(lum * m, local_px) / gaussian_blur(m, local_px).clamp_min(1e-6)
-    dark = (lum < dark_ratio * local)[:, 0]
+    lum = x.mean(-1)                                                             # (B, H, W)
+    local = masked_gaussian_blur(lum[..., None], mask, local_px)[..., 0]
+    dark = lum < dark_ratio * local
     # Specular highlights take the light's hue: a hue change only counts where the
     # pixel is not brighter than its surroundings (frames, straws, hair are not).
-    far &= (lum <= local)[:, 0]
+    far &= lum <= local
     # Chromaticity of dark pixels is noise (and JPEG's subsampled colour): no hue test there.
     lum_skin, _ = _robust_centre_scale(lum.reshape(b, -1, 1), sel)
-    far &= (lum[:, 0] >= 0.5 * lum_skin[:, :, None]) & (lum[:, 0] >= 0.08)
+    far &= (lum >= 0.5 * lum_skin[:, :, None]) & (lum >= 0.08)
     if hue_exempt is not None:
         far &= ~hue_exempt.bool()
 
