@@ -109,10 +109,9 @@ def eos_fit(pca, crop, vertex_ids: np.ndarray, mask: np.ndarray, iterations: int
 # --------------------------------------------------------------------------- run
 
 def run(args) -> int:
-    from fitting.coarse import CoarseSettings, fit_landmarks
+    from fitting.coarse import CoarseSettings, fit_landmarks, landmark_weights
     from fitting.detections import DetectionBatch
     from fitting.landmark_fit import LandmarkBasis, affine_pose, refine_pose, reprojection_residual
-    from fitting.coarse import landmark_weights
 
     progress = not args.no_progress
     face_model, closed_model, corr, data = setup_from_args(args, deformation=False)

@@ -84,13 +84,19 @@ def angular_error_deg(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> 
     return float(np.degrees(np.arccos(np.clip((p * t).sum(1), -1.0, 1.0))).mean())
 
 
-def smooth_normals(normals: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """(H, W, 3) unit normals Gaussian-blurred over ``mask`` (normalised by the blurred mask), renormalised."""
+def _masked_gaussian(a: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W[, C]) float32 Gaussian blur over the (H, W) ``mask`` only (normalised by the blurred mask)."""
     import cv2
     m = mask.astype(np.float32)
-    num = cv2.GaussianBlur(normals.astype(np.float32) * m[..., None], (0, 0), sigma)
-    den = cv2.GaussianBlur(m, (0, 0), sigma)
-    out = num / np.maximum(den, 1e-6)[..., None]
+    mc = m[..., None] if a.ndim == 3 else m
+    num = cv2.GaussianBlur(a.astype(np.float32) * mc, (0, 0), sigma)
+    den = np.maximum(cv2.GaussianBlur(m, (0, 0), sigma), 1e-6)
+    return num / (den[..., None] if a.ndim == 3 else den)
+
+
+def smooth_normals(normals: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W, 3) unit normals Gaussian-blurred over ``mask`` (normalised by the blurred mask), renormalised."""
+    out = _masked_gaussian(normals, mask, sigma)
     return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
 
 
@@ -115,11 +121,7 @@ def albedo_error_gain(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> 
 
 def blurred_depth(depth: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     """(H, W) depth Gaussian-blurred over ``mask`` (normalised by the blurred mask); the input outside."""
-    import cv2
-    m = mask.astype(np.float32)
-    num = cv2.GaussianBlur(depth.astype(np.float32) * m, (0, 0), sigma)
-    den = cv2.GaussianBlur(m, (0, 0), sigma)
-    return np.where(mask, num / np.maximum(den, 1e-6), depth).astype(np.float32)
+    return np.where(mask, _masked_gaussian(depth, mask, sigma), depth).astype(np.float32)
 
 
 def last_albedo_pass(image: torch.Tensor, albedo: torch.Tensor, shading: torch.Tensor, specular: torch.Tensor,
