@@ -21,6 +21,7 @@ import torch
 
 from landmarks.indices import GROUP_NAMES
 from morphable import MorphableModel
+from sfs.projection import camera_to_pixel
 
 from .correspondence import Correspondence
 from .detections import DetectionBatch
@@ -53,6 +54,10 @@ class CoarseSettings:
     lambda_depth: float = 0.0
     alternations: int = 4
     pose_iterations: int = 10
+    # Move each landmark's table point by the correspondence table's yaw-dependent offset
+    # (fitting.correspondence: where MediaPipe's point sits as the head turns); off = the bare
+    # surface points, as for landmarks that are true surface projections.
+    landmark_offsets: bool = True
     # Photometric polish (Adam through the renderer); see fitting.photometric.
     photometric: bool = True
     photometric_steps: int = 60
@@ -72,7 +77,8 @@ class CoarseResult:
     the crop; ``vertices`` (B, V, 3) model frame, mm; ``light`` (B, 9, 3) SH
     and ``albedo`` (B, V, 3) when the photometric polish ran;
     ``landmark_error`` (B,) mean reprojection error in crop pixels over the
-    weighted landmarks.
+    weighted landmarks; ``landmark_offsets`` (B, K, 3) mm, model frame: the
+    correspondence table's offsets at the fitted yaw (None: bare surface points).
     """
 
     id_coeffs: torch.Tensor
@@ -85,6 +91,26 @@ class CoarseResult:
     light: Optional[torch.Tensor] = None
     albedo: Optional[torch.Tensor] = None
     seconds: float = 0.0
+    landmark_offsets: Optional[torch.Tensor] = None
+
+    def landmark_points(self, corr: Correspondence, vertices: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, K, 3) model frame: where this fit puts MediaPipe's points on ``vertices`` (B, V, 3; default
+        the coarse vertices): the table's surface points plus ``landmark_offsets``."""
+        pts = corr.points(self.vertices if vertices is None else vertices)
+        return pts if self.landmark_offsets is None else pts + self.landmark_offsets.to(pts)
+
+    def surface_uv(self, corr: Correspondence, uv: torch.Tensor) -> torch.Tensor:
+        """(B, K, 2) crop pixels: MediaPipe's points ``uv`` moved by the shift the offsets cause at this fit,
+        i.e. where the bare surface points should project (what the medium stage pulls them to)."""
+        if self.landmark_offsets is None:
+            return uv
+        surface = corr.points(self.vertices)
+        shift = (camera_to_pixel(self._to_camera(surface + self.landmark_offsets.to(surface)), self.intrinsics)
+                 - camera_to_pixel(self._to_camera(surface), self.intrinsics))[..., :2]
+        return uv - shift.to(uv)
+
+    def _to_camera(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bij,bkj->bki", self.rotation, points) + self.translation[:, None]
 
     def vertices_camera(self) -> torch.Tensor:
         """(B, V, 3) camera-frame vertices."""
@@ -140,24 +166,37 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     prior_mean = coeffs.clone() if init is not None and (init.id_coeffs is not None or init.exp_coeffs is not None) \
         else None
     w = landmark_weights(batch, corr, settings).to(dev)
+    use_offsets = settings.landmark_offsets and corr.has_offsets
+
+    def at_pose(rotation):
+        # MediaPipe's points shift with the head's yaw (fitting.correspondence): the basis at this pose
+        if not use_offsets:
+            return lb, None
+        offsets = corr.offsets_at(matrix_to_euler(rotation)[0]).to(dev)
+        return lb.shifted(offsets), offsets
+
     if init is not None and init.rotation is not None and init.translation is not None:
         rot, t = init.rotation.to(dev), init.translation.to(dev)
     else:
         rot, t = affine_pose(lb.points(coeffs), uv, w, k)
-    rot, t = refine_pose(lb.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
+    lb_pose, offsets = at_pose(rot)
+    rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
     rel = batch.rel_depth.to(dev)
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = torch.tensor([name.startswith(settings.exp_exclude) for name in model.exp_names], device=dev)
     for _ in range(settings.alternations):
         w = landmark_weights(batch, corr, settings, rot).to(dev)
-        coeffs = solve_shape(lb, uv, w, k, rot, t, settings.lambda_id, settings.lambda_exp, prev_coeffs=coeffs,
+        lb_pose, offsets = at_pose(rot)
+        coeffs = solve_shape(lb_pose, uv, w, k, rot, t, settings.lambda_id, settings.lambda_exp, prev_coeffs=coeffs,
                              exp_bounds=settings.exp_bounds, rel_depth=rel, lambda_depth=settings.lambda_depth,
                              frozen=frozen, prior_mean=prior_mean)
-        rot, t = refine_pose(lb.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
-    err = reprojection_residual(lb.points(coeffs), rot, t, uv, k).norm(dim=-1)
+        rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
+    lb_pose, offsets = at_pose(rot)
+    err = reprojection_residual(lb_pose.points(coeffs), rot, t, uv, k).norm(dim=-1)
     wmask = (w > 0).to(err)
     verts = model(coeffs[:, :n_id], coeffs[:, n_id:])
     return CoarseResult(id_coeffs=coeffs[:, :n_id], exp_coeffs=coeffs[:, n_id:], rotation=rot, translation=t,
                         intrinsics=k, vertices=verts, landmark_error=(err * wmask).sum(1) / wmask.sum(1),
+                        landmark_offsets=offsets,
                         albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0)
 

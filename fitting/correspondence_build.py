@@ -18,6 +18,12 @@ from .synthetic import FaceGenerator
 FACE_VERTICES = 9409  # ICT face area: vertices 0..9408, first in every region that keeps it
 MIN_HITS = 3
 CONTOUR_MAX_YAW = 12.0  # deg: contour points are read only from near-frontal renders
+OFFSET_YAW_MAX = 45.0  # deg: renders for the pose-dependent offsets span |yaw| <= this (the bench's range)
+OFFSET_YAW_STEP = 15.0  # deg: spacing of the offset bins
+# Ridge on each offset (px^2 per mm^2 of offset, summed over renders): a direction the renders hardly
+# observe (depth, near frontal) stays near zero instead of fitting noise.
+OFFSET_RIDGE = 10.0
+OFFSET_SEED_BASE = 500_000  # offset renders use other seeds than the table's
 
 
 def _closest_surface_points(verts: np.ndarray, tris: np.ndarray, points: np.ndarray):
@@ -31,9 +37,23 @@ def _closest_surface_points(verts: np.ndarray, tris: np.ndarray, points: np.ndar
     return prim, bary
 
 
-def build(model_dir, n: int, seed: int, out: Path) -> Path:
+def build(model_dir, n: int, seed: int, out: Path, n_offsets: int = 300, keep_table: bool = False) -> Path:
+    """Make the table (``n`` renders) and its pose-dependent offsets (``n_offsets`` renders) and write ``out``.
+    ``keep_table``: read the surface-point table from ``out`` and remake only the offsets."""
     model = load_ict(model_dir, region="face_closed")
     renderer = Renderer("cpu")
+    if keep_table:
+        with np.load(out) as z:
+            table = {key: z[key] for key in ("vertex_ids", "bary", "valid", "hits")}
+    else:
+        table = build_table(model, renderer, n, seed)
+    if n_offsets > 0:
+        table.update(build_offsets(model, renderer, table, n_offsets, seed))
+    return _write(out, table)
+
+
+def build_table(model, renderer, n: int, seed: int) -> dict:
+    """The surface point under each MediaPipe landmark, averaged over ``n`` renders (see :mod:`fitting.correspondence`)."""
     gen = FaceGenerator(model, renderer, texture_size=512)
     groups = point_groups()
     contour = groups == GROUP_NAMES.index("contour")
@@ -69,9 +89,80 @@ def build(model_dir, n: int, seed: int, out: Path) -> Path:
     face_tris = tris_all[(tris_all < FACE_VERTICES).all(1)]
     prim, bary = _closest_surface_points(rest[:FACE_VERTICES], face_tris, mean_pts)
     vertex_ids = face_tris[prim]
+    table = dict(vertex_ids=vertex_ids.astype(np.int32), bary=bary.astype(np.float32), valid=valid,
+                 hits=hits.astype(np.int32))
+    print(f"table: {int(valid.sum())} of {k} landmarks valid (min hits {int(hits[~iris].min())}, renders {n})")
+    return table
+
+
+def _write(out: Path, table: dict) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, vertex_ids=vertex_ids.astype(np.int32), bary=bary.astype(np.float32), valid=valid,
-                        hits=hits.astype(np.int32))
-    print(f"wrote {out}: {int(valid.sum())} of {k} landmarks valid "
-          f"(min hits {int(hits[~iris].min())}, renders {n})")
+    tmp = out.with_name(out.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **table)
+    tmp.replace(out)
+    print(f"wrote {out}")
     return out
+
+
+def _hat(yaw: float, centres: np.ndarray) -> np.ndarray:
+    """Linear-interpolation weights of ``yaw`` (clamped to the end bins) over the bin ``centres``."""
+    y = float(np.clip(yaw, centres[0], centres[-1]))
+    w = np.clip(1.0 - np.abs(y - centres) / OFFSET_YAW_STEP, 0.0, None)
+    return w / w.sum()
+
+
+def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
+    """Per yaw bin and landmark, the model-frame offset (mm) from the table's surface point to where
+    MediaPipe's point behaves as if it sat (see :mod:`fitting.correspondence`).
+
+    ``n`` renders with yaw uniform in +/-OFFSET_YAW_MAX; for each, the true pose and shape give the
+    table points ``P_k`` in the camera frame, and MediaPipe's point ``u_k``; the offset ``o`` enters as
+    ``u_k ~ proj(P_k + R o)``, linearised at ``o = 0`` (the offsets are a few mm at 600 mm). Each
+    bin's offset solves the ridge-regularised least squares over the renders, each weighted by the
+    hat function of its yaw around the bin centre. Returns ``offset_yaws`` (Y,) and ``offsets`` (Y, K, 3).
+    """
+    from fitting.correspondence import Correspondence
+    from morphable.geometry import similarity_transform
+    from sfs.projection import camera_to_pixel, camera_to_pixel_jacobian
+
+    corr = Correspondence(torch.from_numpy(table["vertex_ids"].astype(np.int64)),
+                          torch.from_numpy(table["bary"]), torch.from_numpy(table["valid"]))
+    gen = FaceGenerator(model, renderer, texture_size=512)
+    yaws = np.arange(-OFFSET_YAW_MAX, OFFSET_YAW_MAX + 1e-6, OFFSET_YAW_STEP)
+    k = corr.vertex_ids.shape[0]
+    ata = np.zeros((len(yaws), k, 3, 3))
+    atb = np.zeros((len(yaws), k, 3))
+    before, seen = [], []
+    with FaceMeshDetector(max_faces=1) as det:
+        for i in tqdm(range(n), desc="offset renders"):
+            face = gen(OFFSET_SEED_BASE + seed * 1000 + i, size=512, yaw_range=OFFSET_YAW_MAX, noise=False)
+            try:
+                lm = det.detect_one(face.image)
+            except NoFaceError:
+                continue
+            vm = torch.from_numpy(face.verts_model[:FACE_VERTICES]).double()
+            vc = torch.from_numpy(face.verts_camera[:FACE_VERTICES]).double()
+            _, rot, _ = similarity_transform(vm, vc, with_scale=False)
+            pts = corr.points(vc[None])
+            kint = face.camera.intrinsics.double()
+            resid = (torch.from_numpy(lm.points[:, :2]).double() - camera_to_pixel(pts, kint)[0, :, :2]).numpy()
+            jac = (camera_to_pixel_jacobian(pts, kint)[0] @ rot).numpy()  # (K, 2, 3): per mm of model-frame offset
+            yaw = float(face.params["pose_deg"]["yaw"])
+            hat = _hat(yaw, yaws)
+            for b in np.nonzero(hat)[0]:
+                ata[b] += hat[b] * np.einsum("kai,kaj->kij", jac, jac)
+                atb[b] += hat[b] * np.einsum("kai,ka->ki", jac, resid)
+            before.append(resid)
+            seen.append((yaw, jac))
+    offsets = np.linalg.solve(ata + OFFSET_RIDGE * np.eye(3), atb[..., None])[..., 0]
+    offsets[:, ~table["valid"]] = 0.0
+    # how much of MediaPipe's distance to the table points the offsets explain, on their own renders
+    valid = table["valid"]
+    after = []
+    for (yaw, jac), r in zip(seen, before):
+        o = np.einsum("b,bkc->kc", _hat(yaw, yaws), offsets)  # as Correspondence.offsets_at interpolates
+        after.append(np.linalg.norm(r - np.einsum("kai,ki->ka", jac, o), axis=-1)[valid].mean())
+    dist_before = np.mean([np.linalg.norm(r, axis=-1)[valid].mean() for r in before])
+    print(f"offsets: {len(seen)} renders, MediaPipe to table points {dist_before:.2f} px -> {np.mean(after):.2f} px "
+          f"with the offsets; |offset| mean {np.linalg.norm(offsets[:, valid], axis=-1).mean():.2f} mm")
+    return dict(offset_yaws=yaws.astype(np.float32), offsets=offsets.astype(np.float32))

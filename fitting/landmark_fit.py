@@ -32,9 +32,10 @@ NORMALISED_SIZE = 200.0  # px: landmark spread that residuals are scaled to
 class LandmarkBasis:
     """The model restricted to K landmark surface points (barycentric combinations of vertices).
 
-    ``mean`` (K, 3) mm, ``basis`` (K, 3, n) mm per unit coefficient with the
-    identity modes first, then the expression modes; ``n_id`` tells where
-    the split is.
+    ``mean`` (K, 3) mm, or (B, K, 3) when each face's points are offset
+    differently (:meth:`shifted`); ``basis`` (K, 3, n) mm per unit coefficient
+    with the identity modes first, then the expression modes; ``n_id`` tells
+    where the split is.
     """
 
     mean: torch.Tensor
@@ -55,6 +56,11 @@ class LandmarkBasis:
     def points(self, coeffs: torch.Tensor) -> torch.Tensor:
         """(B, n) coefficients -> (B, K, 3) model-frame points."""
         return self.mean + torch.einsum("kcn,bn->bkc", self.basis, coeffs)
+
+    def shifted(self, offsets: torch.Tensor) -> "LandmarkBasis":
+        """The same basis with every point moved by ``offsets`` (K, 3) or (B, K, 3) mm, model frame
+        (the points MediaPipe sees at a pose: :meth:`fitting.correspondence.Correspondence.offsets_at`)."""
+        return LandmarkBasis(mean=self.mean + offsets.to(self.mean), basis=self.basis, n_id=self.n_id)
 
 
 def _normaliser(uv: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -186,8 +192,9 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
     cv = fy * t[:, 1:2] - (uv[..., 1] - cy) * t[:, 2:3]
     au = torch.einsum("bkc,kcn->bkn", ru, lb.basis) * scale[..., None]
     av = torch.einsum("bkc,kcn->bkn", rv, lb.basis) * scale[..., None]
-    bu = -(torch.einsum("bkc,kc->bk", ru, lb.mean) + cu) * scale
-    bv = -(torch.einsum("bkc,kc->bk", rv, lb.mean) + cv) * scale
+    mean = lb.mean.expand(b, -1, -1)
+    bu = -(torch.einsum("bkc,bkc->bk", ru, mean) + cu) * scale
+    bv = -(torch.einsum("bkc,bkc->bk", rv, mean) + cv) * scale
     a = torch.cat([au, av], 1)
     rhs = torch.cat([bu, bv], 1)
     if rel_depth is not None and lambda_depth > 0:
@@ -197,7 +204,7 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
         rz = rot[:, None, 2].expand(-1, lb.mean.shape[0], -1)
         dz = torch.einsum("bkc,kcn->bkn", rz, lb.basis)
         dz = dz - (dz * mean_w[..., None]).sum(1, keepdim=True)
-        mz = torch.einsum("bkc,kc->bk", rz, lb.mean)
+        mz = torch.einsum("bkc,bkc->bk", rz, mean)
         mz = mz - (mz * mean_w).sum(1, keepdim=True)
         f_over_d = (fx / depth.mean(1, keepdim=True))
         s = (lambda_depth ** 0.5) * w * norm * f_over_d

@@ -87,7 +87,7 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
         img = albedo[:, None, None, :] * sh_irradiance(normals, light)
         mask = (frags.mask & region)[..., None].to(img)
         photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
-        res = reprojection_residual(corr.points(verts), rot, t, uv, coarse.intrinsics) * norm[:, None, None]
+        res = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, coarse.intrinsics) * norm[:, None, None]
         lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
         prior = (settings.lambda_id * (id_c ** 2).sum(1) + settings.lambda_exp * (exp_c ** 2).sum(1)) \
             * lm_scale / w_lm.sum(1).clamp_min(1e-6)
@@ -100,9 +100,10 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
             albedo.clamp_(0.0, 1.0)
     with torch.no_grad():
         verts, rot, t, _ = camera_vertices()
-        err = reprojection_residual(corr.points(verts), rot, t, uv, coarse.intrinsics).norm(dim=-1)
+        err = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, coarse.intrinsics).norm(dim=-1)
         wm = (w_lm > 0).to(err)
         return CoarseResult(id_coeffs=id_c.detach(), exp_coeffs=exp_c.detach(), rotation=rot, translation=t,
                             intrinsics=coarse.intrinsics, vertices=verts.detach(),
                             landmark_error=(err * wm).sum(1) / wm.sum(1), light=light.detach(),
-                            albedo=albedo.detach()[:, None, :].expand(-1, model.n_vertices, -1).contiguous(), seconds=coarse.seconds + time.perf_counter() - t0)
+                            albedo=albedo.detach()[:, None, :].expand(-1, model.n_vertices, -1).contiguous(),
+                            seconds=coarse.seconds + time.perf_counter() - t0, landmark_offsets=coarse.landmark_offsets)

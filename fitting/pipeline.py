@@ -102,21 +102,24 @@ def run_medium_stage(fitter, batch: DetectionBatch, coarse: CoarseResult) -> tor
     tris = model.triangles
     w = torch.as_tensor(settings.landmark_weights()).to(batch.uv) * fitter.corr.valid.to(batch.uv)
     verts_cam = camera_frame(coarse, coarse.vertices)
+    uv = coarse.surface_uv(fitter.corr, batch.uv)  # MediaPipe's pose-dependent offsets taken out
     if settings.correspondence == "index_map":
         frags = fitter.renderer.rasterize(verts_cam, tris, coarse.intrinsics, batch.size, batch.size)
-        tri, bary, ok = index_map_correspondence(frags.tri_id, frags.bary, batch.uv)
+        tri, bary, ok = index_map_correspondence(frags.tri_id, frags.bary, uv)
         w = w[None] * ok.to(w)
     else:
         tri = triangle_ids(fitter.corr, tris)
         bary = triangle_barycentrics(fitter.corr, tris, tri)
-    res = run_medium(verts_cam, tris, coarse.intrinsics, batch.uv, tri, bary, landmark_weights=w,
+    res = run_medium(verts_cam, tris, coarse.intrinsics, uv, tri, bary, landmark_weights=w,
                      settings=settings, fixed_vertices=medium_fixed_vertices(model, settings))
     return model_frame(coarse, res.vertices_cam.to(verts_cam))
 
 
 def _project_landmarks(coarse: CoarseResult, verts: torch.Tensor, corr) -> np.ndarray:
-    """(B, K, 2) crop pixels of the landmark surface points of (B, V, 3) model-frame vertices."""
-    return camera_to_pixel(camera_frame(coarse, corr.points(verts)), coarse.intrinsics)[..., :2].cpu().numpy()
+    """(B, K, 2) crop pixels where (B, V, 3) model-frame vertices put MediaPipe's points (surface points
+    plus the coarse fit's pose-dependent offsets)."""
+    pts = coarse.landmark_points(corr, verts)
+    return camera_to_pixel(camera_frame(coarse, pts), coarse.intrinsics)[..., :2].cpu().numpy()
 
 
 def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:

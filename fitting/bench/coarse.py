@@ -228,7 +228,7 @@ def _load_photometric():
 
 def _score_ours(row: RowStats, coarse, chunk, corr, mask, narrow, seconds: float) -> None:
     from fitting.landmark_fit import reprojection_residual
-    pts = corr.points(coarse.vertices)
+    pts = coarse.landmark_points(corr)
     uv = reprojection_residual(pts, coarse.rotation, coarse.translation, torch.zeros_like(pts[..., :2]),
                                coarse.intrinsics).detach().cpu().numpy()
     verts = coarse.vertices.detach().cpu().numpy()

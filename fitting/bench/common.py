@@ -278,8 +278,9 @@ def measures_note(face_model) -> str:
             f"(Umeyama) alignment fitted on the same vertices: 'mean mm' / 'median mm' over the ICT face area "
             f"({face_model.n_vertices} vertices), 'mean mm narrow' over ICT's face_narrow set "
             f"({0 if narrow is None else narrow.numel()} vertices, the front of the face). 'landmarks px': "
-            f"mean distance in photo pixels between MediaPipe's landmarks and the fitted surface points projected, "
-            f"over the valid non-iris landmarks.")
+            f"mean distance in photo pixels between MediaPipe's landmarks and the fitted landmark points projected "
+            f"(surface points plus the correspondence table's yaw-dependent offsets), over the valid non-iris "
+            f"landmarks.")
 
 
 def narrow_area(face_model) -> Optional[np.ndarray]:

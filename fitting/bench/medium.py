@@ -61,7 +61,7 @@ def run(args) -> int:
         medium = run_medium_stage(stage, batch, coarse)
         t2 = time.perf_counter()
         for key, verts, dt in (("coarse", coarse.vertices, t1 - t0), ("medium", medium, t2 - t1)):
-            pts = corr.points(verts.to(coarse.rotation))
+            pts = coarse.landmark_points(corr, verts.to(coarse.rotation))
             uv = reprojection_residual(pts, coarse.rotation, coarse.translation, torch.zeros_like(pts[..., :2]),
                                        coarse.intrinsics).detach().cpu().numpy()
             v = verts.detach().cpu().numpy()

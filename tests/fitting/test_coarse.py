@@ -9,10 +9,13 @@ Faces come from :class:`fitting.synthetic.FaceGenerator` on the
 Measured when these bounds were set (seeds 0-5, CPU): landmark error
 1.2-2.6 % of the inter-ocular distance (mean 1.9 %); yaw error <= 2.9 deg;
 shape error 2.8-4.6 mm (mean 3.7 mm) against 2.7-4.7 mm (mean 3.5 mm) for
-the model's mean face. From MediaPipe's landmarks alone the coarse shape is
-about as close to the truth as the mean face (the coarse bench shows the
-same); with exact landmarks it is clearly better (1.75-3.1 mm, 0.5-0.75 of
-the mean face's error), which is what the last test checks.
+the model's mean face. With the correspondence table's pose-dependent
+offsets (the default since): landmark error 0.7-1.3 % (mean 1.1 %), yaw
+error <= 2.4 deg, shape error 2.8-4.3 mm (mean 3.5 mm). From MediaPipe's
+landmarks alone the coarse shape is about as close to the truth as the mean
+face (the coarse bench shows the same); with exact landmarks it is clearly
+better (1.75-3.1 mm, 0.5-0.75 of the mean face's error), which is what the
+last test checks.
 """
 from __future__ import annotations
 
@@ -127,10 +130,12 @@ def test_shape_is_recovered(face_model, synthetic_faces, coarse_fits):
     assert (fit_err < 0.8 * far_err).all(), (fit_err, far_err)
 
 
-def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthetic_faces):
-    """fit_landmarks on the true surface points of the correspondence table, projected with the true camera
-    into crop pixels: residual < 1.5 % IOD, yaw within 3 deg, and shape error < 0.85 x the mean face's per face
-    (< 0.75 x on average)."""
+@pytest.mark.parametrize("offsets", [False, True], ids=["surface-points", "offset-points"])
+def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthetic_faces, offsets):
+    """fit_landmarks on exact landmarks, projected with the true camera into crop pixels: the true surface
+    points of the correspondence table fitted with ``landmark_offsets=False``, or those points plus the table's
+    offsets at the true yaw fitted with them on (the default). Residual < 1.5 % IOD, yaw within 3 deg, and
+    shape error < 0.85 x the mean face's per face (< 0.75 x on average)."""
     from fitting.coarse import CoarseSettings, fit_landmarks
     from fitting.correspondence import load_correspondence
     from fitting.detections import DEFAULT_FOV_DEG, DetectionBatch, crop_face
@@ -142,7 +147,8 @@ def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthet
     for face in synthetic_faces:
         assert face.params["camera"]["fov_deg"] == DEFAULT_FOV_DEG  # the crop's intrinsics are the true camera's
         truth = _truth(face, face_model)
-        pts = corr.points(torch.from_numpy(truth).float()[None])
+        yaw = torch.tensor([face.params["pose_deg"]["yaw"]], dtype=torch.float32)
+        pts = corr.points(torch.from_numpy(truth).float()[None], yaw if offsets else None)
         uvd = face.camera.project(pts)[0].numpy()  # photo pixels, depth mm
         z = (uvd[:, 2] - uvd[:, 2].mean()) * float(face.camera.intrinsics[0, 0]) / uvd[:, 2].mean()
         points = np.concatenate([uvd[:, :2], z[:, None]], 1).astype(np.float32)
@@ -152,7 +158,9 @@ def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthet
         np.testing.assert_allclose(crop.photo_intrinsics, face.camera.intrinsics[0].numpy(), rtol=1e-5)
         crops.append(crop)
         truths.append(truth)
-    res = fit_landmarks(face_model, DetectionBatch.stack(crops), corr, CoarseSettings(photometric=False))
+    res = fit_landmarks(face_model, DetectionBatch.stack(crops), corr,
+                        CoarseSettings(photometric=False, landmark_offsets=offsets))
+    assert (res.landmark_offsets is not None) == offsets
 
     from fitting.rotation import matrix_to_euler
     yaw_fit = matrix_to_euler(res.rotation)[0].numpy()
@@ -167,3 +175,59 @@ def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthet
     ratios = np.array(ratios)
     assert ratios.max() < 0.85, ratios
     assert ratios.mean() < 0.75, ratios
+
+
+def test_per_face_offsets_solve_each_face_as_alone(face_model):
+    """solve_shape with a (B, K, 3) shifted basis gives each face what a one-face solve with its own
+    offsets gives (the batch does not mix faces' offsets)."""
+    from fitting.correspondence import load_correspondence
+    from fitting.landmark_fit import LandmarkBasis, solve_shape
+    from fitting.rotation import euler_to_matrix
+    corr = load_correspondence()
+    lb = LandmarkBasis.from_model(face_model, corr.vertex_ids, corr.bary, n_id=20)
+    yaws = torch.tensor([-35.0, 5.0, 28.0])
+    rot = euler_to_matrix(yaws, torch.zeros(3), torch.zeros(3))
+    t = torch.tensor([[0.0, 0.0, -600.0]]).expand(3, -1).contiguous()
+    k = torch.tensor([[900.0, 900.0, 256.0, 256.0]]).expand(3, -1).contiguous()
+    gen = torch.Generator().manual_seed(0)
+    coeffs = torch.zeros(3, lb.basis.shape[-1])
+    coeffs[:, :20] = torch.randn(3, 20, generator=gen)
+    offsets = corr.offsets_at(yaws)
+    shifted = lb.shifted(offsets)
+    cam = torch.einsum("bij,bkj->bki", rot, shifted.points(coeffs)) + t[:, None]
+    from sfs.projection import camera_to_pixel
+    uv = camera_to_pixel(cam, k)[..., :2]
+    w = corr.valid.float()[None].expand(3, -1).contiguous()
+    together = solve_shape(shifted, uv, w, k, rot, t, 1.0, 1.0)
+    for i in range(3):
+        alone = solve_shape(lb.shifted(offsets[i]), uv[i:i + 1], w[i:i + 1], k[i:i + 1], rot[i:i + 1], t[i:i + 1],
+                            1.0, 1.0)
+        torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-4, atol=1e-4)
+    # and the offsets matter: the bare basis explains these points worse
+    bare = solve_shape(lb, uv, w, k, rot, t, 1.0, 1.0)
+    err = lambda c, basis: (torch.einsum("bij,bkj->bki", rot, basis.points(c)) + t[:, None] - cam).norm(dim=-1).mean()  # noqa: E731
+    assert float(err(together, shifted)) < 0.5 * float(err(bare, shifted))
+
+
+def test_surface_uv_takes_the_offset_shift_out():
+    """CoarseResult.surface_uv maps where the offset points project to where the bare surface points do."""
+    from fitting.coarse import CoarseResult
+    from fitting.rotation import euler_to_matrix
+    from sfs.projection import camera_to_pixel
+    from fitting.correspondence import load_correspondence
+    corr = load_correspondence()
+    verts = torch.randn(2, 9409, 3, generator=torch.Generator().manual_seed(1)) * 50.0
+    yaws = torch.tensor([-30.0, 40.0])
+    rot = euler_to_matrix(yaws, torch.zeros(2), torch.zeros(2))
+    t = torch.tensor([[0.0, 0.0, -600.0], [10.0, -5.0, -650.0]])
+    k = torch.tensor([[900.0, 900.0, 256.0, 256.0]]).expand(2, -1)
+    res = CoarseResult(id_coeffs=torch.zeros(2, 1), exp_coeffs=torch.zeros(2, 1), rotation=rot, translation=t,
+                       intrinsics=k, vertices=verts, landmark_error=torch.zeros(2),
+                       landmark_offsets=corr.offsets_at(yaws))
+    proj = lambda p: camera_to_pixel(torch.einsum("bij,bkj->bki", rot, p) + t[:, None], k)[..., :2]  # noqa: E731
+    seen = proj(res.landmark_points(corr))
+    surface = proj(corr.points(verts))
+    assert float((seen - surface).norm(dim=-1).mean()) > 1.0  # the offsets move the points visibly
+    torch.testing.assert_close(res.surface_uv(corr, seen), surface, rtol=0, atol=1e-3)
+    plain = CoarseResult(**{**res.__dict__, "landmark_offsets": None})
+    torch.testing.assert_close(plain.surface_uv(corr, seen), seen)
