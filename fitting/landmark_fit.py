@@ -201,7 +201,7 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
         w = (weights > 0).to(dtype)
         mean_w = w / w.sum(1, keepdim=True).clamp_min(1)
         zc = rel_depth - (rel_depth * mean_w).sum(1, keepdim=True)
-        rz = rot[:, None, 2].expand(-1, lb.mean.shape[0], -1)
+        rz = rot[:, None, 2].expand(-1, lb.basis.shape[0], -1)
         dz = torch.einsum("bkc,kcn->bkn", rz, lb.basis)
         dz = dz - (dz * mean_w[..., None]).sum(1, keepdim=True)
         mz = torch.einsum("bkc,bkc->bk", rz, mean)

@@ -199,10 +199,13 @@ def test_per_face_offsets_solve_each_face_as_alone(face_model):
     uv = camera_to_pixel(cam, k)[..., :2]
     w = corr.valid.float()[None].expand(3, -1).contiguous()
     together = solve_shape(shifted, uv, w, k, rot, t, 1.0, 1.0)
+    rel = -cam[..., 2] * k[:, :1] / 600.0  # a relative depth in pixels, for the optional depth term
+    with_depth = solve_shape(shifted, uv, w, k, rot, t, 1.0, 1.0, rel_depth=rel, lambda_depth=0.1)
     for i in range(3):
-        alone = solve_shape(lb.shifted(offsets[i]), uv[i:i + 1], w[i:i + 1], k[i:i + 1], rot[i:i + 1], t[i:i + 1],
-                            1.0, 1.0)
-        torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-4, atol=1e-4)
+        one = (lb.shifted(offsets[i]), uv[i:i + 1], w[i:i + 1], k[i:i + 1], rot[i:i + 1], t[i:i + 1], 1.0, 1.0)
+        torch.testing.assert_close(together[i:i + 1], solve_shape(*one), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(with_depth[i:i + 1], solve_shape(*one, rel_depth=rel[i:i + 1], lambda_depth=0.1),
+                                   rtol=1e-4, atol=1e-4)
     # and the offsets matter: the bare basis explains these points worse
     bare = solve_shape(lb, uv, w, k, rot, t, 1.0, 1.0)
     err = lambda c, basis: (torch.einsum("bij,bkj->bki", rot, basis.points(c)) + t[:, None] - cam).norm(dim=-1).mean()  # noqa: E731
