@@ -155,6 +155,23 @@ def refine_pose(points: torch.Tensor, uv: torch.Tensor, weights: torch.Tensor, i
     return rot, t
 
 
+def solve_spd(a: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve (B, n, n) symmetric positive definite systems for (B, n) right-hand sides, by Cholesky.
+
+    Not ``torch.linalg.solve``: its batched LU on the CPU runs MKL from several threads at once for
+    n > ~14 and, once ``torch.set_num_threads`` has been called, returns wrong numbers or fails
+    ("Parameter 6 was incorrect on entry to DLASWP"; pytorch/pytorch#142815, torch 2.13 too).
+    Batched Cholesky is not affected. A system that is not numerically positive definite (a
+    regulariser set to 0) falls back to one unbatched LU solve per face, which is also safe.
+    """
+    chol, info = torch.linalg.cholesky_ex(a)
+    sol = torch.cholesky_solve(rhs[..., None], chol)[..., 0]
+    bad = torch.nonzero(info).flatten().tolist()
+    for i in bad:
+        sol[i] = torch.linalg.solve(a[i], rhs[i])
+    return sol
+
+
 def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
                 rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
                 prev_coeffs: Optional[torch.Tensor] = None, exp_bounds=(0.0, 1.0),
@@ -231,7 +248,7 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
     for _ in range(active_set_rounds + 1):
         diag = reg.expand(b, n) + big * pinned
         rhs_total = atb + reg * centre + big * pinned * pin_value
-        sol = torch.linalg.solve(ata + torch.diag_embed(diag), rhs_total[..., None])[..., 0]
+        sol = solve_spd(ata + torch.diag_embed(diag), rhs_total)
         e = sol[:, lb.n_id:]
         out = ((e < lo) | (e > hi)) & ~pinned[:, lb.n_id:]
         if not bool(out.any()):

@@ -234,3 +234,27 @@ def test_surface_uv_takes_the_offset_shift_out():
     torch.testing.assert_close(res.surface_uv(corr, seen), surface, rtol=0, atol=1e-3)
     plain = CoarseResult(**{**res.__dict__, "landmark_offsets": None})
     torch.testing.assert_close(plain.surface_uv(corr, seen), seen)
+
+
+def test_shape_solve_is_right_after_set_num_threads():
+    """solve_shape's batched solve gives the one-thread answer after torch.set_num_threads(2) (torch's batched
+    LU does not: pytorch/pytorch#142815). Runs in a subprocess: the thread setting is process-wide."""
+    import subprocess
+    import sys
+    code = """
+import torch
+from fitting.landmark_fit import solve_spd
+g = torch.Generator().manual_seed(0)
+a = torch.randn(8, 153, 153, generator=g, dtype=torch.float64)
+a = a @ a.transpose(1, 2) + torch.eye(153, dtype=torch.float64)
+b = torch.randn(8, 153, generator=g, dtype=torch.float64)
+singular = torch.zeros(1, 153, 153, dtype=torch.float64); singular[0, :150, :150] = a[0, :150, :150]
+singular[0, 150:, 150:] = torch.eye(3, dtype=torch.float64) * -1.0  # indefinite: the LU fallback
+torch.set_num_threads(2)
+x = solve_spd(torch.cat([a, singular]), torch.cat([b, b[:1]]))
+r = (torch.cat([a, singular]) @ x[..., None])[..., 0] - torch.cat([b, b[:1]])
+print(float(r.abs().max()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-6, out.stdout
