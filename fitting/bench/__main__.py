@@ -10,6 +10,7 @@ COMMANDS = {
     "coarse": "fitting.bench.coarse",
     "medium": "fitting.bench.medium",
     "fine": "fitting.bench.fine",
+    "photos": "fitting.bench.photos",
 }
 
 

@@ -91,3 +91,36 @@ def test_fine_bench_prints_a_finite_table(ict_dir, face_model, closed_model, cap
         assert len(measured) == (4 if name.startswith(("coarse", "medium")) else 6), cells
         assert all(NUMBER.match(c) and math.isfinite(float(c)) for c in measured), cells
     assert re.search(r"normal-error reduction vs medium: fine \(RTV \+ skin colour\) [+-]\d+\.\d %", out)
+
+
+def test_photos_bench_prints_a_row_per_photo(ict_dir, face_model, faces_dir, tmp_path, capsys):
+    """Two shared photos (one frontal, the 45-degree one) through coarse and medium: one finite row each, the
+    summary lines, and the results saved under --out; a folder without photos is a one-line error."""
+    import shutil
+    from fitting.bench.__main__ import main
+
+    photos = sorted(faces_dir.glob("*.jpg"))
+    picked = [p for p in photos if "yaw45" in p.name][:1] + [p for p in photos if "yaw45" not in p.name][:1]
+    assert len(picked) == 2
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for p in picked:
+        shutil.copy(p, folder / p.name)
+    (folder / "notes.txt").write_text("not a photo")
+    out_dir = tmp_path / "out"
+    assert main(["photos", "--faces", str(folder), "--no-astronaut", "--stages", "coarse,medium", "--crop-size",
+                 "256", "--model-dir", str(ict_dir), "--out", str(out_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "photos bench: 2 of 2 photos fitted, stages coarse,medium" in out
+    for p in picked:
+        line = next(line for line in out.splitlines() if line.startswith(p.stem[:30]))
+        cells = line[30:].split()
+        yaw, coarse, medium, flips, lap = (float(c) for c in cells[:5])
+        assert cells[5:7] == ["n/a", "n/a"]  # no fine stage: no PSNR / SSIM
+        assert 0 < medium < coarse < 8.0 and flips == 0 and 0 < lap < 1.0, line
+        assert (abs(yaw) > 30) == ("yaw45" in p.name), line
+        assert (out_dir / p.stem / "medium.obj").is_file()
+    assert re.search(r"medium lowers the landmark error on 2/2 photos; flipped triangles in all: 0", out)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no photos in"):
+        main(["photos", "--faces", str(tmp_path / "empty"), "--no-astronaut", "--model-dir", str(ict_dir)])
