@@ -110,11 +110,12 @@ class CoarseResult:
         return uv - shift.to(uv)
 
     def _to_camera(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) model frame -> camera frame, mm."""
         return torch.einsum("bij,bkj->bki", self.rotation, points) + self.translation[:, None]
 
     def vertices_camera(self) -> torch.Tensor:
         """(B, V, 3) camera-frame vertices."""
-        return torch.einsum("bij,bvj->bvi", self.rotation, self.vertices) + self.translation[:, None]
+        return self._to_camera(self.vertices)
 
     def euler_degrees(self) -> torch.Tensor:
         """(B, 3) yaw, pitch, roll."""
