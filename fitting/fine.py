@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from landmarks import in_regions
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera
 from sfs.refine import FineResult, FineSettings, refine_depth
-from sfs.skin import non_skin_pixels
+from sfs.skin import hair_pixels, non_skin_pixels
 
 from .mesh import Mesh
 from .renderer import uv_to_texel
@@ -53,6 +53,12 @@ class FineStageSettings:
     # light and lips; 15 / 0.3 takes the frames and the straw and leaves the folds. None: off.
     non_skin_chroma_sigmas: Optional[float] = 15.0
     non_skin_dark_ratio: float = 0.3
+    # A fringe over the forehead keeps the medium depth too (sfs.skin.hair_pixels): pixels in the
+    # mask's top quarter coloured like the 10-px band just above the mask, where that band differs
+    # from the skin by more than this many robust skin sigmas (unitless). On the nine photos it
+    # takes the astronaut's fringe and, on Grace Hopper (white hair and a black cap above the
+    # edge), the cap's rim and the tops of the glasses frames; on the other seven nothing. None: off.
+    hair_separation: Optional[float] = 4.0
     visibility_tolerance_mm: float = 3.0  # a vertex/texel is seen when its depth is this close to the depth map
 
 
@@ -106,10 +112,13 @@ def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.T
     """(B, S, S) bool: SfS pixels whose depth stays the medium mesh's: the fixed regions and,
     unless switched off, the pixels whose colour is not skin (see FineStageSettings)."""
     fixed = in_regions(labels, settings.fixed_depth_regions)
+    images = images.to(mask.device)
+    skin = in_regions(labels, ("skin",))
     if settings.non_skin_chroma_sigmas is not None:
-        fixed |= non_skin_pixels(images.to(mask.device), mask, in_regions(labels, ("skin",)),
-                                 settings.non_skin_chroma_sigmas, settings.non_skin_dark_ratio,
+        fixed |= non_skin_pixels(images, mask, skin, settings.non_skin_chroma_sigmas, settings.non_skin_dark_ratio,
                                  hue_exempt=in_regions(labels, ("lips", "nose")))
+    if settings.hair_separation is not None:
+        fixed |= hair_pixels(images, mask, skin, separation=settings.hair_separation)
     return fixed & mask
 
 

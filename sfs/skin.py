@@ -5,7 +5,9 @@ normal; on a glasses frame or a straw that turns the object's outline into
 a groove or ridge of the face. These pixels are found from the image: their
 hue is far from the face's skin hue, or they are much darker
 than their surroundings (a thin dark frame, not a shadowed fold, whose
-shading falls off gently).
+shading falls off gently) (:func:`non_skin_pixels`); or, for a fringe over
+the forehead, they have the colour of the hair just above the mask
+(:func:`hair_pixels`).
 
 Batched torch on image-space tensors, like the rest of :mod:`sfs`.
 """
@@ -96,3 +98,60 @@ def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor,
         k = 2 * grow_px + 1
         out = F.max_pool2d(out[:, None].float(), k, 1, grow_px)[:, 0] > 0.5
     return out & mask
+
+
+def hair_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, band_px: int = 10,
+                upper_fraction: float = 0.25, separation: float = 4.0, margin: float = 3.0,
+                grow_px: int = 2) -> torch.Tensor:
+    """(B, H, W) bool: pixels in the upper part of ``mask`` that have the colour of the hair just above it.
+
+    A fringe over the forehead has, close up, almost the hue of skin, so the hue test of
+    :func:`non_skin_pixels` misses it, and shape from shading carves its strands into ripples. But
+    hair over the forehead is mostly the same hair as just above the mask. So: take the colour of
+    a band of ``band_px`` px right above the mask's upper edge (per image column), compare it with
+    the skin's; where they differ (by more than ``separation`` robust skin sigmas: there is hair,
+    not forehead or bald scalp, above the edge), a mask pixel in the top ``upper_fraction`` of the
+    mask's height whose colour is nearer the band's than the skin's (each in its own robust sigmas)
+    and more than ``margin`` skin sigmas off the skin is hair. Colour = (log r/g, log b/g, log
+    intensity): hair differs from skin as much in brightness as in hue.
+
+    Args:
+        image: (B, H, W, 3) float in [0, 1]; mask: (B, H, W) bool; skin: (B, H, W) bool, pixels
+            that are mostly skin (their colour statistics define "skin").
+        band_px, grow_px: px; the result is cleaned by a 3x3 opening (speckle) and dilated by
+            ``grow_px`` (strand edges are blurred). Other arguments are unitless.
+
+    Returns the (B, H, W) bool map, always inside ``mask``; all False for an image whose band
+    looks like its skin.
+    """
+    mask = mask.bool()
+    b, h, w = mask.shape
+    x = image.clamp(0.0, 1.0) + _EPS
+    colour = torch.stack([torch.log(x[..., 0] / x[..., 1]), torch.log(x[..., 2] / x[..., 1]),
+                          torch.log(x.mean(-1))], -1)                                # (B, H, W, 3)
+    rows = torch.arange(h, device=mask.device)[None, :, None]                     # (1, H, 1)
+    has = mask.any(1)                                                              # (B, W)
+    first = mask.to(torch.uint8).argmax(1)                                         # (B, W): top edge per column
+    band = has[:, None, :] & (rows < first[:, None, :]) & (rows >= first[:, None, :] - band_px)
+    top = torch.where(has, first, torch.full_like(first, h)).min(1).values          # (B,)
+    bottom = torch.where(mask.any(2), rows[..., 0].expand(b, -1), torch.full_like(rows[..., 0], -1).expand(b, -1)
+                         ).max(1).values
+    upper = rows < (top + upper_fraction * (bottom - top).clamp_min(0))[:, None, None]
+
+    floor = torch.tensor([0.02, 0.02, 0.05], dtype=colour.dtype, device=colour.device)
+    flat = colour.reshape(b, -1, 3)
+    ms, ss = _robust_centre_scale(flat, (skin.bool() & mask).reshape(b, -1))
+    mh, sh = _robust_centre_scale(flat, band.reshape(b, -1))
+    ss, sh = torch.maximum(ss, floor), torch.maximum(sh, floor)
+    enough = band.reshape(b, -1).sum(1) >= 16
+    distinct = enough & (((mh - ms) / ss).norm(dim=-1) > separation)               # (B,)
+    d_skin = ((colour - ms[:, None, None]) / ss[:, None, None]).norm(dim=-1)
+    d_hair = ((colour - mh[:, None, None]) / sh[:, None, None]).norm(dim=-1)
+    out = mask & upper & (d_hair < d_skin) & (d_skin > margin) & distinct[:, None, None]
+
+    out = out[:, None].float()
+    out = 1.0 - F.max_pool2d(1.0 - out, 3, 1, 1)                                   # opening: erode ...
+    out = F.max_pool2d(out, 3, 1, 1)                                               # ... then dilate
+    if grow_px > 0:
+        out = F.max_pool2d(out, 2 * grow_px + 1, 1, grow_px)
+    return (out[:, 0] > 0.5) & mask

@@ -1,7 +1,7 @@
-"""sfs.skin.non_skin_pixels on a painted face: shaded skin stays skin, a red straw and a dark frame do not."""
+"""sfs.skin on painted faces: shaded skin stays skin; a red straw, a dark frame and a fringe of hair do not."""
 import torch
 
-from sfs.skin import non_skin_pixels
+from sfs.skin import hair_pixels, non_skin_pixels
 
 SKIN = torch.tensor([0.80, 0.58, 0.47])
 
@@ -64,3 +64,48 @@ def test_hue_exempt_pixels_skip_the_hue_test_only():
     out = non_skin_pixels(img, mask, mask, grow_px=0, hue_exempt=exempt)
     assert not out[straw & mask & exempt].any()                                 # red, but exempt from the hue test
     assert out[frame & mask].float().mean() > 0.95                              # dark: still found, exempt or not
+
+
+HAIR = torch.tensor([0.55, 0.45, 0.25])  # light brown: near skin in hue, darker and yellower
+
+
+def _fringe_scene(size: int = 128, hair_above: bool = True):
+    """(1, S, S, 3) a shaded oval face (mask) with a strand-textured fringe over the top of its forehead and,
+    above the oval, hair (or, ``hair_above=False``, bare skin: a bald head) ; returns image, mask, fringe."""
+    v, u = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                          indexing="ij")
+    mask = ((u - 64) / 44) ** 2 + ((v - 70) / 54) ** 2 < 1.0                   # rows ~16 .. 124
+    shade = (0.55 + 0.4 * u / size)[..., None]
+    strands = 1.0 + 0.25 * torch.sin(u * 1.3 + 0.2 * v)[..., None]              # hair texture
+    img = SKIN * shade
+    above = ~mask & (v < 70)
+    fringe = mask & (v < 28 + 4 * torch.sin(u / 6.0))
+    if hair_above:
+        img = torch.where((above | fringe)[..., None], HAIR * shade * strands, img)
+    else:
+        img = torch.where(above[..., None], SKIN * shade, img)
+    return img[None].clamp(0, 1), mask[None], fringe[None]
+
+
+def test_fringe_coloured_like_the_hair_above_is_hair():
+    img, mask, fringe = _fringe_scene()
+    skin = mask & ~fringe
+    out = hair_pixels(img, mask, skin, band_px=6, grow_px=0)
+    assert out[fringe].float().mean() > 0.8
+    assert out[skin].float().mean() < 0.02
+    assert not (out & ~mask).any()
+    # the same fringe is missed by the hue test: that is why this test exists
+    assert non_skin_pixels(img, mask, skin, grow_px=0)[fringe].float().mean() < 0.2
+
+
+def test_no_hair_above_means_no_hair_taken():
+    img, mask, fringe = _fringe_scene(hair_above=False)
+    assert not hair_pixels(img, mask, mask, band_px=6).any()
+
+
+def test_hair_batch_is_per_face():
+    img, mask, fringe = _fringe_scene()
+    bald, _, _ = _fringe_scene(hair_above=False)
+    both = hair_pixels(torch.cat([img, bald]), mask.expand(2, -1, -1), (mask & ~fringe).expand(2, -1, -1), band_px=6)
+    assert torch.equal(both[:1], hair_pixels(img, mask, mask & ~fringe, band_px=6))
+    assert both[0].any() and not both[1].any()
