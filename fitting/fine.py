@@ -109,8 +109,8 @@ def sfs_mask_and_labels(region_labels: torch.Tensor, coverage: torch.Tensor, ero
 
 def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                        settings: FineStageSettings) -> torch.Tensor:
-    """(B, S, S) bool: SfS pixels whose depth stays the medium mesh's: the fixed regions and,
-    unless switched off, the pixels whose colour is not skin (see FineStageSettings)."""
+    """(B, S, S) bool: SfS pixels whose depth stays the medium mesh's: the fixed regions and, unless
+    switched off, the pixels whose colour is not skin and a fringe of hair (see FineStageSettings)."""
     fixed = in_regions(labels, settings.fixed_depth_regions)
     images = images.to(mask.device)
     skin = in_regions(labels, ("skin",))

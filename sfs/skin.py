@@ -36,6 +36,18 @@ def _robust_centre_scale(x: torch.Tensor, w: torch.Tensor, floor: float = 1e-3):
     return med, sig
 
 
+def _log_chroma(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) positive colours -> (B, H, W, 2) log-chromaticity ``(log r/g, log b/g)``."""
+    return torch.stack([torch.log(x[..., 0] / x[..., 1]), torch.log(x[..., 2] / x[..., 1])], -1)
+
+
+def _grow(out: torch.Tensor, px: int) -> torch.Tensor:
+    """(B, H, W) bool dilated by a (2 px + 1) square."""
+    if px <= 0:
+        return out
+    return F.max_pool2d(out[:, None].float(), 2 * px + 1, 1, px)[:, 0] > 0.5
+
+
 def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, chroma_sigmas: float = 15.0,
                     dark_ratio: float = 0.3, local_px: float = 6.0, grow_px: int = 3,
                     hue_exempt: torch.Tensor | None = None, hue_sigma_floor: float = 0.03) -> torch.Tensor:
@@ -68,7 +80,7 @@ def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor,
     """
     mask = mask.bool()
     x = image.clamp(0.0, 1.0) + _EPS
-    chroma = torch.stack([torch.log(x[..., 0] / x[..., 1]), torch.log(x[..., 2] / x[..., 1])], -1)  # (B, H, W, 2)
+    chroma = _log_chroma(x)                                                      # (B, H, W, 2)
     b, h, w = mask.shape
     # Shadows saturate skin and highlights wash it toward grey: both move the chromaticity
     # along the line from grey (0, 0) through the skin colour. Only the offset across that
@@ -93,11 +105,7 @@ def non_skin_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor,
     if hue_exempt is not None:
         far &= ~hue_exempt.bool()
 
-    out = (far | dark) & mask
-    if grow_px > 0:
-        k = 2 * grow_px + 1
-        out = F.max_pool2d(out[:, None].float(), k, 1, grow_px)[:, 0] > 0.5
-    return out & mask
+    return _grow((far | dark) & mask, grow_px) & mask
 
 
 def hair_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, band_px: int = 10,
@@ -127,16 +135,14 @@ def hair_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, ban
     mask = mask.bool()
     b, h, w = mask.shape
     x = image.clamp(0.0, 1.0) + _EPS
-    colour = torch.stack([torch.log(x[..., 0] / x[..., 1]), torch.log(x[..., 2] / x[..., 1]),
-                          torch.log(x.mean(-1))], -1)                                # (B, H, W, 3)
+    colour = torch.cat([_log_chroma(x), torch.log(x.mean(-1, keepdim=True))], -1)  # (B, H, W, 3)
     rows = torch.arange(h, device=mask.device)[None, :, None]                     # (1, H, 1)
     has = mask.any(1)                                                              # (B, W)
     first = mask.to(torch.uint8).argmax(1)                                         # (B, W): top edge per column
     band = has[:, None, :] & (rows < first[:, None, :]) & (rows >= first[:, None, :] - band_px)
-    top = torch.where(has, first, torch.full_like(first, h)).min(1).values          # (B,)
-    bottom = torch.where(mask.any(2), rows[..., 0].expand(b, -1), torch.full_like(rows[..., 0], -1).expand(b, -1)
-                         ).max(1).values
-    upper = rows < (top + upper_fraction * (bottom - top).clamp_min(0))[:, None, None]
+    in_row = mask.any(2).to(torch.uint8)                                           # (B, H)
+    top, bottom = in_row.argmax(1), h - 1 - in_row.flip(1).argmax(1)               # first and last mask rows
+    upper = rows < (top + upper_fraction * (bottom - top))[:, None, None]
 
     floor = torch.tensor([0.02, 0.02, 0.05], dtype=colour.dtype, device=colour.device)
     flat = colour.reshape(b, -1, 3)
@@ -149,9 +155,5 @@ def hair_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, ban
     d_hair = ((colour - mh[:, None, None]) / sh[:, None, None]).norm(dim=-1)
     out = mask & upper & (d_hair < d_skin) & (d_skin > margin) & distinct[:, None, None]
 
-    out = out[:, None].float()
-    out = 1.0 - F.max_pool2d(1.0 - out, 3, 1, 1)                                   # opening: erode ...
-    out = F.max_pool2d(out, 3, 1, 1)                                               # ... then dilate
-    if grow_px > 0:
-        out = F.max_pool2d(out, 2 * grow_px + 1, 1, grow_px)
-    return (out[:, 0] > 0.5) & mask
+    out = ~_grow(~out, 1)                                                          # opening: erode ...
+    return _grow(_grow(out, 1), grow_px) & mask                                    # ... dilate, then grow
