@@ -352,13 +352,17 @@ def _as_batched_tensor(x) -> tuple[torch.Tensor, bool]:
     return (t[None], False) if t.ndim == 2 else (t, True)
 
 
+def _flipped(before: torch.Tensor, after: torch.Tensor, tris: torch.Tensor) -> torch.Tensor:
+    """(B, F) bool: the flip test of :func:`count_flipped_triangles` for (B, V, 3) float64 poses."""
+    nb = face_normals(before, tris, normalize=False)
+    na = face_normals(after, tris, normalize=False)
+    return ((nb * na).sum(-1) < 0) & (nb.norm(dim=-1) > 2e-12)
+
+
 def _flipped_mask(before: np.ndarray, after: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """(F,) bool: triangles whose normal turned by more than 90 degrees (see count_flipped_triangles)."""
-    def normals(v):
-        p = v[tris]
-        return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    nb, na = normals(before), normals(after)
-    return ((nb * na).sum(-1) < 0) & (np.linalg.norm(nb, axis=-1) > 2e-12)
+    """(F,) bool for one (V, 3) numpy mesh in two poses: triangles whose normal turned by more than 90 degrees."""
+    tri = torch.from_numpy(np.asarray(tris, np.int64))
+    return _flipped(torch.from_numpy(before)[None], torch.from_numpy(after)[None], tri)[0].numpy()
 
 
 def count_flipped_triangles(before, after, triangles):
@@ -374,10 +378,7 @@ def count_flipped_triangles(before, after, triangles):
     vb, batched = _as_batched_tensor(before)
     va, _ = _as_batched_tensor(after)
     tri = torch.as_tensor(np.asarray(triangles.cpu() if isinstance(triangles, torch.Tensor) else triangles)).long()
-    nb = face_normals(vb, tri, normalize=False)
-    na = face_normals(va, tri, normalize=False)
-    ok = nb.norm(dim=-1) > 2e-12
-    count = (((nb * na).sum(-1) < 0) & ok).sum(-1)
+    count = _flipped(vb, va, tri).sum(-1)
     return count if batched else int(count[0])
 
 
