@@ -105,17 +105,17 @@ class CoarseResult:
         if self.landmark_offsets is None:
             return uv
         surface = corr.points(self.vertices)
-        shift = (camera_to_pixel(self._to_camera(surface + self.landmark_offsets.to(surface)), self.intrinsics)
-                 - camera_to_pixel(self._to_camera(surface), self.intrinsics))[..., :2]
+        shift = (camera_to_pixel(self.to_camera(surface + self.landmark_offsets.to(surface)), self.intrinsics)
+                 - camera_to_pixel(self.to_camera(surface), self.intrinsics))[..., :2]
         return uv - shift.to(uv)
 
-    def _to_camera(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3) model frame -> camera frame, mm."""
+    def to_camera(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) model frame -> camera frame (``R X + t``), mm."""
         return torch.einsum("bij,bkj->bki", self.rotation, points) + self.translation[:, None]
 
     def vertices_camera(self) -> torch.Tensor:
         """(B, V, 3) camera-frame vertices."""
-        return self._to_camera(self.vertices)
+        return self.to_camera(self.vertices)
 
     def euler_degrees(self) -> torch.Tensor:
         """(B, 3) yaw, pitch, roll."""

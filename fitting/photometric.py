@@ -87,7 +87,8 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
         img = albedo[:, None, None, :] * sh_irradiance(normals, light)
         mask = (frags.mask & region)[..., None].to(img)
         photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
-        res = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, coarse.intrinsics) * norm[:, None, None]
+        res = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, coarse.intrinsics)
+        res = res * norm[:, None, None]
         lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
         prior = (settings.lambda_id * (id_c ** 2).sum(1) + settings.lambda_exp * (exp_c ** 2).sum(1)) \
             * lm_scale / w_lm.sum(1).clamp_min(1e-6)

@@ -88,7 +88,7 @@ def run_stages(fitter, chunk: List, bar=None) -> None:
 
 
 def camera_frame(coarse: CoarseResult, verts: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("bij,bvj->bvi", coarse.rotation, verts) + coarse.translation[:, None]
+    return coarse.to_camera(verts)
 
 
 def model_frame(coarse: CoarseResult, verts_cam: torch.Tensor) -> torch.Tensor:
