@@ -122,7 +122,6 @@ def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
     hat function of its yaw around the bin centre. Returns ``offset_yaws`` (Y,) and ``offsets`` (Y, K, 3).
     """
     from fitting.correspondence import Correspondence
-    from morphable.geometry import similarity_transform
     from sfs.projection import camera_to_pixel, camera_to_pixel_jacobian
 
     corr = Correspondence(torch.from_numpy(table["vertex_ids"].astype(np.int64)),
@@ -140,9 +139,8 @@ def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
                 lm = det.detect_one(face.image)
             except NoFaceError:
                 continue
-            vm = torch.from_numpy(face.verts_model[:FACE_VERTICES]).double()
             vc = torch.from_numpy(face.verts_camera[:FACE_VERTICES]).double()
-            _, rot, _ = similarity_transform(vm, vc, with_scale=False)
+            rot = face.camera.rotation[0].double()  # model -> camera
             pts = corr.points(vc[None])
             kint = face.camera.intrinsics.double()
             resid = (torch.from_numpy(lm.points[:, :2]).double() - camera_to_pixel(pts, kint)[0, :, :2]).numpy()
@@ -158,9 +156,11 @@ def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
     offsets[:, ~table["valid"]] = 0.0
     # how much of MediaPipe's distance to the table points the offsets explain, on their own renders
     valid = table["valid"]
+    fitted = Correspondence(corr.vertex_ids, corr.bary, corr.valid, torch.from_numpy(yaws).float(),
+                            torch.from_numpy(offsets).float())
     after = []
     for (yaw, jac), r in zip(seen, before):
-        o = np.einsum("b,bkc->kc", _hat(yaw, yaws), offsets)  # as Correspondence.offsets_at interpolates
+        o = fitted.offsets_at(torch.tensor([yaw]))[0].double().numpy()  # as the stages read them
         after.append(np.linalg.norm(r - np.einsum("kai,ki->ka", jac, o), axis=-1)[valid].mean())
     dist_before = np.mean([np.linalg.norm(r, axis=-1)[valid].mean() for r in before])
     print(f"offsets: {len(seen)} renders, MediaPipe to table points {dist_before:.2f} px -> {np.mean(after):.2f} px "
