@@ -6,7 +6,7 @@ Public API::
     depth_to_normals                                             (sfs.normals)
     estimate_sh_light                                            (sfs.light)
     rtv                                                          (sfs.rtv)
-    non_skin_pixels, hair_pixels                                 (sfs.skin)
+    non_skin_pixels, hair_pixels, brow_pixels                    (sfs.skin)
     FineSettings, FineResult, refine_depth                       (sfs.refine)
 """
 from .light import estimate_sh_light
@@ -14,7 +14,8 @@ from .normals import depth_to_normals
 from .refine import FineResult, FineSettings, refine_depth
 from .rtv import rtv
 from .sh import default_frontal_light, render_sh, sh_basis, sh_irradiance
-from .skin import hair_pixels, non_skin_pixels
+from .skin import brow_pixels, hair_pixels, non_skin_pixels
 
 __all__ = ["sh_basis", "sh_irradiance", "default_frontal_light", "render_sh", "depth_to_normals",
-           "estimate_sh_light", "rtv", "non_skin_pixels", "hair_pixels", "FineSettings", "FineResult", "refine_depth"]
+           "estimate_sh_light", "rtv", "non_skin_pixels", "hair_pixels", "brow_pixels", "FineSettings",
+           "FineResult", "refine_depth"]

@@ -7,7 +7,8 @@ hue is far from the face's skin hue, or they are much darker
 than their surroundings (a thin dark frame, not a shadowed fold, whose
 shading falls off gently) (:func:`non_skin_pixels`); or, for a fringe over
 the forehead, they have the colour of the hair just above the mask
-(:func:`hair_pixels`).
+(:func:`hair_pixels`); or, beside the eyebrow region, they have the colour of the
+eyebrow hair (:func:`brow_pixels`).
 
 Batched torch on image-space tensors, like the rest of :mod:`sfs`.
 """
@@ -134,8 +135,7 @@ def hair_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, ban
     """
     mask = mask.bool()
     b, h, w = mask.shape
-    x = image.clamp(0.0, 1.0) + _EPS
-    colour = torch.cat([_log_chroma(x), torch.log(x.mean(-1, keepdim=True))], -1)  # (B, H, W, 3)
+    colour = _hair_colour(image)                                                   # (B, H, W, 3)
     rows = torch.arange(h, device=mask.device)[None, :, None]                     # (1, H, 1)
     has = mask.any(1)                                                              # (B, W)
     first = mask.to(torch.uint8).argmax(1)                                         # (B, W): top edge per column
@@ -144,16 +144,76 @@ def hair_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, ban
     top, bottom = in_row.argmax(1), h - 1 - in_row.flip(1).argmax(1)               # first and last mask rows
     upper = rows < (top + upper_fraction * (bottom - top))[:, None, None]
 
-    floor = torch.tensor([0.02, 0.02, 0.05], dtype=colour.dtype, device=colour.device)
-    flat = colour.reshape(b, -1, 3)
-    ms, ss = _robust_centre_scale(flat, (skin.bool() & mask).reshape(b, -1))
-    mh, sh = _robust_centre_scale(flat, band.reshape(b, -1))
-    ss, sh = torch.maximum(ss, floor), torch.maximum(sh, floor)
-    enough = band.reshape(b, -1).sum(1) >= 16
-    distinct = enough & (((mh - ms) / ss).norm(dim=-1) > separation)               # (B,)
-    d_skin = ((colour - ms[:, None, None]) / ss[:, None, None]).norm(dim=-1)
-    d_hair = ((colour - mh[:, None, None]) / sh[:, None, None]).norm(dim=-1)
-    out = mask & upper & (d_hair < d_skin) & (d_skin > margin) & distinct[:, None, None]
+    like_hair, distinct = _nearer_than_skin(colour, skin.bool() & mask, band, separation, margin)
+    out = mask & upper & like_hair & distinct[:, None, None]
 
     out = ~_grow(~out, 1)                                                          # opening: erode ...
     return _grow(_grow(out, 1), grow_px) & mask                                    # ... dilate, then grow
+
+
+def _hair_colour(image: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) in [0, 1] -> (B, H, W, 3) ``(log r/g, log b/g, log intensity)``: hair differs
+    from skin as much in brightness as in hue."""
+    x = image.clamp(0.0, 1.0) + _EPS
+    return torch.cat([_log_chroma(x), torch.log(x.mean(-1, keepdim=True))], -1)
+
+
+def _nearer_than_skin(colour: torch.Tensor, skin: torch.Tensor, reference: torch.Tensor, separation: float,
+                      margin: float):
+    """Which pixels have the colour of ``reference`` rather than of ``skin``.
+
+    ``colour`` (B, H, W, 3) from :func:`_hair_colour`; ``skin`` and ``reference`` (B, H, W) bool, the
+    pixels whose robust colour statistics define each. Returns ``(near, distinct)``: (B, H, W) bool,
+    pixels nearer the reference colour than the skin's (each distance in its own robust sigmas) and
+    more than ``margin`` skin sigmas off the skin; (B,) bool, whether the reference differs from the
+    skin by more than ``separation`` skin sigmas at all (and has at least 16 pixels).
+    """
+    b = colour.shape[0]
+    floor = torch.tensor([0.02, 0.02, 0.05], dtype=colour.dtype, device=colour.device)
+    flat = colour.reshape(b, -1, 3)
+    ms, ss = _robust_centre_scale(flat, skin.reshape(b, -1))
+    mr, sr = _robust_centre_scale(flat, reference.reshape(b, -1))
+    ss, sr = torch.maximum(ss, floor), torch.maximum(sr, floor)
+    distinct = (reference.reshape(b, -1).sum(1) >= 16) & (((mr - ms) / ss).norm(dim=-1) > separation)
+    d_skin = ((colour - ms[:, None, None]) / ss[:, None, None]).norm(dim=-1)
+    d_ref = ((colour - mr[:, None, None]) / sr[:, None, None]).norm(dim=-1)
+    return (d_ref < d_skin) & (d_skin > margin), distinct
+
+
+def brow_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, brows: torch.Tensor,
+                reach_px: int = 6, margin: float = 3.0, grow_px: int = 1) -> torch.Tensor:
+    """(B, H, W) bool: pixels just outside the eyebrow region that have the eyebrow hair's colour.
+
+    The eyebrow region drawn from the landmark mesh is thin and ends early: the inner heads and
+    the edges of real (and painted) eyebrows often lie outside it, on "skin", where shape from
+    shading carves the brow hair's colour into dents and ridges. The hair's colour is that of the
+    region's pixels more than ``margin`` robust skin sigmas off the skin (the region also holds
+    skin); a pixel of ``mask`` within ``reach_px`` px of the region whose colour
+    (:func:`_hair_colour`) is nearer the hair's than the skin's (each in its own robust sigmas) and
+    more than ``margin`` skin sigmas off the skin is eyebrow too. Fair brows with fewer than 16
+    such pixels: nothing.
+
+    Args:
+        image: (B, H, W, 3) float in [0, 1]; mask: (B, H, W) bool; skin, brows: (B, H, W) bool,
+            the landmark skin and eyebrow regions.
+        reach_px, grow_px: px; the result is cleaned by a 3x3 opening (speckle) and dilated by
+            ``grow_px`` (hair edges are blurred). ``margin`` is unitless.
+
+    Returns the (B, H, W) bool map, always inside ``mask`` and outside ``brows``.
+    """
+    mask, brows = mask.bool(), brows.bool()
+    colour = _hair_colour(image)
+    skin = skin.bool() & mask
+    b = colour.shape[0]
+    floor = torch.tensor([0.02, 0.02, 0.05], dtype=colour.dtype, device=colour.device)
+    ms, ss = _robust_centre_scale(colour.reshape(b, -1, 3), skin.reshape(b, -1))
+    ss = torch.maximum(ss, floor)
+    off_skin = ((colour - ms[:, None, None]) / ss[:, None, None]).norm(dim=-1) > margin
+    hair = brows & mask & off_skin
+    near, found = _nearer_than_skin(colour, skin, hair, 0.0, margin)
+    cand = mask & ~brows & _grow(brows, reach_px) & near & found[:, None, None]
+    # the hair joins the candidates for the opening, so that a pixel touching it is not eroded
+    # away for lack of candidate neighbours; only the candidates are grown
+    opened = ~_grow(~(cand | hair), 1)
+    out = _grow(opened, 1) & cand
+    return _grow(out, grow_px) & mask & ~brows

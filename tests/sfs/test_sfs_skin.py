@@ -1,7 +1,8 @@
-"""sfs.skin on painted faces: shaded skin stays skin; a red straw, a dark frame and a fringe of hair do not."""
+"""sfs.skin on painted faces: shaded skin stays skin; a red straw, a dark frame, a fringe of hair and eyebrow
+hair outside the eyebrow region do not."""
 import torch
 
-from sfs.skin import hair_pixels, non_skin_pixels
+from sfs.skin import brow_pixels, hair_pixels, non_skin_pixels
 
 SKIN = torch.tensor([0.80, 0.58, 0.47])
 
@@ -108,4 +109,50 @@ def test_hair_batch_is_per_face():
     bald, _, _ = _fringe_scene(hair_above=False)
     both = hair_pixels(torch.cat([img, bald]), mask.expand(2, -1, -1), (mask & ~fringe).expand(2, -1, -1), band_px=6)
     assert torch.equal(both[:1], hair_pixels(img, mask, mask & ~fringe, band_px=6))
+    assert both[0].any() and not both[1].any()
+
+
+BROW = torch.tensor([0.30, 0.21, 0.16])
+
+
+def _brow_scene(size: int = 128, brow_colour=BROW):
+    """(1, S, S, 3) shaded skin (a ramp and a soft shadow under the brow, like a brow ridge's) with a
+    painted eyebrow of which the landmark region covers only the upper half and not the inner head;
+    returns image, mask, brow region, the painted brow outside the region, the shadow."""
+    v, u = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                          indexing="ij")
+    mask = ((u - 64) / 56) ** 2 + ((v - 64) / 58) ** 2 < 1.0
+    shade = 0.6 + 0.35 * u / size
+    shadow = 1 - 0.25 * torch.exp(-((v - 52) ** 2) / (2 * 3.0 ** 2)) * ((u > 30) & (u < 100))  # 25 % darker
+    img = SKIN * (shade * shadow)[..., None]
+    brow = (v >= 36) & (v < 46) & (u >= 30) & (u < 100)
+    strands = 1.0 + 0.15 * torch.sin(u * 1.7 + 0.3 * v)
+    img = torch.where(brow[..., None], brow_colour * (shade * strands)[..., None], img)
+    region = (v >= 36) & (v < 41) & (u >= 36) & (u < 100)                     # upper half, no inner head
+    return img[None].clamp(0, 1), mask[None], region[None], (brow & ~region)[None], (shadow < 0.9)[None]
+
+
+def test_brow_hair_outside_the_region_is_found_and_shaded_skin_is_not():
+    img, mask, region, outside, shadow = _brow_scene()
+    skin = mask & ~region & ~outside
+    out = brow_pixels(img, mask, skin, region, reach_px=6, grow_px=0)
+    assert out[outside].float().mean() > 0.8
+    assert not (out & shadow & ~outside).any()
+    assert not (out & region).any() and not (out & ~mask).any()
+    # only pixels within reach of the region
+    v = torch.arange(img.shape[1])[None, :, None].expand_as(out)
+    assert int(v[out].max()) < 41 + 6 + 1
+
+
+def test_fair_brows_give_nothing():
+    img, mask, region, outside, _ = _brow_scene(brow_colour=SKIN)
+    assert not brow_pixels(img, mask, mask & ~region, region).any()
+
+
+def test_brow_batch_is_per_face():
+    img, mask, region, outside, _ = _brow_scene()
+    fair, _, _, _, _ = _brow_scene(brow_colour=SKIN)
+    skin = mask & ~region
+    both = brow_pixels(torch.cat([img, fair]), mask.expand(2, -1, -1), skin.expand(2, -1, -1), region.expand(2, -1, -1))
+    assert torch.equal(both[:1], brow_pixels(img, mask, skin, region))
     assert both[0].any() and not both[1].any()
