@@ -144,11 +144,13 @@ def hair_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, ban
     top, bottom = in_row.argmax(1), h - 1 - in_row.flip(1).argmax(1)               # first and last mask rows
     upper = rows < (top + upper_fraction * (bottom - top))[:, None, None]
 
-    like_hair, distinct = _nearer_than_skin(colour, skin.bool() & mask, band, separation, margin)
+    ms, ss = _colour_centre_scale(colour, skin.bool() & mask)
+    mh, sh = _colour_centre_scale(colour, band)
+    distinct = (band.flatten(1).sum(1) >= 16) & (((mh - ms) / ss).norm(dim=-1) > separation)  # (B,)
+    d_skin = _sigma_distance(colour, ms, ss)
+    like_hair = (_sigma_distance(colour, mh, sh) < d_skin) & (d_skin > margin)
     out = mask & upper & like_hair & distinct[:, None, None]
-
-    out = ~_grow(~out, 1)                                                          # opening: erode ...
-    return _grow(_grow(out, 1), grow_px) & mask                                    # ... dilate, then grow
+    return _grow(_opening(out), grow_px) & mask
 
 
 def _hair_colour(image: torch.Tensor) -> torch.Tensor:
@@ -158,26 +160,27 @@ def _hair_colour(image: torch.Tensor) -> torch.Tensor:
     return torch.cat([_log_chroma(x), torch.log(x.mean(-1, keepdim=True))], -1)
 
 
-def _nearer_than_skin(colour: torch.Tensor, skin: torch.Tensor, reference: torch.Tensor, separation: float,
-                      margin: float):
-    """Which pixels have the colour of ``reference`` rather than of ``skin``.
+# Robust sigmas of _hair_colour are at least these (log r/g, log b/g, log intensity): on very even
+# skin the MAD is tiny and every pixel would be "far" from it.
+_COLOUR_SIGMA_FLOOR = (0.02, 0.02, 0.05)
 
-    ``colour`` (B, H, W, 3) from :func:`_hair_colour`; ``skin`` and ``reference`` (B, H, W) bool, the
-    pixels whose robust colour statistics define each. Returns ``(near, distinct)``: (B, H, W) bool,
-    pixels nearer the reference colour than the skin's (each distance in its own robust sigmas) and
-    more than ``margin`` skin sigmas off the skin; (B,) bool, whether the reference differs from the
-    skin by more than ``separation`` skin sigmas at all (and has at least 16 pixels).
-    """
+
+def _colour_centre_scale(colour: torch.Tensor, select: torch.Tensor):
+    """Per-image robust centre and sigma (floored) of (B, H, W, 3) ``colour`` over (B, H, W) bool ``select``:
+    two (B, 3) tensors."""
     b = colour.shape[0]
-    floor = torch.tensor([0.02, 0.02, 0.05], dtype=colour.dtype, device=colour.device)
-    flat = colour.reshape(b, -1, 3)
-    ms, ss = _robust_centre_scale(flat, skin.reshape(b, -1))
-    mr, sr = _robust_centre_scale(flat, reference.reshape(b, -1))
-    ss, sr = torch.maximum(ss, floor), torch.maximum(sr, floor)
-    distinct = (reference.reshape(b, -1).sum(1) >= 16) & (((mr - ms) / ss).norm(dim=-1) > separation)
-    d_skin = ((colour - ms[:, None, None]) / ss[:, None, None]).norm(dim=-1)
-    d_ref = ((colour - mr[:, None, None]) / sr[:, None, None]).norm(dim=-1)
-    return (d_ref < d_skin) & (d_skin > margin), distinct
+    centre, scale = _robust_centre_scale(colour.reshape(b, -1, 3), select.reshape(b, -1))
+    return centre, torch.maximum(scale, torch.tensor(_COLOUR_SIGMA_FLOOR, dtype=colour.dtype, device=colour.device))
+
+
+def _sigma_distance(colour: torch.Tensor, centre: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) distance of each pixel's colour from ``centre`` (B, 3), in units of ``scale`` (B, 3)."""
+    return ((colour - centre[:, None, None]) / scale[:, None, None]).norm(dim=-1)
+
+
+def _opening(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool after a 3x3 opening (erode, then dilate): isolated speckle removed."""
+    return _grow(~_grow(~x, 1), 1)
 
 
 def brow_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, brows: torch.Tensor,
@@ -203,17 +206,15 @@ def brow_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, bro
     """
     mask, brows = mask.bool(), brows.bool()
     colour = _hair_colour(image)
-    skin = skin.bool() & mask
-    b = colour.shape[0]
-    floor = torch.tensor([0.02, 0.02, 0.05], dtype=colour.dtype, device=colour.device)
-    ms, ss = _robust_centre_scale(colour.reshape(b, -1, 3), skin.reshape(b, -1))
-    ss = torch.maximum(ss, floor)
-    off_skin = ((colour - ms[:, None, None]) / ss[:, None, None]).norm(dim=-1) > margin
+    ms, ss = _colour_centre_scale(colour, skin.bool() & mask)
+    d_skin = _sigma_distance(colour, ms, ss)
+    off_skin = d_skin > margin
     hair = brows & mask & off_skin
-    near, found = _nearer_than_skin(colour, skin, hair, 0.0, margin)
+    mh, sh = _colour_centre_scale(colour, hair)
+    found = hair.flatten(1).sum(1) >= 16                                           # (B,)
+    near = (_sigma_distance(colour, mh, sh) < d_skin) & off_skin
     cand = mask & ~brows & _grow(brows, reach_px) & near & found[:, None, None]
     # the hair joins the candidates for the opening, so that a pixel touching it is not eroded
-    # away for lack of candidate neighbours; only the candidates are grown
-    opened = ~_grow(~(cand | hair), 1)
-    out = _grow(opened, 1) & cand
+    # away for lack of candidate neighbours; only the candidates are kept and grown
+    out = _opening(cand | hair) & cand
     return _grow(out, grow_px) & mask & ~brows
