@@ -31,8 +31,10 @@ degrees, every 15 deg over +/-45 deg; a face's offsets interpolate
 linearly in its yaw and stay at the end bins beyond them). On its 300
 renders the mean distance falls from 3.45 to 2.48 px; on held-out faces at
 20-40 deg yaw from 3.3 to 2.2 px (tests/fitting/test_correspondence.py).
-Stages use ``points(vertices, yaw)``; without a yaw (or without offsets in
-the file) they get the plain surface points.
+The coarse stage reads ``offsets_at(yaw)`` once per face and keeps them in
+its result (``CoarseResult.landmark_offsets``) for the later stages;
+``points(vertices, yaw)`` adds them to the surface points in one call.
+Without offsets in the file both give zero offsets / the plain points.
 """
 from __future__ import annotations
 
@@ -71,13 +73,8 @@ class Correspondence:
         k = self.vertex_ids.shape[0]
         if not self.has_offsets:
             return torch.zeros(yaw.shape[0], k, 3, dtype=torch.float32, device=yaw.device)
-        yaws = self.offset_yaws.to(yaw.device, torch.float32)
-        y = yaw.to(torch.float32).clamp(float(yaws[0]), float(yaws[-1]))
-        hi = torch.searchsorted(yaws, y.contiguous()).clamp(1, len(yaws) - 1)
-        lo = hi - 1
-        s = ((y - yaws[lo]) / (yaws[hi] - yaws[lo])).clamp(0, 1)[:, None, None]
-        table = self.offsets.to(yaw.device, torch.float32)
-        return (1 - s) * table[lo] + s * table[hi]
+        w = yaw_bin_weights(yaw, self.offset_yaws.to(yaw.device))
+        return torch.einsum("by,ykc->bkc", w, self.offsets.to(yaw.device, torch.float32))
 
     def points(self, vertices: torch.Tensor, yaw_deg: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, V, 3) -> (B, K, 3) the landmark surface points; with ``yaw_deg`` (B,) the points MediaPipe
@@ -86,6 +83,24 @@ class Correspondence:
         if yaw_deg is None or not self.has_offsets:
             return pts
         return pts + self.offsets_at(yaw_deg).to(pts)
+
+
+def yaw_bin_weights(yaw_deg: torch.Tensor, bin_yaws: torch.Tensor) -> torch.Tensor:
+    """(B,) yaw and (Y,) increasing bin centres, degrees -> (B, Y) weights, each row summing to 1:
+    linear interpolation between the two bins around the yaw, all weight on the end bin beyond them.
+    The one rule by which offsets are both fitted (:mod:`fitting.correspondence_build`) and read."""
+    yaws = bin_yaws.to(torch.float32)
+    y = torch.as_tensor(yaw_deg).reshape(-1).to(yaws.device, torch.float32).clamp(float(yaws[0]), float(yaws[-1]))
+    if yaws.numel() == 1:
+        return torch.ones(y.shape[0], 1, device=yaws.device)
+    hi = torch.searchsorted(yaws, y.contiguous()).clamp(1, len(yaws) - 1)
+    lo = hi - 1
+    s = ((y - yaws[lo]) / (yaws[hi] - yaws[lo])).clamp(0, 1)
+    w = torch.zeros(y.shape[0], yaws.shape[0], device=yaws.device)
+    rows = torch.arange(y.shape[0], device=yaws.device)
+    w[rows, lo] += 1 - s
+    w[rows, hi] += s
+    return w
 
 
 @functools.lru_cache(maxsize=4)

@@ -104,13 +104,6 @@ def _write(out: Path, table: dict) -> Path:
     return out
 
 
-def _hat(yaw: float, centres: np.ndarray) -> np.ndarray:
-    """Linear-interpolation weights of ``yaw`` (clamped to the end bins) over the bin ``centres``."""
-    y = float(np.clip(yaw, centres[0], centres[-1]))
-    w = np.clip(1.0 - np.abs(y - centres) / OFFSET_YAW_STEP, 0.0, None)
-    return w / w.sum()
-
-
 def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
     """Per yaw bin and landmark, the model-frame offset (mm) from the table's surface point to where
     MediaPipe's point behaves as if it sat (see :mod:`fitting.correspondence`).
@@ -121,7 +114,7 @@ def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
     bin's offset solves the ridge-regularised least squares over the renders, each weighted by the
     hat function of its yaw around the bin centre. Returns ``offset_yaws`` (Y,) and ``offsets`` (Y, K, 3).
     """
-    from fitting.correspondence import Correspondence
+    from fitting.correspondence import Correspondence, yaw_bin_weights
     from sfs.projection import camera_to_pixel, camera_to_pixel_jacobian
 
     corr = Correspondence(torch.from_numpy(table["vertex_ids"].astype(np.int64)),
@@ -146,7 +139,7 @@ def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
             resid = (torch.from_numpy(lm.points[:, :2]).double() - camera_to_pixel(pts, kint)[0, :, :2]).numpy()
             jac = (camera_to_pixel_jacobian(pts, kint)[0] @ rot).numpy()  # (K, 2, 3): per mm of model-frame offset
             yaw = float(face.params["pose_deg"]["yaw"])
-            hat = _hat(yaw, yaws)
+            hat = yaw_bin_weights(torch.tensor([yaw]), torch.from_numpy(yaws))[0].double().numpy()
             for b in np.nonzero(hat)[0]:
                 ata[b] += hat[b] * np.einsum("kai,kaj->kij", jac, jac)
                 atb[b] += hat[b] * np.einsum("kai,ka->ki", jac, resid)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitting.correspondence import Correspondence, load_correspondence
+from fitting.correspondence import Correspondence, load_correspondence, yaw_bin_weights
 
 
 def _toy(offsets=True) -> Correspondence:
@@ -28,6 +28,14 @@ def test_offsets_interpolate_in_yaw_and_hold_beyond_the_end_bins():
     assert o.shape == (7, 2, 3)
     np.testing.assert_allclose(o[:, 0, 0].numpy(), [-3.0, -1.5, 0.0, 1.0, 3.0, 3.0, -3.0], atol=1e-6)
     np.testing.assert_allclose(o[:, 1, 2].numpy(), [0.0, 0.5, 1.0, 2.0 / 3.0, 0.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_yaw_bin_weights_are_the_two_neighbouring_bins_and_sum_to_one():
+    bins = torch.tensor([-30.0, 0.0, 30.0])
+    w = yaw_bin_weights(torch.tensor([-45.0, -30.0, -10.0, 0.0, 24.0, 99.0]), bins)
+    expected = [[1, 0, 0], [1, 0, 0], [1 / 3, 2 / 3, 0], [0, 1, 0], [0, 0.2, 0.8], [0, 0, 1]]
+    np.testing.assert_allclose(w.numpy(), expected, atol=1e-6)
+    assert torch.equal(yaw_bin_weights(torch.tensor([5.0, -5.0]), torch.tensor([0.0])), torch.ones(2, 1))
 
 
 def test_points_add_the_offsets_only_when_a_yaw_is_given():
