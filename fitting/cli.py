@@ -56,12 +56,12 @@ def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     out = Path(args.out)
     missing = [p for p in args.images if not Path(p).is_file()]
     for p in missing:
-        print(f"error: {p}: no such file", file=sys.stderr)
+        why = "a folder, not an image (pass the files in it, e.g. DIR/*.jpg)" if Path(p).is_dir() else "no such file"
+        print(f"error: {p}: {why}", file=sys.stderr)
 
     problem = _unwritable(out)  # fail now, not after every fit; create nothing yet
     if problem:

@@ -27,7 +27,10 @@ How a face is found (why two passes):
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -117,6 +120,36 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced(enabled: bool):
+    """While active, file descriptor 2 goes to the null device.
+
+    MediaPipe's C++ side (absl, TFLite) writes notices such as "Created
+    TensorFlow Lite XNNPACK delegate" or "Feedback manager requires a model
+    with a single signature" straight to fd 2 on graph creation and on the
+    first frames; environment variables (GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL)
+    do not reach it in mediapipe 0.10.21. Errors still arrive: as Python
+    exceptions, which do not use fd 2.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):   # no fd 2 to redirect (embedded interpreter, closed stream)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class FaceMeshDetector:
     """MediaPipe Face Mesh (478 points, iris included) for photos of any size.
 
@@ -132,10 +165,12 @@ class FaceMeshDetector:
         crop_scale: crop side / larger side of the first-pass face box; > 1
             leaves context around the face, which MediaPipe's detector needs.
         refine: run the refinement pass (``False``: detection pass only).
+        quiet: keep MediaPipe's native log lines off the terminal (they go to
+            file descriptor 2 directly; see ``_native_stderr_silenced``).
     """
 
     def __init__(self, max_faces: int = 5, min_confidence: float = 0.5, working_size: int = 1024,
-                 crop_size: int = 512, crop_scale: float = 1.7, refine: bool = True):
+                 crop_size: int = 512, crop_scale: float = 1.7, refine: bool = True, quiet: bool = True):
         if int(max_faces) < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         if not 0.0 < float(min_confidence) <= 1.0:
@@ -154,12 +189,19 @@ class FaceMeshDetector:
         self.crop_size = int(crop_size)
         self.crop_scale = float(crop_scale)
         self.refine = bool(refine)
-        self._full = FaceMesh(static_image_mode=True, max_num_faces=self.max_faces,
-                              refine_landmarks=True, min_detection_confidence=self.min_confidence)
-        # The crop may also show part of a neighbouring face; ask for two and
-        # keep the one overlapping the first-pass box.
-        self._crop = FaceMesh(static_image_mode=True, max_num_faces=2,
-                              refine_landmarks=True, min_detection_confidence=self.min_confidence)
+        self.quiet = bool(quiet)
+        with _native_stderr_silenced(self.quiet):
+            self._full = FaceMesh(static_image_mode=True, max_num_faces=self.max_faces,
+                                  refine_landmarks=True, min_detection_confidence=self.min_confidence)
+            # The crop may also show part of a neighbouring face; ask for two and
+            # keep the one overlapping the first-pass box.
+            self._crop = FaceMesh(static_image_mode=True, max_num_faces=2,
+                                  refine_landmarks=True, min_detection_confidence=self.min_confidence)
+            # The graphs open their calculators on worker threads, which log
+            # as they do; one blank frame each waits for that to finish here.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            self._full.process(blank)
+            self._crop.process(blank)
         self._closed = False
 
     # ------------------------------------------------------------- lifecycle
@@ -234,10 +276,11 @@ class FaceMeshDetector:
         return faces[face_index]
 
     # ------------------------------------------------------------- internals
-    @staticmethod
-    def _run(mesh, pixels: np.ndarray) -> list[np.ndarray]:
+    def _run(self, mesh, pixels: np.ndarray) -> list[np.ndarray]:
         """Face Mesh on ``(h, w, 3)`` float RGB -> list of ``(478, 3)`` normalised (x, y, z) arrays."""
-        result = mesh.process(to_uint8(pixels))
+        frame = to_uint8(pixels)
+        with _native_stderr_silenced(self.quiet):
+            result = mesh.process(frame)
         found = result.multi_face_landmarks or []
         return [np.array([(p.x, p.y, p.z) for p in f.landmark], np.float32) for f in found]
 
