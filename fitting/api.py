@@ -18,7 +18,6 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from landmarks import FaceMeshDetector, LandmarksError, load_image
 from morphable import MorphableModel, load_ict
@@ -27,6 +26,7 @@ from .coarse import CoarseSettings
 from .correspondence import load_correspondence
 from .detections import DEFAULT_FOV_DEG, FaceCrop, crop_face
 from .mesh import Mesh
+from .progress import StageProgress
 
 log = logging.getLogger(__name__)
 STAGES = ("coarse", "medium", "fine")
@@ -139,16 +139,18 @@ class FaceFitter:
         names = list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)]
         pending: List[FitResult] = []
         out: List[FitResult] = []
-        bar = tqdm(total=len(sources), desc="fitting", unit="img", disable=not self.progress)
+        bar = StageProgress(len(sources), self.stages, enabled=self.progress)
         for src, name in zip(sources, names):
             try:
-                pending.extend(self._detect(src, name))
+                found = self._detect(src, name)
             except (LandmarksError, FitError, ValueError, OSError) as exc:
+                found = []
                 failed = FitResult(name=name, ok=False, error=_one_line(exc))
                 out.append(failed)
                 if on_result:
                     on_result(failed)
-            bar.update(1)
+            pending.extend(found)
+            bar.detected(len(found))
             if len(pending) >= self.batch_size:
                 out.extend(self._run_chunk(pending[:self.batch_size], on_result, bar))
                 pending = pending[self.batch_size:]
@@ -181,14 +183,16 @@ class FaceFitter:
             results.append(FitResult(name=fname, crop=crop))
         return results
 
-    def _run_chunk(self, chunk: List[FitResult], on_result, bar) -> List[FitResult]:
+    def _run_chunk(self, chunk: List[FitResult], on_result, bar: StageProgress) -> List[FitResult]:
         from .pipeline import run_stages
+        before = bar.done
         try:
             run_stages(self, chunk, bar)
         except (RuntimeError, ValueError) as exc:  # a numerical failure fails the chunk, not the run
             log.exception("stage failure")
             for r in chunk:
                 r.ok, r.error = False, _one_line(exc)
+            bar.skipped(len(chunk) * len(self.stages) - (bar.done - before))
         for r in chunk:
             if on_result:
                 on_result(r)

@@ -81,18 +81,20 @@ def main(argv=None) -> int:
     failed = len(missing)
     written = []
 
+    from tqdm.auto import tqdm
+
     def on_result(result):
         nonlocal failed
         from .export import ExportError
         if not result.ok:
             failed += 1
-            print(f"error: {result.name}: {result.error}", file=sys.stderr)
+            tqdm.write(f"error: {result.name}: {result.error}", file=sys.stderr)  # above the bar, not inside it
             return
         try:
             written.append(result.save(out / result.name))
         except ExportError as exc:
             failed += 1
-            print(f"error: {result.name}: {exc}", file=sys.stderr)
+            tqdm.write(f"error: {result.name}: {exc}", file=sys.stderr)
 
     existing = [p for p in args.images if p not in missing]
     with fitter:

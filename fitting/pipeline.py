@@ -20,33 +20,45 @@ from .mesh import Mesh
 from .report import overlay, report_sheet, shade_geometry
 
 
-def run_stages(fitter, chunk: List, bar=None) -> None:
-    """Fill ``chunk`` (FitResults with crops) in place with every requested stage's output."""
+def run_stages(fitter, chunk: List, progress=None) -> None:
+    """Fill ``chunk`` (FitResults with crops) in place with every requested stage's output.
+
+    ``progress``: a :class:`fitting.progress.StageProgress` told as each stage starts and ends.
+    """
     model, dev = fitter.model, fitter.device
     batch = DetectionBatch.stack([r.crop for r in chunk], device=dev)
     size = batch.size
-    t0 = time.perf_counter()
-    init = _initialise(fitter, batch)
-    coarse = fit_landmarks(model, batch, fitter.corr, fitter.coarse_settings, init)
-    if fitter.coarse_settings.photometric:
-        from .photometric import photometric_refine
-        coarse = photometric_refine(model, batch, fitter.corr, coarse, fitter.coarse_settings, fitter.renderer)
-    t_coarse = time.perf_counter() - t0
+    names = [r.name for r in chunk]
+    timings = {}
+
+    def timed(stage, run):
+        if progress is not None:
+            progress.stage(names, stage)
+        t = time.perf_counter()
+        out = run()
+        timings[stage] = (time.perf_counter() - t) / len(chunk)
+        if progress is not None:
+            progress.stage_done(len(chunk))
+        return out
+
+    def coarse_stage():
+        coarse = fit_landmarks(model, batch, fitter.corr, fitter.coarse_settings, _initialise(fitter, batch))
+        if fitter.coarse_settings.photometric:
+            from .photometric import photometric_refine
+            coarse = photometric_refine(model, batch, fitter.corr, coarse, fitter.coarse_settings, fitter.renderer)
+        return coarse
+
+    coarse = timed("coarse", coarse_stage)
     weights = landmark_weights(batch, fitter.corr, fitter.coarse_settings, coarse.rotation)
     stage_verts = {"coarse": coarse.vertices}
-    timings = {"coarse": t_coarse / len(chunk)}
 
     if "medium" in fitter.stages:
-        t1 = time.perf_counter()
-        stage_verts["medium"] = run_medium_stage(fitter, batch, coarse)
-        timings["medium"] = (time.perf_counter() - t1) / len(chunk)
+        stage_verts["medium"] = timed("medium", lambda: run_medium_stage(fitter, batch, coarse))
 
     fine = None
     if "fine" in fitter.stages:
         from .fine import run_fine_stage
-        t2 = time.perf_counter()
-        fine = run_fine_stage(fitter, batch, coarse, stage_verts["medium"])
-        timings["fine"] = (time.perf_counter() - t2) / len(chunk)
+        fine = timed("fine", lambda: run_fine_stage(fitter, batch, coarse, stage_verts["medium"]))
 
     # ---- per-face results
     shaded = {}
@@ -83,8 +95,6 @@ def run_stages(fitter, chunk: List, bar=None) -> None:
             panels += p
             titles += t
         r.images["report"] = report_sheet(panels, titles)
-        if bar is not None:
-            bar.set_postfix_str(f"{r.name}: {', '.join(fitter.stages)} done")
 
 
 def camera_frame(coarse: CoarseResult, verts: torch.Tensor) -> torch.Tensor:
