@@ -70,11 +70,12 @@ def main(argv=None) -> int:
 
     from morphable import ModelLoadError
     from .api import FaceFitter
+    from .renderer import RendererUnavailable
     try:
         fitter = FaceFitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
                             all_faces=args.all_faces, initializer=args.initializer, batch_size=args.batch_size,
                             progress=not args.no_progress)
-    except (ModelLoadError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (ModelLoadError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

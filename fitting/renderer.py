@@ -106,6 +106,10 @@ class Fragments:
         self._depth = value
 
 
+class RendererUnavailable(RuntimeError):
+    """The requested backend cannot run here (one line: why, and what to do)."""
+
+
 def _nvdiffrast_available() -> bool:
     if not torch.cuda.is_available():
         return False
@@ -142,7 +146,15 @@ class Renderer:
         if device == "auto":
             device = "cuda" if _nvdiffrast_available() else "cpu"
         if device == "cuda":
-            import nvdiffrast.torch as dr  # lazy: optional dependency, CUDA only
+            if not torch.cuda.is_available():
+                raise RendererUnavailable(f"device 'cuda': this torch ({torch.__version__}) sees no CUDA GPU; "
+                                          "use --device cpu or auto")
+            try:
+                import nvdiffrast.torch as dr  # lazy: optional dependency, CUDA only
+            except Exception as exc:  # ImportError, or its CUDA plugin failed to build
+                raise RendererUnavailable(f"device 'cuda' needs nvdiffrast (pip install -e '.[cuda]', NVIDIA's "
+                                          f"non-commercial licence): {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                                          ) from exc
             self._dr = dr
             self._ctx = dr.RasterizeCudaContext()
             self.backend = "nvdiffrast"

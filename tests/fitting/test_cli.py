@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def run_cli(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **extra_env)
     env["FACEFIT_CACHE_DIR"] = os.environ["FACEFIT_CACHE_DIR"]  # the session's private cache (tests/conftest.py)
     env.pop("FACEFIT_ICT_DIR", None)
     env.pop("FACEFIT_ICT_URL", None)
@@ -33,7 +33,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def error_lines(stderr: str) -> List[str]:
-    """The CLI's own messages (MediaPipe's C++ logging writes to stderr too)."""
+    """The CLI's own messages (a library's warnings, should one print any, are passed over)."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
@@ -119,4 +119,15 @@ def test_corrupt_model_dir(tmp_path, ict_dir, face_model, good_photos):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert "generic_neutral_mesh.obj" in lines[0]
+    assert not out.exists()
+
+
+def test_cuda_without_a_gpu_is_one_error_line(tmp_path, model_args, good_photos):
+    """--device cuda where torch sees no GPU (hidden here, so this runs on GPU machines too): exit 2, one line."""
+    out = tmp_path / "out"
+    res = run_cli(str(good_photos[0]), "--stages", "coarse", "--out", str(out), "--device", "cuda",
+                  *model_args, cwd=tmp_path, CUDA_VISIBLE_DEVICES="")
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: device 'cuda'"), res.stderr
     assert not out.exists()

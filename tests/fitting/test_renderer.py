@@ -170,3 +170,24 @@ def test_rejects_mismatched_batch(renderer):
     verts, tris = _quad(500.0, 100.0)
     with pytest.raises(ValueError):
         renderer.rasterize(verts.expand(2, -1, -1), tris, torch.tensor([[100.0, 100.0, 32.0, 32.0]]), 64, 64)
+
+
+def test_cuda_backend_that_cannot_run_says_why_in_one_line(monkeypatch):
+    import builtins
+    from fitting.renderer import RendererUnavailable
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RendererUnavailable, match="sees no CUDA GPU") as info:
+        Renderer("cuda")
+    assert "\n" not in str(info.value)
+    # CUDA present but nvdiffrast missing (or its plugin build failing)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real_import = builtins.__import__
+
+    def no_nvdiffrast(name, *args, **kwargs):
+        if name.startswith("nvdiffrast"):
+            raise ImportError("No module named 'nvdiffrast'")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_nvdiffrast)
+    with pytest.raises(RendererUnavailable, match=r"needs nvdiffrast .*\[cuda\].*No module named") as info:
+        Renderer("cuda")
+    assert "\n" not in str(info.value)
