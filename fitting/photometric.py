@@ -79,6 +79,13 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
                             {"params": [light], "lr": settings.photometric_lr},
                             {"params": [albedo], "lr": settings.photometric_lr}])
     lm_scale = settings.landmark_weight / (NORMALISED_SIZE ** 2)
+    # The step sizes fall to zero along a cosine. At a constant rate Adam ends
+    # anywhere in a ball of +-lr steps around the optimum, and rounding picks
+    # the point: one photo fitted with 1 and with 2 threads came out up to
+    # 0.85-3.4 mm apart (0.2-0.43 mm mean per vertex); annealed, 0.001-0.3 mm
+    # (at most 0.07 mm mean) in 7 runs. Synthetic bench, 20 faces: mean apart
+    # 0.038 -> 0.022 mm, shape error 3.214 -> 3.205 mm.
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, settings.photometric_steps))
     for _ in range(settings.photometric_steps):
         opt.zero_grad()
         verts, rot, t, vc = camera_vertices()
@@ -95,6 +102,7 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
         loss = (photo + lm + prior).sum()
         loss.backward()
         opt.step()
+        sched.step()
         with torch.no_grad():
             lo, hi = settings.exp_bounds
             exp_c.clamp_(lo, hi)
