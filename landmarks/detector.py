@@ -31,6 +31,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -120,6 +121,11 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+_silence_lock = threading.Lock()
+_silence_depth = 0          # how many threads are inside _native_stderr_silenced
+_saved_stderr_fd = -1       # the real fd 2 while silenced
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced(enabled: bool):
     """While active, file descriptor 2 goes to the null device.
@@ -129,25 +135,35 @@ def _native_stderr_silenced(enabled: bool):
     with a single signature" straight to fd 2 on graph creation and on the
     first frames; environment variables (GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL)
     do not reach it in mediapipe 0.10.21. Errors still arrive: as Python
-    exceptions, which do not use fd 2.
+    exceptions, which do not use fd 2. Counted across threads (detectors in
+    two threads): the first to enter redirects, the last to leave restores.
     """
+    global _silence_depth, _saved_stderr_fd
     if not enabled:
         yield
         return
+    with _silence_lock:
+        if _silence_depth == 0:
+            try:
+                sys.stderr.flush()
+                saved = os.dup(2)
+            except (OSError, ValueError):   # no fd 2 to redirect (embedded interpreter, closed stream)
+                saved = -1
+            if saved >= 0:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+            _saved_stderr_fd = saved
+        _silence_depth += 1
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):   # no fd 2 to redirect (embedded interpreter, closed stream)
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _silence_lock:
+            _silence_depth -= 1
+            if _silence_depth == 0 and _saved_stderr_fd >= 0:
+                os.dup2(_saved_stderr_fd, 2)
+                os.close(_saved_stderr_fd)
+                _saved_stderr_fd = -1
 
 
 class FaceMeshDetector:

@@ -221,3 +221,27 @@ def test_mediapipe_native_log_lines_stay_off_the_terminal(quiet):
         assert run.stderr == ""
     else:   # the control: the lines this hides do exist in this mediapipe
         assert "XNNPACK" in run.stderr or "W0000" in run.stderr
+
+
+def test_stderr_comes_back_after_overlapping_silences_in_two_threads():
+    """Detectors in two threads: this one silences first, the other enters, this one leaves first,
+    the other leaves last; fd 2 must end where it began (a naive save/restore leaves it at /dev/null)."""
+    import os
+    import threading
+    from landmarks.detector import _native_stderr_silenced
+    before = os.fstat(2)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _native_stderr_silenced(True):
+            entered.set()
+            release.wait(10)
+
+    with _native_stderr_silenced(True):
+        t = threading.Thread(target=hold)
+        t.start()
+        assert entered.wait(10)
+    release.set()
+    t.join(10)
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
