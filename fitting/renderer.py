@@ -110,14 +110,20 @@ class RendererUnavailable(RuntimeError):
     """The requested backend cannot run here (one line: why, and what to do)."""
 
 
-def _nvdiffrast_available() -> bool:
+def _nvdiffrast_problem() -> Optional[str]:
+    """Why the CUDA backend cannot run here, in one line (None: it can)."""
     if not torch.cuda.is_available():
-        return False
+        return f"this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu or auto"
     try:
         import nvdiffrast.torch  # noqa: F401
-    except Exception:  # ImportError, or a failed plugin build
-        return False
-    return True
+    except Exception as exc:  # ImportError, or its CUDA plugin failed to build
+        why = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        return f"needs nvdiffrast (pip install -e '.[cuda]', NVIDIA's non-commercial licence): {why}"
+    return None
+
+
+def _nvdiffrast_available() -> bool:
+    return _nvdiffrast_problem() is None
 
 
 def uv_to_grid(uv: torch.Tensor) -> torch.Tensor:
@@ -146,15 +152,10 @@ class Renderer:
         if device == "auto":
             device = "cuda" if _nvdiffrast_available() else "cpu"
         if device == "cuda":
-            if not torch.cuda.is_available():
-                raise RendererUnavailable(f"device 'cuda': this torch ({torch.__version__}) sees no CUDA GPU; "
-                                          "use --device cpu or auto")
-            try:
-                import nvdiffrast.torch as dr  # lazy: optional dependency, CUDA only
-            except Exception as exc:  # ImportError, or its CUDA plugin failed to build
-                raise RendererUnavailable(f"device 'cuda' needs nvdiffrast (pip install -e '.[cuda]', NVIDIA's "
-                                          f"non-commercial licence): {str(exc).splitlines()[0] if str(exc) else exc!r}"
-                                          ) from exc
+            problem = _nvdiffrast_problem()
+            if problem:
+                raise RendererUnavailable(f"device 'cuda': {problem}")
+            import nvdiffrast.torch as dr  # lazy: optional dependency, CUDA only
             self._dr = dr
             self._ctx = dr.RasterizeCudaContext()
             self.backend = "nvdiffrast"
