@@ -113,6 +113,25 @@ class BenchFace:
     crop: object = None
     n_faces_found: int = 0
     maps: Optional[Dict[str, np.ndarray]] = None  # ground-truth image maps in the crop (keep_maps=True only)
+    truth_camera: Optional[np.ndarray] = None  # (V, 3) the truth in the synthetic camera's frame, mm
+
+
+def oracle_crop(face: BenchFace, corr):
+    """``face.crop`` with MediaPipe's (u, v) replaced by the exact ones: the true projections of the
+    correspondence table's surface points on the true mesh (crop pixels; MediaPipe's relative depth kept).
+
+    What a perfect detector of the table's surface points would report: fitting to these
+    (with ``CoarseSettings(landmark_offsets=False)``, since the offsets model MediaPipe's own
+    drift) measures the solver and the model alone, the ceiling a better landmark source could reach.
+    """
+    import dataclasses
+    from sfs.projection import camera_to_pixel
+
+    pts = corr.points(torch.as_tensor(face.truth_camera, dtype=torch.float64)[None])  # (1, K, 3) camera frame
+    uv = camera_to_pixel(pts, torch.as_tensor(face.crop.intrinsics, dtype=torch.float64)[None])[0, :, :2].numpy()
+    points = face.crop.points.copy()
+    points[:, :2] = uv
+    return dataclasses.replace(face.crop, points=points.astype(face.crop.points.dtype))
 
 
 @dataclass
@@ -190,7 +209,7 @@ def make_synthetic_set(face_model, closed_model, n: int, seed: int, *, size: int
             face = BenchFace(index=i, seed=(seed, i), truth=sf.verts_model[:nv].astype(np.float64),
                              yaw=float(sf.params["pose_deg"]["yaw"]),
                              deformation_mm=float(np.linalg.norm(sf.deformation[:nv], axis=1).mean()),
-                             n_faces_found=len(faces))
+                             n_faces_found=len(faces), truth_camera=sf.verts_camera[:nv].astype(np.float64))
             if faces:
                 # the photo's intrinsics the crop assumes must be the camera that made the image
                 face.crop = crop_face(sf.image, faces[0], crop_size, f"synthetic_{seed}_{i:04d}", DEFAULT_FOV)

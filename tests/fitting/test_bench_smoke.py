@@ -24,7 +24,7 @@ def _table_rows(out: str, title: str):
     assert header.startswith("method") and set(lines[start + 2]) == {"-"}
     rows = {}
     for line in lines[start + 3:]:
-        if not line.strip() or line.startswith(("medium vs coarse", "normal-error reduction")):
+        if not line.strip() or line.startswith(("medium vs coarse", "normal-error reduction", "mean error below")):
             break
         name, _, rest = line.partition("  ")
         rows[name.strip()] = rest.split()
@@ -64,12 +64,23 @@ def test_coarse_and_medium_benches_print_finite_tables(ict_dir, face_model, clos
         _assert_finite(rows[name])
         assert rows[name][-1] == "2"
     assert "not run (--no-photometric)" in " ".join(rows["ours + photometric"])
+    # fed exact landmarks (the truth's table points projected), the solver must beat the mean face clearly;
+    # a wrong pixel or camera convention in the oracle points would not
+    mean_mm = float(rows["mean shape (Umeyama-aligned)"][0])
+    for name in ("ours, LS, exact landmarks", "ours, LS, exact, priors/100"):
+        _assert_finite(rows[name])
+        assert float(rows[name][3]) < 1.5, rows[name]  # landmark px against the points it was fed
+    assert float(rows["ours, LS, exact, priors/100"][0]) < 0.6 * mean_mm, (rows, mean_mm)
+    assert re.search(r"mean error below the mean shape's: least squares -?\d+\.\d %", out)
 
     assert main(["medium", *common]) == 0
     out = capsys.readouterr().out
     rows = _table_rows(out, "medium bench:")
-    for name in ("coarse (least squares)", "medium (Laplacian)"):
+    for name in ("coarse (least squares)", "medium (Laplacian)", "coarse, exact landmarks",
+                 "medium, exact landmarks"):
         _assert_finite(rows[name])
+    assert float(rows["coarse, exact landmarks"][0]) < float(rows["coarse (least squares)"][0])
+    assert re.search(r"medium vs coarse, exact landmarks: mean error [+-]\d+\.\d %", out)
     change = re.search(r"mean error ([+-]\d+\.\d) %, median error ([+-]\d+\.\d) %", out)
     assert change and all(math.isfinite(float(g)) for g in change.groups())
 
