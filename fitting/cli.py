@@ -1,4 +1,4 @@
-"""``fit-face IMG [IMG ...] --out DIR``: fit photos, write meshes, maps and pictures per image."""
+"""fit-face: fit a 3D face to each photo; write its meshes, maps and pictures to OUT/<photo name>/."""
 from __future__ import annotations
 
 import argparse
