@@ -17,6 +17,9 @@ Every group is derived from MediaPipe's own edge sets in
   brow), both walked from the temple end to the nose end.
 * ``NOSE`` is an unordered set (bridge line plus nostril outline); use its
   convex hull as an area.
+* ``MESH_TRIANGLES`` (852, 3): the face mesh's triangles, recovered from
+  ``FACEMESH_TESSELATION`` (an edge set) as its 3-cycles; the mesh is a disc
+  with three holes (eyes, mouth opening).
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ __all__ = [
     "RIGHT_EYE_OUTER_CORNER", "RIGHT_EYE_INNER_CORNER", "LEFT_EYE_INNER_CORNER", "LEFT_EYE_OUTER_CORNER",
     "FACE_OVAL_LOOP", "LEFT_EYE_LOOP", "RIGHT_EYE_LOOP", "LIPS_OUTER_LOOP", "LIPS_INNER_LOOP",
     "LEFT_BROW_CHAINS", "RIGHT_BROW_CHAINS", "LEFT_BROW", "RIGHT_BROW",
-    "LEFT_IRIS", "RIGHT_IRIS", "NOSE", "GROUPS",
+    "LEFT_IRIS", "RIGHT_IRIS", "NOSE", "MESH_TRIANGLES", "GROUPS",
     "GROUP_NAMES", "point_groups", "group_weights",
 ]
 
@@ -125,6 +128,29 @@ LEFT_IRIS = (LEFT_IRIS_CENTER,) + _single_loop(_fmc.FACEMESH_LEFT_IRIS)
 RIGHT_IRIS = (RIGHT_IRIS_CENTER,) + _single_loop(_fmc.FACEMESH_RIGHT_IRIS)
 
 NOSE = tuple(sorted({i for e in _fmc.FACEMESH_NOSE for i in e}))
+
+
+def _triangles(edges) -> np.ndarray:
+    """The faces of a triangle mesh given only its edges: every 3-cycle, less the "separating" ones.
+
+    A 3-cycle that is not a face (three edges that each already border two
+    faces) would make those edges border three; such cycles are dropped,
+    so that every edge borders one (boundary) or two faces.
+    """
+    adj: dict[int, set[int]] = defaultdict(set)
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    cycles = sorted({tuple(sorted((a, b, c))) for a, b in edges for c in adj[a] & adj[b]})
+    uses: dict[tuple[int, int], int] = defaultdict(int)
+    for a, b, c in cycles:
+        for e in ((a, b), (a, c), (b, c)):
+            uses[e] += 1
+    faces = [t for t in cycles if not all(uses[e] > 2 for e in ((t[0], t[1]), (t[0], t[2]), (t[1], t[2])))]
+    return np.array(faces, dtype=np.int64)
+
+
+MESH_TRIANGLES = _triangles(_fmc.FACEMESH_TESSELATION)
 
 GROUPS: dict[str, tuple[int, ...]] = {
     "face_oval": FACE_OVAL_LOOP,

@@ -2,8 +2,11 @@
 
 Regions (label values in :data:`REGION_NAMES` order):
 
-* ``skin``: inside the face oval and in none of the regions below
-  (forehead up to the mesh's top edge, cheeks, chin).
+* ``skin``: inside the face oval or any triangle of the landmark mesh, and
+  in none of the regions below (forehead up to the mesh's top edge, cheeks,
+  chin, the sides of the nose). The triangles matter on a turned head: the
+  oval's far side then runs behind the nose, and the oval alone would leave
+  out the strip between it and the nose (the nose's side, the bridge).
 * ``brows``: each brow's upper and lower edge joined into one polygon.
 * ``eyes``: inside each eyelid loop (iris included).
 * ``nose``: convex hull of MediaPipe's nose points (bridge from between the
@@ -16,8 +19,8 @@ Regions (label values in :data:`REGION_NAMES` order):
 Regions are disjoint by construction: polygons are painted into one label
 map in the order skin, nose, brows, eyes, lips, mouth_interior, each
 overwriting the previous, so e.g. an eye corner that the nose hull reaches
-stays ``eyes``. The masks are a partition of the face oval (plus whatever
-of the nose/brows pokes outside it, which is labelled too).
+stays ``eyes``. The masks are a partition of the face oval and the mesh
+(plus whatever of the nose/brows pokes outside them, which is labelled too).
 
 Pixel convention: pixel ``[row, col]`` is in a polygon exactly when its
 centre ``(col + 0.5, row + 0.5)`` is (``skimage.draw.polygon`` on float
@@ -57,8 +60,9 @@ def region_polygons(landmarks: FaceLandmarks, height: int | None = None,
                     width: int | None = None) -> dict[str, list[np.ndarray]]:
     """Outline polygons of each region source, in the pixel frame of a ``(height, width)`` image.
 
-    Returns ``{"face_oval", "nose", "brows", "eyes", "lips_outer", "lips_inner"}``
-    -> list of ``(N, 2)`` float32 ``(u, v)`` polygons. Points are scaled from
+    Returns ``{"face_oval", "face_mesh", "nose", "brows", "eyes", "lips_outer", "lips_inner"}``
+    -> list of ``(N, 2)`` float32 ``(u, v)`` polygons (``face_mesh``: the
+    landmark mesh's triangles, N = 3). Points are scaled from
     ``landmarks.image_size`` to ``(height, width)`` (default: the same size),
     so masks can be made at a reduced resolution.
     """
@@ -70,6 +74,7 @@ def region_polygons(landmarks: FaceLandmarks, height: int | None = None,
     nose = uv[list(I.NOSE)]
     return {
         "face_oval": [uv[list(I.FACE_OVAL_LOOP)]],
+        "face_mesh": list(uv[I.MESH_TRIANGLES]),
         "nose": [cv2.convexHull(nose).reshape(-1, 2)],
         "brows": [_brow_polygon(uv, I.LEFT_BROW_CHAINS), _brow_polygon(uv, I.RIGHT_BROW_CHAINS)],
         "eyes": [uv[list(I.LEFT_EYE_LOOP)], uv[list(I.RIGHT_EYE_LOOP)]],
@@ -106,6 +111,7 @@ def region_label_map(landmarks: FaceLandmarks, height: int | None = None,
     code = REGION_NAMES.index
     # Painter's order: later regions win where polygons overlap (see module docstring).
     _fill(label, polys["face_oval"], code("skin"))
+    _fill(label, polys["face_mesh"], code("skin"))
     _fill(label, polys["nose"], code("nose"))
     _fill(label, polys["brows"], code("brows"))
     _fill(label, polys["eyes"], code("eyes"))
