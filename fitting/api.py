@@ -89,6 +89,12 @@ class FaceFitter:
             raise ValueError(f"unknown stage {bad[0]!r}; stages are {', '.join(STAGES)}")
         if not stages or stages != STAGES[:len(stages)]:
             raise ValueError(f"stages must start at coarse and not skip one: got {','.join(stages)}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if int(face_index) < 0:
+            raise ValueError(f"face_index counts from 0 (the largest face), got {face_index}")
+        if int(crop_size) < 64:
+            raise ValueError(f"crop_size must be at least 64 pixels, got {crop_size}")
         from .renderer import Renderer
         self.renderer = Renderer(device)
         self.device = torch.device("cuda") if self.renderer.backend == "nvdiffrast" else torch.device("cpu")

@@ -19,6 +19,18 @@ The ICT Face Model is read from --model-dir, $FACEFIT_ICT_DIR, the cache,
 or downloaded once (verified by SHA-256)."""
 
 
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fit-face", description=__doc__, epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,10 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: CUDA with nvdiffrast when present, else CPU")
     ap.add_argument("--model-dir", help="ICT-FaceKit folder, its archive, or a folder holding that one archive")
     faces = ap.add_mutually_exclusive_group()
-    faces.add_argument("--face-index", type=int, default=0, help="which face, largest first (default 0)")
+    faces.add_argument("--face-index", type=_int_at_least(0), default=0, help="which face, largest first (default 0)")
     faces.add_argument("--all-faces", action="store_true", help="fit every face found")
     ap.add_argument("--initializer", help="a registered initialiser, e.g. mediapipe_mesh")
-    ap.add_argument("--batch-size", type=int, default=4, help="faces per stage batch (default 4)")
+    ap.add_argument("--batch-size", type=_int_at_least(1), default=4, help="faces per stage batch (default 4)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--version", action="version", version=f"fit-face {__version__}")
@@ -76,7 +88,8 @@ def main(argv=None) -> int:
                             all_faces=args.all_faces, initializer=args.initializer, batch_size=args.batch_size,
                             progress=not args.no_progress)
     except (ModelLoadError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # str() of a KeyError is its repr, quotes and all; its message is the first argument
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 2
 
     failed = len(missing)

@@ -105,6 +105,16 @@ def test_stage_validation(face_model, stages, message):
         FaceFitter(stages, model=face_model)
 
 
+@pytest.mark.parametrize("option, message", [
+    (dict(batch_size=0), "batch_size must be at least 1"),
+    (dict(face_index=-1), "face_index counts from 0"),
+    (dict(crop_size=32), "crop_size must be at least 64"),
+])
+def test_option_validation(face_model, option, message):
+    with pytest.raises(ValueError, match=message):
+        FaceFitter(("coarse",), model=face_model, **option)
+
+
 # --------------------------------------------------------------------------- initialisers
 
 class LandmarkNet:

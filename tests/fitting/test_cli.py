@@ -131,3 +131,24 @@ def test_cuda_without_a_gpu_is_one_error_line(tmp_path, model_args, good_photos)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: device 'cuda'"), res.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "--batch-size: must be at least 1, got 0"),
+    ("--face-index", "-1", "--face-index: must be at least 0, got -1"),
+    ("--batch-size", "two", "--batch-size: not a whole number: 'two'"),
+])
+def test_bad_numbers_are_refused_before_fitting(tmp_path, good_photos, option, value, message):
+    """--batch-size 0 once looped forever on an empty chunk; bad numbers are argparse errors (exit 2)."""
+    out = tmp_path / "out"
+    res = run_cli(str(good_photos[0]), option, value, "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr.splitlines()[-1], res.stderr
+    assert not out.exists()
+
+
+def test_unknown_initializer_is_one_plain_line(tmp_path, model_args, good_photos):
+    res = run_cli(str(good_photos[0]), "--stages", "coarse", "--initializer", "nope", "--out", str(tmp_path / "o"),
+                  *model_args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert error_lines(res.stderr) == ["error: unknown initializer 'nope'; available: mediapipe_mesh"], res.stderr
