@@ -30,7 +30,7 @@ from .progress import StageProgress
 
 log = logging.getLogger(__name__)
 STAGES = ("coarse", "medium", "fine")
-ImageSource = Union[str, os.PathLike, np.ndarray]
+ImageSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
 class FitError(RuntimeError):
@@ -132,7 +132,8 @@ class FaceFitter:
         return results[0]
 
     def fit_batch(self, images: np.ndarray, names: Optional[Sequence[str]] = None) -> List[FitResult]:
-        """(B, H, W, 3) array (uint8 or float [0, 1]) -> one result per image (or per face with all_faces)."""
+        """(B, H, W, 3) array or tensor (uint8, or float in [0, 1]; a tensor may also be (B, 3, H, W))
+        -> one result per image (or per face with all_faces)."""
         names = names or [f"image_{i:03d}" for i in range(len(images))]
         return self.fit_many(list(images), names=names)
 

@@ -32,7 +32,7 @@ from .errors import ImageLoadError
 
 __all__ = ["LoadedImage", "load_image", "to_uint8", "ImageSource"]
 
-ImageSource = Union[str, Path, np.ndarray, "LoadedImage"]
+ImageSource = Union[str, Path, np.ndarray, "torch.Tensor", "LoadedImage"]
 
 _EXIF_ORIENTATION_TAG = 0x0112
 _ARRAY_NAME = "<array>"
@@ -85,9 +85,11 @@ def load_image(source: ImageSource, name: str | None = None) -> LoadedImage:
 
     Args:
         source: a file path (``str`` / ``Path``), a numpy array (uint8, uint16,
-            bool or float; ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` RGB or
-            ``(H, W, 4)`` RGBA), or an already loaded :class:`LoadedImage`
-            (returned as is).
+            bool or float in ``[0, 1]``; ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)``
+            RGB or ``(H, W, 4)`` RGBA), a torch tensor of the same kinds (also
+            channels first, ``(C, H, W)`` with C = 1, 3 or 4, as torchvision
+            keeps images), or an already loaded :class:`LoadedImage` (returned
+            as is).
         name: label used in messages for array input (default ``"<array>"``).
 
     Raises:
@@ -102,8 +104,19 @@ def load_image(source: ImageSource, name: str | None = None) -> LoadedImage:
         return LoadedImage(_array_to_float_rgb(source, label), label, None, 1)
     if isinstance(source, (str, Path)):
         return _load_file(Path(source))
-    raise ImageLoadError(f"cannot read image {source!r}: expected a path or a numpy array, "
-                         f"got {type(source).__name__}")
+    if _is_tensor(source):
+        label = name or _ARRAY_NAME
+        arr = source.detach().cpu().numpy()
+        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
+            arr = np.moveaxis(arr, 0, -1)  # channels first -> last
+        return LoadedImage(_array_to_float_rgb(arr, label), label, None, 1)
+    raise ImageLoadError(f"cannot read image '{name or _ARRAY_NAME}': expected a path, a numpy array or a "
+                         f"torch tensor, got {type(source).__name__}")
+
+
+def _is_tensor(source) -> bool:
+    # duck-typed: this module does not need torch to read files and arrays
+    return type(source).__module__.startswith("torch") and hasattr(source, "detach") and hasattr(source, "numpy")
 
 
 # --------------------------------------------------------------------------- files
@@ -224,6 +237,11 @@ def _array_to_float_rgb(arr: np.ndarray, name: str) -> np.ndarray:
         img = arr.astype(np.float32)
         if not np.isfinite(img).all():
             raise _fail(name, "array contains NaN or infinite values")
+        top = float(img.max()) if img.size else 0.0
+        if top > 2.0:
+            # clipping a 0..255 float image to [0, 1] would leave a white picture and a puzzling "no face"
+            raise _fail(name, f"float values run up to {top:g}; floats must be in [0, 1] "
+                              "(divide by 255, or pass uint8)")
         img = np.clip(img, 0.0, 1.0)
     else:
         # int32/int64 have no agreed full-scale value; guessing would silently

@@ -86,6 +86,18 @@ def test_fit_batch_on_uint8_array(fitter):
     assert abs(a["pitch"] - b["pitch"]) < 4.0, (a, b)
 
 
+def test_fit_batch_on_a_channels_first_tensor(fitter):
+    """(B, 3, H, W) float tensor, as torchvision keeps images: the same fit as the uint8 array."""
+    import skimage.data
+    img = skimage.data.astronaut()
+    tensor = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    (from_tensor,), (from_array,) = fitter.fit_batch(tensor), fitter.fit_batch(img[None])
+    assert from_tensor.ok, from_tensor.error
+    np.testing.assert_allclose(from_tensor.meshes["coarse"].vertices, from_array.meshes["coarse"].vertices, atol=0.05)  # mm; runs differ by ~1e-3
+    (bad,) = fitter.fit_batch(tensor * 255)
+    _assert_one_line_error(bad, "image_000", "floats must be in [0, 1]")
+
+
 def test_face_index_out_of_range_is_reported(face_model, good_photos):
     with FaceFitter(("coarse",), model=face_model, crop_size=CROP, coarse=FAST, face_index=3) as f:
         (res,) = f.fit_many([good_photos[0]])

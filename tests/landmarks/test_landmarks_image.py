@@ -44,7 +44,7 @@ def test_uint8_uint16_float_arrays_agree():
 
 
 def test_float_input_is_clipped():
-    arr = np.linspace(-1.0, 2.0, 5 * 7 * 3).reshape(5, 7, 3)
+    arr = np.linspace(-1.0, 2.0, 5 * 7 * 3).reshape(5, 7, 3)  # slightly out of [0, 1]: clipped
     out = load_image(arr).pixels
     assert out.min() == 0.0 and out.max() == 1.0
     np.testing.assert_allclose(out, np.clip(arr, 0, 1), atol=1e-6)
@@ -143,6 +143,7 @@ def test_corrupt_and_truncated_files(tmp_path):
     (np.zeros((4, 5, 3), np.int32), "unsupported dtype"),
     (np.full((4, 5, 3), np.nan), "NaN"),
     (np.zeros((0, 5, 3), np.uint8), "empty"),
+    (np.full((4, 5, 3), 255.0, np.float32), r"float values run up to 255; floats must be in \[0, 1\]"),
 ])
 def test_bad_arrays(arr, reason):
     with pytest.raises(ImageLoadError, match=reason):
@@ -150,5 +151,20 @@ def test_bad_arrays(arr, reason):
 
 
 def test_bad_source_type():
-    with pytest.raises(ImageLoadError, match="expected a path or a numpy array"):
+    with pytest.raises(ImageLoadError, match="expected a path, a numpy array or a torch tensor, got int"):
         load_image(42)
+
+
+def test_torch_tensors_channels_last_and_first():
+    import torch
+
+    rgb8 = _rand_rgb()
+    want = load_image(rgb8).pixels
+    t = torch.from_numpy(rgb8)
+    np.testing.assert_array_equal(load_image(t).pixels, want)                      # (H, W, 3) uint8
+    chw = (t.permute(2, 0, 1).float() / 255).requires_grad_()
+    np.testing.assert_allclose(load_image(chw).pixels, want, atol=1e-6)           # (3, H, W) float
+    grey = torch.from_numpy(rgb8[..., 0])[None]                                   # (1, H, W)
+    assert load_image(grey).pixels.shape == rgb8.shape
+    with pytest.raises(ImageLoadError, match="'frame': unsupported dtype int64"):
+        load_image(torch.zeros(4, 5, 3, dtype=torch.int64), name="frame")
