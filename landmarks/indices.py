@@ -35,7 +35,7 @@ __all__ = [
     "RIGHT_EYE_OUTER_CORNER", "RIGHT_EYE_INNER_CORNER", "LEFT_EYE_INNER_CORNER", "LEFT_EYE_OUTER_CORNER",
     "FACE_OVAL_LOOP", "LEFT_EYE_LOOP", "RIGHT_EYE_LOOP", "LIPS_OUTER_LOOP", "LIPS_INNER_LOOP",
     "LEFT_BROW_CHAINS", "RIGHT_BROW_CHAINS", "LEFT_BROW", "RIGHT_BROW",
-    "LEFT_IRIS", "RIGHT_IRIS", "NOSE", "MESH_TRIANGLES", "GROUPS",
+    "LEFT_IRIS", "RIGHT_IRIS", "NOSE", "MESH_TRIANGLES", "mesh_ring_distance", "GROUPS",
     "GROUP_NAMES", "point_groups", "group_weights",
 ]
 
@@ -151,6 +151,22 @@ def _triangles(edges) -> np.ndarray:
 
 
 MESH_TRIANGLES = _triangles(_fmc.FACEMESH_TESSELATION)
+
+
+def mesh_ring_distance(sources: Iterable[int]) -> np.ndarray:
+    """(468,) int: how many mesh edges each point is from the nearest of ``sources`` (0 on them)."""
+    adj: dict[int, set[int]] = defaultdict(set)
+    for a, b in _fmc.FACEMESH_TESSELATION:
+        adj[a].add(b)
+        adj[b].add(a)
+    dist = np.full(NUM_MESH_LANDMARKS, -1, dtype=np.int64)
+    frontier = sorted(set(sources))
+    dist[frontier] = 0
+    while frontier:
+        nxt = sorted({u for v in frontier for u in adj[v] if dist[u] < 0})
+        dist[nxt] = dist[frontier[0]] + 1
+        frontier = nxt
+    return dist
 
 GROUPS: dict[str, tuple[int, ...]] = {
     "face_oval": FACE_OVAL_LOOP,

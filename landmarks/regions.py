@@ -2,11 +2,13 @@
 
 Regions (label values in :data:`REGION_NAMES` order):
 
-* ``skin``: inside the face oval or any triangle of the landmark mesh, and
-  in none of the regions below (forehead up to the mesh's top edge, cheeks,
-  chin, the sides of the nose). The triangles matter on a turned head: the
-  oval's far side then runs behind the nose, and the oval alone would leave
-  out the strip between it and the nose (the nose's side, the bridge).
+* ``skin``: inside the face oval or a triangle of the landmark mesh's inner
+  part, and in none of the regions below (forehead up to the mesh's top
+  edge, cheeks, chin, the sides of the nose). The triangles matter on a
+  turned head: the oval's far side then runs behind the nose, and the oval
+  alone would leave out the strip between it and the nose (the nose's side,
+  the bridge). Triangles within :data:`CONTOUR_RINGS` edges of the oval are
+  left to the oval: near the face's edge MediaPipe's mesh pokes past it.
 * ``brows``: each brow's upper and lower edge joined into one polygon.
 * ``eyes``: inside each eyelid loop (iris included).
 * ``nose``: convex hull of MediaPipe's nose points (bridge from between the
@@ -35,7 +37,7 @@ from skimage.draw import polygon as draw_polygon
 from . import indices as I
 from .detector import FaceLandmarks
 
-__all__ = ["REGION_NAMES", "region_label_map", "region_masks", "region_label_maps_torch",
+__all__ = ["REGION_NAMES", "CONTOUR_RINGS", "region_label_map", "region_masks", "region_label_maps_torch",
            "region_polygons", "in_regions"]
 
 REGION_NAMES: tuple[str, ...] = ("background", "skin", "brows", "eyes", "nose", "lips", "mouth_interior")
@@ -62,7 +64,7 @@ def region_polygons(landmarks: FaceLandmarks, height: int | None = None,
 
     Returns ``{"face_oval", "face_mesh", "nose", "brows", "eyes", "lips_outer", "lips_inner"}``
     -> list of ``(N, 2)`` float32 ``(u, v)`` polygons (``face_mesh``: the
-    landmark mesh's triangles, N = 3). Points are scaled from
+    landmark mesh's inner triangles, N = 3). Points are scaled from
     ``landmarks.image_size`` to ``(height, width)`` (default: the same size),
     so masks can be made at a reduced resolution.
     """
@@ -74,13 +76,22 @@ def region_polygons(landmarks: FaceLandmarks, height: int | None = None,
     nose = uv[list(I.NOSE)]
     return {
         "face_oval": [uv[list(I.FACE_OVAL_LOOP)]],
-        "face_mesh": list(uv[I.MESH_TRIANGLES]),
+        "face_mesh": list(uv[_INNER_TRIANGLES]),
         "nose": [cv2.convexHull(nose).reshape(-1, 2)],
         "brows": [_brow_polygon(uv, I.LEFT_BROW_CHAINS), _brow_polygon(uv, I.RIGHT_BROW_CHAINS)],
         "eyes": [uv[list(I.LEFT_EYE_LOOP)], uv[list(I.RIGHT_EYE_LOOP)]],
         "lips_outer": [uv[list(I.LIPS_OUTER_LOOP)]],
         "lips_inner": [uv[list(I.LIPS_INNER_LOOP)]],
     }
+
+
+CONTOUR_RINGS = 2
+"""Mesh triangles with a point this many edges or fewer from the face oval are not filled: on frontal
+photos those pokes past the oval were background (up to 2200 px on a 1000 px photo), and without
+them no frontal photo of ../shared/faces (nor the astronaut) gains a pixel over the oval, while the
+45-degree one keeps about 87 % of what the whole mesh adds (15 100 of 17 200 px)."""
+_INNER_TRIANGLES = I.MESH_TRIANGLES[
+    I.mesh_ring_distance(I.FACE_OVAL_LOOP)[I.MESH_TRIANGLES].min(axis=1) > CONTOUR_RINGS]
 
 
 def _fill(label: np.ndarray, polys: list[np.ndarray], value: int) -> None:

@@ -114,6 +114,28 @@ def test_no_background_between_eye_nose_and_mouth(faces, stem):
     assert background <= 0.005 * hull.sum(), (background, int(hull.sum()))
 
 
+@pytest.mark.parametrize("stem", [p.stem for p in PHOTOS[:2]])
+def test_frontal_face_region_is_the_oval(faces, stem):
+    """On a frontal photo the mesh adds nothing beyond the oval: the contour band, where MediaPipe's mesh
+    pokes past the face's edge onto the background, is left to the oval (CONTOUR_RINGS)."""
+    from landmarks.regions import _fill
+
+    face = faces[stem]
+    oval = np.zeros(face.image_size, np.uint8)
+    _fill(oval, region_polygons(face)["face_oval"], 1)
+    np.testing.assert_array_equal(region_label_map(face) > 0, oval > 0)
+
+
+def test_mesh_ring_distance():
+    from landmarks import indices as I
+
+    d = I.mesh_ring_distance(I.FACE_OVAL_LOOP)
+    assert d.shape == (I.NUM_MESH_LANDMARKS,) and d.min() == 0 and (d == 0).sum() == len(I.FACE_OVAL_LOOP)
+    assert d[1] > 5  # the nose tip is deep inside
+    edges = I.MESH_TRIANGLES[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    assert np.abs(d[edges[:, 0]] - d[edges[:, 1]]).max() == 1  # neighbours differ by at most one ring
+
+
 def test_mesh_triangles_form_the_face_mesh():
     """852 triangles over the 468 mesh points: a disc with three holes (eyes, mouth), each edge in <= 2 faces."""
     import itertools
