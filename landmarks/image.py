@@ -22,13 +22,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
+
+if TYPE_CHECKING:  # tensors are read by duck typing; torch is not needed here
+    import torch
 
 __all__ = ["LoadedImage", "load_image", "to_uint8", "ImageSource"]
 

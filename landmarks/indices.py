@@ -130,6 +130,14 @@ RIGHT_IRIS = (RIGHT_IRIS_CENTER,) + _single_loop(_fmc.FACEMESH_RIGHT_IRIS)
 NOSE = tuple(sorted({i for e in _fmc.FACEMESH_NOSE for i in e}))
 
 
+def _adjacency(edges) -> dict[int, set[int]]:
+    adj: dict[int, set[int]] = defaultdict(set)
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    return adj
+
+
 def _triangles(edges) -> np.ndarray:
     """The faces of a triangle mesh given only its edges: every 3-cycle, less the "separating" ones.
 
@@ -137,10 +145,7 @@ def _triangles(edges) -> np.ndarray:
     faces) would make those edges border three; such cycles are dropped,
     so that every edge borders one (boundary) or two faces.
     """
-    adj: dict[int, set[int]] = defaultdict(set)
-    for a, b in edges:
-        adj[a].add(b)
-        adj[b].add(a)
+    adj = _adjacency(edges)
     cycles = sorted({tuple(sorted((a, b, c))) for a, b in edges for c in adj[a] & adj[b]})
     uses: dict[tuple[int, int], int] = defaultdict(int)
     for a, b, c in cycles:
@@ -155,10 +160,7 @@ MESH_TRIANGLES = _triangles(_fmc.FACEMESH_TESSELATION)
 
 def mesh_ring_distance(sources: Iterable[int]) -> np.ndarray:
     """(468,) int: how many mesh edges each point is from the nearest of ``sources`` (0 on them)."""
-    adj: dict[int, set[int]] = defaultdict(set)
-    for a, b in _fmc.FACEMESH_TESSELATION:
-        adj[a].add(b)
-        adj[b].add(a)
+    adj = _adjacency(_fmc.FACEMESH_TESSELATION)
     dist = np.full(NUM_MESH_LANDMARKS, -1, dtype=np.int64)
     frontier = sorted(set(sources))
     dist[frontier] = 0
@@ -167,6 +169,7 @@ def mesh_ring_distance(sources: Iterable[int]) -> np.ndarray:
         dist[nxt] = dist[frontier[0]] + 1
         frontier = nxt
     return dist
+
 
 GROUPS: dict[str, tuple[int, ...]] = {
     "face_oval": FACE_OVAL_LOOP,
