@@ -19,7 +19,7 @@ from pathlib import Path
 from fitting import FaceFitter
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-COLUMNS = ["photo", "ok", "error", "yaw_deg", "coarse_iod_pct", "medium_iod_pct", "psnr_db", "ssim", "seconds"]
+COLUMNS = ["photo", "file", "ok", "error", "yaw_deg", "coarse_iod_pct", "medium_iod_pct", "psnr_db", "ssim", "seconds"]
 
 
 def summary_row(result) -> dict:
@@ -29,7 +29,7 @@ def summary_row(result) -> dict:
     fine = p.get("fine", {})
     pct = lambda v: "" if v is None else f"{100 * v:.2f}"  # noqa: E731
     num = lambda v, fmt: "" if v is None else format(v, fmt)  # noqa: E731
-    return {"photo": result.name, "ok": result.ok, "error": result.error or "",
+    return {"photo": result.name, "file": Path(result.source).name if result.source else "", "ok": result.ok, "error": result.error or "",
             "yaw_deg": num(p.get("pose_deg", {}).get("yaw"), "+.1f"),
             "coarse_iod_pct": pct(iod.get("coarse")), "medium_iod_pct": pct(iod.get("medium")),
             "psnr_db": num(fine.get("psnr_db"), ".2f"), "ssim": num(fine.get("ssim"), ".4f"),

@@ -45,7 +45,7 @@ class FitResult:
     ``intrinsics`` (4,) photo pixels, ``rotation`` (3, 3), ``translation`` (3,) mm.
     """
 
-    name: str
+    name: str  # unique within one fit_many call; also the CLI's output folder name
     ok: bool = True
     error: Optional[str] = None
     crop: Optional[FaceCrop] = None
@@ -55,6 +55,7 @@ class FitResult:
     images: Dict[str, np.ndarray] = field(default_factory=dict)  # report pictures and fine-stage maps
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the fine depth map
     timings: Dict[str, float] = field(default_factory=dict)
+    source: Optional[str] = None  # the image's path as given (None for arrays and tensors)
 
     @property
     def mesh(self) -> Optional[Mesh]:
@@ -143,19 +144,27 @@ class FaceFitter:
 
         ``on_result(result)`` is called as each result is complete (the CLI saves there).
         """
-        names = list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)]
+        if names is not None and len(names) != len(sources):
+            raise ValueError(f"{len(names)} names for {len(sources)} images")
+        names = unique_names(list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)])
+        rank: Dict[int, int] = {}  # id(result) -> index of its photo, to return results in input order
         pending: List[FitResult] = []
         out: List[FitResult] = []
         bar = StageProgress(len(sources), self.stages, enabled=self.progress)
-        for src, name in zip(sources, names):
+        for i, (src, name) in enumerate(zip(sources, names)):
+            path = os.fspath(src) if isinstance(src, (str, os.PathLike)) else None
             try:
                 found = self._detect(src, name)
             except (LandmarksError, FitError, ValueError, OSError) as exc:
                 found = []
-                failed = FitResult(name=name, ok=False, error=_one_line(exc))
+                failed = FitResult(name=name, ok=False, error=_one_line(exc), source=path)
+                rank[id(failed)] = i
                 out.append(failed)
                 if on_result:
                     on_result(failed)
+            for r in found:
+                r.source = path
+                rank[id(r)] = i
             pending.extend(found)
             bar.detected(len(found))
             if len(pending) >= self.batch_size:
@@ -165,8 +174,7 @@ class FaceFitter:
             out.extend(self._run_chunk(pending[:self.batch_size], on_result, bar))
             pending = pending[self.batch_size:]
         bar.close()
-        order = {n: i for i, n in enumerate(names)}
-        out.sort(key=lambda r: order.get(r.name.split("#")[0], len(order)))
+        out.sort(key=lambda r: rank[id(r)])  # stable: a photo's faces stay in face order
         return out
 
     # ------------------------------------------------------------------ steps
@@ -204,6 +212,25 @@ class FaceFitter:
             if on_result:
                 on_result(r)
         return chunk
+
+
+def unique_names(names: Sequence[str]) -> List[str]:
+    """``names`` with repeats made distinct: the first keeps its name, later ones get -2, -3, ...
+
+    Two photos called face.jpg in different folders must not write to the
+    same output folder; a suffix that is itself taken is skipped.
+    """
+    taken = set(names)
+    used: set = set()
+    out = []
+    for name in names:
+        unique, k = name, 1
+        while unique in used or (unique != name and unique in taken):
+            k += 1
+            unique = f"{name}-{k}"
+        used.add(unique)
+        out.append(unique)
+    return out
 
 
 def _name_of(source: ImageSource, i: int) -> str:

@@ -51,7 +51,7 @@ def test_fit_folder_example(ict_dir, faces_dir, tmp_path, monkeypatch, capsys):
     assert rows["broken"]["ok"] == "False" and rows["broken"]["coarse_iod_pct"] == ""
     for p in photos:
         row = rows[p.stem]
-        assert row["ok"] == "True" and row["error"] == ""
+        assert row["ok"] == "True" and row["error"] == "" and row["file"] == p.name
         assert 0 < float(row["coarse_iod_pct"]) < 5 and row["medium_iod_pct"] == "" and row["psnr_db"] == ""
         assert float(row["seconds"]) > 0
         assert (out / p.stem / "coarse.obj").is_file()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitting.api import FaceFitter, FitError, FitResult
+from fitting.api import FaceFitter, FitError, FitResult, unique_names
 from fitting.coarse import CoarseInit, CoarseSettings
 
 CROP = 256
@@ -48,6 +48,7 @@ def test_fit_many_survives_bad_files(mixed_batch):
     sources, results = mixed_batch
     assert len(results) == 4
     assert [r.name for r in results] == [Path(s).stem for s in sources]  # input order kept
+    assert [r.source for r in results] == [str(s) for s in sources]
     good, corrupt, grey, good2 = results
     _assert_one_line_error(corrupt, "corrupt.jpg", "cannot read image")
     _assert_one_line_error(grey, "grey", "no face")
@@ -60,6 +61,19 @@ def test_fit_many_survives_bad_files(mixed_batch):
         assert np.isfinite(r.params["landmark_error_iod"]["coarse"])
     # two different people: two different fits
     assert not np.allclose(good.meshes["coarse"].vertices, good2.meshes["coarse"].vertices)
+
+
+def test_unique_names():
+    assert unique_names(["a", "b"]) == ["a", "b"]
+    assert unique_names(["face", "face", "face"]) == ["face", "face-2", "face-3"]
+    # a suffix that another photo already has is skipped, and that photo keeps its name
+    assert unique_names(["face", "face", "face-2"]) == ["face", "face-3", "face-2"]
+    assert unique_names(["face", "face-2", "face"]) == ["face", "face-2", "face-3"]
+
+
+def test_fit_many_checks_names(fitter, good_photos):
+    with pytest.raises(ValueError, match="2 names for 1 images"):
+        fitter.fit_many([good_photos[0]], names=["a", "b"])
 
 
 def test_fit_raises_fit_error_on_bad_input(fitter, bad_inputs, good_photos):

@@ -83,9 +83,25 @@ def test_good_and_corrupt_image(tmp_path, model_args, good_photos, bad_inputs):
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
     assert not (folder / "medium.obj").exists()
     params = json.loads((folder / "params.json").read_text())
-    assert params["name"] == good.stem and params["units"] == "mm"
+    assert params["name"] == good.stem and params["units"] == "mm" and params["source"] == str(good)
     assert 0 < params["landmark_error_iod"]["coarse"] < 0.05
     assert (folder / "coarse.obj").read_text().count("\nf ") > 10000
+
+
+def test_photos_of_the_same_name_get_their_own_folders(tmp_path, model_args, good_photos):
+    # a/face.jpg and b/face.jpg both wrote to out/face: the second silently replaced the first
+    copies = []
+    for sub, photo in (("a", good_photos[0]), ("b", good_photos[1])):
+        (tmp_path / sub).mkdir()
+        copies.append(tmp_path / sub / "face.jpg")
+        copies[-1].write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    res = run_cli(*map(str, copies), "--stages", "coarse", "--out", str(out), *model_args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [str(out / "face"), str(out / "face-2")]
+    for folder, copy in zip(("face", "face-2"), copies):
+        params = json.loads((out / folder / "params.json").read_text())
+        assert params["name"] == folder and params["source"] == str(copy)
 
 
 def test_unwritable_out(tmp_path, model_args, good_photos):
