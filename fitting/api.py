@@ -88,7 +88,9 @@ class FaceFitter:
         bad = [s for s in stages if s not in STAGES]
         if bad:
             raise ValueError(f"unknown stage {bad[0]!r}; stages are {', '.join(STAGES)}")
-        if not stages or stages != STAGES[:len(stages)]:
+        if not stages:
+            raise ValueError(f"no stages given; stages must start at coarse: {', '.join(STAGES)}")
+        if stages != STAGES[:len(stages)]:
             raise ValueError(f"stages must start at coarse and not skip one: got {','.join(stages)}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")

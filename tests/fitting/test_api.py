@@ -124,7 +124,7 @@ def test_face_index_out_of_range_is_reported(face_model, good_photos):
 @pytest.mark.parametrize("stages, message", [
     (("medium",), "must start at coarse"),
     (("coarse", "fine"), "not skip"),
-    ((), "must start at coarse"),
+    ((), "no stages given"),
     (("coarse", "shading"), "unknown stage 'shading'"),
 ])
 def test_stage_validation(face_model, stages, message):
