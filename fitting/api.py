@@ -3,6 +3,7 @@
     fitter = FaceFitter(stages=("coarse", "medium", "fine"))
     result = fitter.fit("photo.jpg")             # FitResult
     results = fitter.fit_many(["a.jpg", "b.png"])  # a bad file is reported in its result; the others go on
+                                                   # (paths, arrays, tensors or Pillow images)
     results = fitter.fit_batch(images)           # (B, H, W, 3) array
 
 Inside, faces are cut to working crops and every stage runs on (B, ...)
@@ -18,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image as PILImage
 
 from landmarks import FaceMeshDetector, LandmarksError, load_image
 from morphable import MorphableModel, load_ict
@@ -30,7 +32,7 @@ from .progress import StageProgress
 
 log = logging.getLogger(__name__)
 STAGES = ("coarse", "medium", "fine")
-ImageSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+ImageSource = Union[str, os.PathLike, np.ndarray, torch.Tensor, PILImage.Image]
 
 
 class FitError(RuntimeError):
@@ -154,7 +156,7 @@ class FaceFitter:
         out: List[FitResult] = []
         bar = StageProgress(len(sources), self.stages, enabled=self.progress)
         for i, (src, name) in enumerate(zip(sources, names)):
-            path = os.fspath(src) if isinstance(src, (str, os.PathLike)) else None
+            path = os.fspath(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "filename", None) or None
             try:
                 found = self._detect(src, name)
             except (LandmarksError, FitError, ValueError, OSError) as exc:
@@ -238,6 +240,8 @@ def unique_names(names: Sequence[str]) -> List[str]:
 def _name_of(source: ImageSource, i: int) -> str:
     if isinstance(source, (str, os.PathLike)):
         return Path(source).stem
+    if getattr(source, "filename", None):  # a Pillow image opened from a file
+        return Path(source.filename).stem
     return f"image_{i:03d}"
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # tensors are read by duck typing; torch is not needed here
 
 __all__ = ["LoadedImage", "load_image", "to_uint8", "ImageSource"]
 
-ImageSource = Union[str, Path, np.ndarray, "torch.Tensor", "LoadedImage"]
+ImageSource = Union[str, Path, np.ndarray, "torch.Tensor", Image.Image, "LoadedImage"]
 
 _EXIF_ORIENTATION_TAG = 0x0112
 _ARRAY_NAME = "<array>"
@@ -91,9 +91,10 @@ def load_image(source: ImageSource, name: str | None = None) -> LoadedImage:
             bool or float in ``[0, 1]``; ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)``
             RGB or ``(H, W, 4)`` RGBA), a torch tensor of the same kinds (also
             channels first, ``(C, H, W)`` with C = 1, 3 or 4, as torchvision
-            keeps images), or an already loaded :class:`LoadedImage` (returned
-            as is).
-        name: label used in messages for array input (default ``"<array>"``).
+            keeps images), a Pillow image (EXIF orientation applied, as for
+            files), or an already loaded :class:`LoadedImage` (returned as is).
+        name: label used in messages for array input (default ``"<array>"``;
+            a Pillow image opened from a file: that file's name).
 
     Raises:
         ImageLoadError: missing, unreadable or corrupt file, or an array of an
@@ -107,14 +108,22 @@ def load_image(source: ImageSource, name: str | None = None) -> LoadedImage:
         return LoadedImage(_array_to_float_rgb(source, label), label, None, 1)
     if isinstance(source, (str, Path)):
         return _load_file(Path(source))
+    if isinstance(source, Image.Image):
+        label = name or Path(getattr(source, "filename", "") or _ARRAY_NAME).name
+        orientation = int(source.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
+        try:
+            arr = _pil_to_array(ImageOps.exif_transpose(source))
+        except (OSError, ValueError) as exc:  # a lazily opened image decodes here: truncated data fails now
+            raise _fail(label, str(exc) or type(exc).__name__) from None
+        return LoadedImage(_array_to_float_rgb(arr, label), label, None, orientation if 1 <= orientation <= 8 else 1)
     if _is_tensor(source):
         label = name or _ARRAY_NAME
         arr = source.detach().cpu().numpy()
         if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
             arr = np.moveaxis(arr, 0, -1)  # channels first -> last
         return LoadedImage(_array_to_float_rgb(arr, label), label, None, 1)
-    raise ImageLoadError(f"cannot read image '{name or _ARRAY_NAME}': expected a path, a numpy array or a "
-                         f"torch tensor, got {type(source).__name__}")
+    raise ImageLoadError(f"cannot read image '{name or _ARRAY_NAME}': expected a path, a numpy array, a "
+                         f"torch tensor or a Pillow image, got {type(source).__name__}")
 
 
 def _is_tensor(source) -> bool:

@@ -113,6 +113,20 @@ def test_fit_batch_on_a_channels_first_tensor(fitter):
     _assert_one_line_error(bad, "image_000", "floats must be in [0, 1]")
 
 
+def test_fit_many_on_pillow_images(fitter, mixed_batch):
+    """A Pillow image fits like its file, named after it; one made in memory gets a numbered name."""
+    from PIL import Image
+    sources, (from_path, *_) = mixed_batch
+    with Image.open(sources[0]) as pil:
+        in_memory = pil.convert("RGB")  # no file name any more
+        from_pil, from_memory = fitter.fit_many([pil, in_memory])
+    assert from_pil.ok and from_memory.ok, (from_pil.error, from_memory.error)
+    assert from_pil.name == Path(sources[0]).stem and from_pil.source == str(sources[0])
+    assert from_memory.name == "image_001" and from_memory.source is None
+    for r in (from_pil, from_memory):
+        np.testing.assert_allclose(r.meshes["coarse"].vertices, from_path.meshes["coarse"].vertices, atol=0.05)
+
+
 def test_face_index_out_of_range_is_reported(face_model, good_photos):
     with FaceFitter(("coarse",), model=face_model, crop_size=CROP, coarse=FAST, face_index=3) as f:
         (res,) = f.fit_many([good_photos[0]])

@@ -120,6 +120,28 @@ def _with_exif(rgb, orientation):
     return im
 
 
+def test_pillow_images_read_like_their_files(tmp_path):
+    rgb = _rand_rgb(7, 12, seed=3)
+    p = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(p, exif=exif, quality=95)
+    with Image.open(p) as pil:  # lazily opened, EXIF still to apply: as upright as the file itself
+        img = load_image(pil)
+    from_file = load_image(p)
+    assert img.name == "turned.jpg" and img.exif_orientation == 6 and img.pixels.shape == (12, 7, 3)
+    np.testing.assert_array_equal(img.pixels, from_file.pixels)
+    # modes of every kind, through the same rules as arrays: palette, grey + alpha over white
+    pal = Image.fromarray(rgb).convert("P")
+    np.testing.assert_allclose(load_image(pal).pixels, np.asarray(pal.convert("RGB")) / 255.0, atol=1e-6)
+    la = Image.fromarray(np.zeros((4, 4, 2), np.uint8), "LA")
+    np.testing.assert_array_equal(load_image(la, name="x").pixels, np.ones((4, 4, 3), np.float32))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(HOPPER.read_bytes()[:5000])
+    with Image.open(cut) as pil, pytest.raises(ImageLoadError, match=r"cannot read image 'cut\.jpg': .+"):
+        load_image(pil)  # the decode happens here, and fails here
+
+
 def test_missing_file_raises_with_name(tmp_path):
     with pytest.raises(ImageLoadError, match=r"cannot read image 'nope\.jpg': no such file"):
         load_image(tmp_path / "nope.jpg")
@@ -151,7 +173,7 @@ def test_bad_arrays(arr, reason):
 
 
 def test_bad_source_type():
-    with pytest.raises(ImageLoadError, match="expected a path, a numpy array or a torch tensor, got int"):
+    with pytest.raises(ImageLoadError, match="expected a path, a numpy array, a torch tensor or a Pillow image, got int"):
         load_image(42)
 
 
