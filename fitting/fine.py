@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from landmarks import in_regions
-from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera
+from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera, sample_at_pixels
 from sfs.refine import FineResult, FineSettings, refine_depth
 from sfs.skin import brow_pixels, hair_pixels, non_skin_pixels
 
 from .mesh import Mesh
-from .renderer import uv_to_texel
 from .report import shade_normals
+from .texture import bake_albedo
 
 # Regions whose reflectance is roughly Lambertian skin; eyes and the mouth
 # interior are left to the medium mesh.
@@ -39,6 +39,10 @@ class FineStageSettings:
     sfs: FineSettings = field(default_factory=FineSettings)
     texture_height: int = 1024  # px; the UV atlas is (height, tiles * height)
     mask_erode_px: int = 2  # px at the crop: keeps silhouette pixels (depth edges) out of SfS
+    # px at the crop: the albedo this close to the face's outer edge mixes in hair, background
+    # and grazing-angle shading (a dark line round the face in the texture); those texels are
+    # filled from further in, like the unseen ones. The eyes' and mouth's edges are kept.
+    texture_edge_px: int = 4
     # Regions (landmarks.REGION_NAMES) whose depth stays the medium mesh's: they still
     # give the light and get an albedo (the texture keeps the eyebrows). Eyebrows are
     # hair: their colour varies at the scale of the detail and became ridges (measured on
@@ -107,12 +111,25 @@ class FineStageOutput:
 
 def sfs_mask_and_labels(region_labels: torch.Tensor, coverage: torch.Tensor, erode_px: int):
     """(B, S, S) landmark region labels and render coverage -> (mask, labels with -1 outside)."""
-    mask = in_regions(region_labels, SFS_REGIONS) & coverage
-    if erode_px > 0:
-        k = 2 * erode_px + 1
-        mask = -F.max_pool2d(-mask.float()[:, None], k, 1, erode_px)[:, 0] > 0.5
+    mask = erode(in_regions(region_labels, SFS_REGIONS) & coverage, erode_px)
     labels = torch.where(mask, region_labels, torch.full_like(region_labels, -1))
     return mask, labels
+
+
+def erode(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """(B, H, W) bool mask less a band of ``px`` pixels along its edge (a (2 px + 1)^2 square)."""
+    if px <= 0:
+        return mask
+    return -F.max_pool2d(-mask.float()[:, None], 2 * px + 1, 1, px)[:, 0] > 0.5
+
+
+def texture_source_mask(mask: torch.Tensor, region_labels: torch.Tensor, edge_px: int) -> torch.Tensor:
+    """The SfS mask (B, S, S) less a band of ``edge_px`` along the face's outer edge.
+
+    ``region_labels``: (B, S, S) landmark regions; the eyes and the mouth's interior count as
+    face, so the band does not follow their edges (the lash and lip lines stay in the texture).
+    """
+    return mask & erode(mask | in_regions(region_labels, ("eyes", "mouth_interior")), edge_px)
 
 
 def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
@@ -172,20 +189,13 @@ def run_fine_stage(fitter, batch, coarse, medium_verts: torch.Tensor) -> FineSta
                                       frags.depth)
         tiles = max(1, math.ceil(float(model.uvs[:, 0].max())))
         atlas = model.uvs / torch.tensor([float(tiles), 1.0], device=model.uvs.device)
+        source = texture_source_mask(sfs.mask, batch.region_labels, settings.texture_edge_px)
         textures = bake_albedo(renderer, verts_cam, model.triangles, atlas, model.uv_triangles, k, sfs.albedo,
-                               sfs.depth, sfs.mask, settings.texture_height, tiles,
+                               sfs.depth, source, settings.texture_height, tiles,
                                settings.visibility_tolerance_mm)
         metrics = [appearance_metrics(batch.images[i], sfs.rendered[i], sfs.mask[i]) for i in range(b)]
     return FineStageOutput(sfs=sfs, verts_displaced=model_frame(coarse, displaced), grid_meshes=grids,
                            textures=textures, atlas_uvs=atlas.cpu(), metrics=metrics, model=model)
-
-
-def _sample(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear lookup of (B, H, W, C) at (B, N, 2) pixel coordinates -> (B, N, C)."""
-    h, w = image.shape[1:3]
-    grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], -1)[:, :, None]
-    out = F.grid_sample(image.permute(0, 3, 1, 2), grid.to(image), mode="bilinear", align_corners=False)
-    return out[..., 0].permute(0, 2, 1)
 
 
 def displace_to_depth(verts_cam: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor,
@@ -196,37 +206,12 @@ def displace_to_depth(verts_cam: torch.Tensor, intrinsics: torch.Tensor, depth: 
     is within ``tolerance_mm`` of the medium depth map ``depth0`` there.
     """
     uvd = camera_to_pixel(verts_cam, intrinsics)
-    d_new = _sample(depth[..., None], uvd[..., :2])[..., 0]
-    d_old = _sample(depth0[..., None], uvd[..., :2])[..., 0]
-    inside = _sample(mask[..., None].float(), uvd[..., :2])[..., 0] > 0.999
+    d_new = sample_at_pixels(depth[..., None], uvd[..., :2])[..., 0]
+    d_old = sample_at_pixels(depth0[..., None], uvd[..., :2])[..., 0]
+    inside = sample_at_pixels(mask[..., None].float(), uvd[..., :2])[..., 0] > 0.999
     seen = inside & ((d_old - uvd[..., 2]).abs() < tolerance_mm)
     target = pixel_to_camera(uvd[..., :2], uvd[..., 2] + (d_new - d_old), intrinsics)
     return torch.where(seen[..., None], target, verts_cam)
-
-
-def bake_albedo(renderer, verts_cam, tris, atlas_uvs, uv_tris, intrinsics, albedo, depth, mask, height: int,
-                tiles: int, tolerance_mm: float) -> torch.Tensor:
-    """The image-space albedo resampled into the UV atlas: (B, height, tiles * height, 3).
-
-    Each texel's surface point is found by rasterising the mesh in UV space;
-    texels whose point is seen in the photo take the albedo there, the rest
-    take the mean skin albedo of that face.
-    """
-    b = verts_cam.shape[0]
-    width = tiles * height
-    # One UV "vertex" per (triangle corner): rasterise uv_tris, interpolate positions through tris.
-    texel = uv_to_texel(atlas_uvs, height, width)[None].expand(b, -1, -1)
-    frags = renderer.rasterize_pixels(texel, uv_tris, height, width)
-    pos = renderer.interpolate(verts_cam, frags, tris)  # (B, Ht, Wt, 3) camera frame
-    flat = pos.reshape(b, -1, 3)
-    uvd = camera_to_pixel(flat, intrinsics)
-    col = _sample(albedo, uvd[..., :2])
-    d_map = _sample(depth[..., None], uvd[..., :2])[..., 0]
-    inside = _sample(mask[..., None].float(), uvd[..., :2])[..., 0] > 0.999
-    seen = inside & ((d_map - uvd[..., 2]).abs() < tolerance_mm) & frags.mask.reshape(b, -1)
-    mean = (albedo * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
-    out = torch.where(seen[..., None], col, mean[:, None, :])
-    return out.reshape(b, height, width, 3).clamp(0, 1)
 
 
 def appearance_metrics(image: torch.Tensor, rendered: torch.Tensor, mask: torch.Tensor) -> dict:

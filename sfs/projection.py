@@ -16,6 +16,7 @@ rather than writing ``-y`` or ``-z`` elsewhere.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _split(intrinsics: torch.Tensor):
@@ -46,6 +47,18 @@ def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> tor
     v, u = torch.meshgrid(torch.arange(height, device=device, dtype=dtype) + 0.5,
                           torch.arange(width, device=device, dtype=dtype) + 0.5, indexing="ij")
     return torch.stack([u, v], dim=-1)
+
+
+def sample_at_pixels(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of (B, H, W, C) maps at (B, N, 2) ``(u, v)`` pixel coordinates -> (B, N, C).
+
+    A pixel's centre returns that pixel's value; the map is zero outside (a point within half a
+    pixel of the edge blends toward zero: callers mask such points).
+    """
+    h, w = image.shape[1:3]
+    grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], -1)[:, :, None]
+    out = F.grid_sample(image.permute(0, 3, 1, 2), grid.to(image), mode="bilinear", align_corners=False)
+    return out[..., 0].permute(0, 2, 1)
 
 
 def depth_map_to_points(depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:

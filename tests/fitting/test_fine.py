@@ -1,7 +1,8 @@
-"""fitting.fine: which SfS pixels keep the medium depth (fixed_depth_pixels), on a painted face."""
+"""fitting.fine: which SfS pixels keep the medium depth (fixed_depth_pixels), on a painted face;
+which pixels give the texture its colour (texture_source_mask)."""
 import torch
 
-from fitting.fine import FineStageSettings, fixed_depth_pixels
+from fitting.fine import FineStageSettings, fixed_depth_pixels, texture_source_mask
 from landmarks import REGION_NAMES
 
 SKIN = torch.tensor([0.80, 0.58, 0.47])
@@ -34,3 +35,17 @@ def test_brow_hair_below_the_region_keeps_the_medium_depth_unless_switched_off()
     assert on[below].float().mean() > 0.8
     assert off[below].float().mean() < 0.2
     assert not (on & ~mask).any()
+
+
+def test_texture_leaves_out_the_outer_edge_but_not_the_eyes_edge():
+    size, edge = 64, 4
+    labels = torch.full((1, size, size), REGION_NAMES.index("background"))
+    labels[:, 8:56, 8:56] = REGION_NAMES.index("skin")
+    labels[:, 20:26, 16:30] = REGION_NAMES.index("eyes")
+    mask = labels == REGION_NAMES.index("skin")  # the SfS mask has the eye as a hole
+    source = texture_source_mask(mask, labels, edge)
+    assert not (source & ~mask).any()
+    assert not source[:, 8:8 + edge].any() and not source[:, :, 56 - edge:56].any()  # outer band out
+    assert source[:, 8 + edge:56 - edge, 8 + edge:56 - edge][mask[:, 8 + edge:56 - edge, 8 + edge:56 - edge]].all()
+    assert source[:, 19, 16:30].all() and source[:, 26, 16:30].all()  # right above and below the eye: kept
+    assert torch.equal(texture_source_mask(mask, labels, 0), mask)

@@ -1,0 +1,85 @@
+"""The fine stage's albedo as a texture in the model's UV layout (the OBJ's ``fine.png``).
+
+:func:`bake_albedo` resamples the image-space albedo into the UV atlas;
+only texels whose surface point the photo saw get a colour from it. The
+rest (scalp, ears, neck, the far cheek of a turned head, and the atlas
+between UV shells) are filled by :func:`fill_unseen`, a pull-push
+interpolation, so the colour runs on smoothly from the seen face instead of
+jumping to a flat colour at the mask's edge (which showed as a seam round
+the face in any viewer).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sfs.projection import camera_to_pixel, sample_at_pixels
+
+from .renderer import uv_to_texel
+
+
+def fill_unseen(texture: torch.Tensor, seen: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Fill the texels that are not ``seen`` by pull-push interpolation from those that are.
+
+    Pull: a pyramid of seen-weighted 2x2 means (colour and coverage). Push:
+    from the coarsest level down, each level's colour is its own mean blended
+    with the upsampled coarser colour by its coverage; at full resolution a
+    seen texel has coverage 1 and keeps its colour exactly. Unseen texels get
+    a smooth continuation of the nearby seen colours, tending to their
+    regional mean far away.
+
+    Args:
+        texture: (B, H, W, C) colours; only the seen texels are read.
+        seen: (B, H, W) bool.
+        fallback: (B, C) colour for a face with no seen texel at all.
+    Returns:
+        (B, H, W, C), equal to ``texture`` where ``seen``.
+    """
+    w = seen[:, None].to(texture.dtype)                       # (B, 1, H, W) coverage
+    x = texture.permute(0, 3, 1, 2) * w                        # colour premultiplied by coverage
+    pyramid = [(x, w)]
+    while max(x.shape[-2:]) > 1:  # down to one texel: the mean of all seen texels
+        # ceil_mode keeps odd rows/columns; the same divisor hits x and w, so x / w stays a mean
+        kernel = (min(2, x.shape[-2]), min(2, x.shape[-1]))
+        x, w = F.avg_pool2d(x, kernel, ceil_mode=True), F.avg_pool2d(w, kernel, ceil_mode=True)
+        pyramid.append((x, w))
+    x, w = pyramid[-1]
+    colour = torch.where(w > 0, x / w.clamp_min(1e-12), fallback[:, :, None, None].to(texture))
+    for x, w in reversed(pyramid[:-1]):
+        up = F.interpolate(colour, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        own = x / w.clamp_min(1e-12)
+        colour = torch.where(w > 0, own * w + up * (1 - w), up)
+    out = colour.permute(0, 2, 3, 1)
+    return torch.where(seen[..., None], texture, out)
+
+
+def bake_albedo(renderer, verts_cam, tris, atlas_uvs, uv_tris, intrinsics, albedo, depth, mask, height: int,
+                tiles: int, tolerance_mm: float) -> torch.Tensor:
+    """The image-space albedo resampled into the UV atlas: (B, height, tiles * height, 3).
+
+    Each texel's surface point is found by rasterising the mesh in UV space;
+    texels whose point is seen in the photo (inside ``mask``, depth within
+    ``tolerance_mm`` of ``depth``) take the albedo there; the rest are filled
+    by :func:`fill_unseen`.
+
+    Args:
+        verts_cam: (B, V, 3) mm, camera frame; tris (F, 3) into them.
+        atlas_uvs: (T, 2) in [0, 1]^2 over the whole atlas; uv_tris (F, 3) into them.
+        intrinsics: (B, 4) crop pixels; albedo (B, S, S, 3), depth (B, S, S) mm, mask (B, S, S).
+    """
+    b = verts_cam.shape[0]
+    width = tiles * height
+    # One UV "vertex" per (triangle corner): rasterise uv_tris, interpolate positions through tris.
+    texel = uv_to_texel(atlas_uvs, height, width)[None].expand(b, -1, -1)
+    frags = renderer.rasterize_pixels(texel, uv_tris, height, width)
+    pos = renderer.interpolate(verts_cam, frags, tris)  # (B, Ht, Wt, 3) camera frame
+    flat = pos.reshape(b, -1, 3)
+    uvd = camera_to_pixel(flat, intrinsics)
+    col = sample_at_pixels(albedo, uvd[..., :2])
+    d_map = sample_at_pixels(depth[..., None], uvd[..., :2])[..., 0]
+    inside = sample_at_pixels(mask[..., None].float(), uvd[..., :2])[..., 0] > 0.999
+    seen = inside & ((d_map - uvd[..., 2]).abs() < tolerance_mm) & frags.mask.reshape(b, -1)
+    mean = (albedo * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
+    filled = fill_unseen(col.reshape(b, height, width, 3), seen.reshape(b, height, width), mean)
+    return filled.clamp(0, 1)
+

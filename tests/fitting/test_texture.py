@@ -1,0 +1,40 @@
+"""The UV texture's fill: seen texels kept, the rest a smooth continuation of them."""
+import torch
+
+from fitting.texture import fill_unseen
+
+
+def test_seen_texels_are_kept_and_a_single_colour_fills_everything():
+    tex = torch.rand(1, 32, 64, 3)
+    seen = torch.zeros(1, 32, 64, dtype=torch.bool)
+    seen[0, 10:14, 20:30] = True
+    tex[0, 10:14, 20:30] = torch.tensor([0.8, 0.5, 0.4])
+    out = fill_unseen(tex, seen, fallback=torch.zeros(1, 3))
+    torch.testing.assert_close(out[seen], tex[seen])
+    torch.testing.assert_close(out[~seen], torch.tensor([0.8, 0.5, 0.4]).expand(int((~seen).sum()), 3))
+
+
+def test_gap_between_two_colours_is_a_smooth_monotone_blend():
+    tex = torch.zeros(1, 16, 64, 1)
+    seen = torch.zeros(1, 16, 64, dtype=torch.bool)
+    seen[0, :, :16] = True
+    seen[0, :, 48:] = True
+    tex[0, :, 48:] = 1.0
+    out = fill_unseen(tex, seen, fallback=torch.zeros(1, 1))[0, 8, :, 0]
+    gap = out[16:48]
+    assert (gap.diff() >= -1e-6).all(), gap  # no overshoot or ripple: monotone from 0 to 1
+    assert 0 <= float(gap.min()) and float(gap.max()) <= 1
+    assert float(gap[:4].mean()) < 0.3 and float(gap[-4:].mean()) > 0.7  # each side continues its own colour
+    assert float(gap.diff().abs().max()) < 0.2  # no jump: the seam the flat fill made
+
+
+def test_batch_faces_are_independent_and_an_unseen_face_takes_its_fallback():
+    tex = torch.rand(2, 16, 16, 3)
+    seen = torch.rand(2, 16, 16) > 0.7
+    seen[1] = False
+    fallback = torch.tensor([[0.1, 0.2, 0.3], [0.6, 0.5, 0.4]])
+    out = fill_unseen(tex, seen, fallback)
+    alone = fill_unseen(tex[:1], seen[:1], fallback[:1])
+    torch.testing.assert_close(out[:1], alone)
+    torch.testing.assert_close(out[1], fallback[1].expand(16, 16, 3))
+    assert torch.isfinite(out).all()
