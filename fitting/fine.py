@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import trimesh
 
 from landmarks import in_regions
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera, sample_at_pixels
@@ -43,6 +44,10 @@ class FineStageSettings:
     # and grazing-angle shading (a dark line round the face in the texture); those texels are
     # filled from further in, like the unseen ones. The eyes' and mouth's edges are kept.
     texture_edge_px: int = 4
+    # Midpoint subdivisions of the medium mesh before it is displaced to the detailed depth
+    # (``fine.obj``): the model's edges span about 6 crop pixels on the face, too coarse for
+    # wrinkles; each level splits every triangle in four (0: the model's own topology).
+    displaced_subdivisions: int = 2
     # Regions (landmarks.REGION_NAMES) whose depth stays the medium mesh's: they still
     # give the light and get an albedo (the texture keeps the eyebrows). Eyebrows are
     # hair: their colour varies at the scale of the detail and became ridges (measured on
@@ -82,15 +87,14 @@ class FineStageOutput:
     verts_displaced: torch.Tensor  # (B, V, 3) model frame, mm
     grid_meshes: List[Mesh]
     textures: torch.Tensor  # (B, Ht, Wt, 3)
-    atlas_uvs: torch.Tensor  # (T, 2) in [0, 1]
+    topology: "Subdivided"  # of verts_displaced: triangles, atlas uvs in [0, 1], uv triangles
     metrics: List[dict]
-    model: object
 
     def fill_result(self, r, i: int) -> None:
         s = self.sfs
-        m = self.model
+        t = self.topology
         tex = self.textures[i].cpu().numpy()
-        r.meshes["fine"] = Mesh(self.verts_displaced[i], m.triangles, uvs=self.atlas_uvs, uv_triangles=m.uv_triangles,
+        r.meshes["fine"] = Mesh(self.verts_displaced[i], t.triangles, uvs=t.uvs, uv_triangles=t.uv_triangles,
                                 texture=tex)
         r.meshes["fine_grid"] = self.grid_meshes[i]
         r.images["normals"] = ((s.normals[i] + 1) / 2).cpu().numpy() * s.mask[i, ..., None].cpu().numpy()
@@ -185,17 +189,52 @@ def run_fine_stage(fitter, batch, coarse, medium_verts: torch.Tensor) -> FineSta
         pts_model = model_frame(coarse, pts_cam.reshape(b, -1, 3)).reshape(pts_cam.shape)
         grids = [grid_mesh(pts_model[i].cpu().numpy(), sfs.mask[i].cpu().numpy(), sfs.albedo[i].cpu().numpy())
                  for i in range(b)]
-        displaced = displace_to_depth(verts_cam, k, sfs.depth, sfs.mask, settings.visibility_tolerance_mm,
-                                      frags.depth)
         tiles = max(1, math.ceil(float(model.uvs[:, 0].max())))
         atlas = model.uvs / torch.tensor([float(tiles), 1.0], device=model.uvs.device)
+        dense = subdivide(verts_cam, model.triangles, atlas, model.uv_triangles, settings.displaced_subdivisions)
+        displaced = displace_to_depth(dense.vertices, k, sfs.depth, sfs.mask, settings.visibility_tolerance_mm,
+                                      frags.depth)
         source = texture_source_mask(sfs.mask, batch.region_labels, settings.texture_edge_px)
         textures = bake_albedo(renderer, verts_cam, model.triangles, atlas, model.uv_triangles, k, sfs.albedo,
                                sfs.depth, source, settings.texture_height, tiles,
                                settings.visibility_tolerance_mm)
         metrics = [appearance_metrics(batch.images[i], sfs.rendered[i], sfs.mask[i]) for i in range(b)]
     return FineStageOutput(sfs=sfs, verts_displaced=model_frame(coarse, displaced), grid_meshes=grids,
-                           textures=textures, atlas_uvs=atlas.cpu(), metrics=metrics, model=model)
+                           textures=textures, topology=dense._replace(vertices=None), metrics=metrics)
+
+
+class Subdivided(NamedTuple):
+    vertices: Optional[torch.Tensor]  # (B, V', 3)
+    triangles: np.ndarray  # (F', 3)
+    uvs: np.ndarray  # (T', 2)
+    uv_triangles: np.ndarray  # (F', 3)
+
+
+def subdivide(vertices: torch.Tensor, triangles, uvs, uv_triangles, levels: int) -> Subdivided:
+    """Midpoint subdivision, ``levels`` times, of a batch of meshes sharing one topology and UV layout.
+
+    Every triangle becomes four; positions and UVs get their edge midpoints
+    separately (UV seams have their own indices), and both splits list the
+    new triangles in the same order, so triangle j of each still matches.
+    The surface does not move: it gains vertices for a displacement to carry.
+
+    Args:
+        vertices: (B, V, 3) any frame; triangles (F, 3) into them.
+        uvs: (T, 2); uv_triangles (F, 3) into them.
+    """
+    b, v = vertices.shape[:2]
+    flat = vertices.permute(1, 0, 2).reshape(v, b * 3).cpu().numpy()  # every face's xyz side by side
+    tris, uv, uv_tris = (np.asarray(_np_of(x)) for x in (triangles, uvs, uv_triangles))
+    for _ in range(levels):
+        flat, new_tris = trimesh.remesh.subdivide(flat, tris)
+        uv, uv_tris = trimesh.remesh.subdivide(uv, uv_tris)
+        tris = new_tris
+    dense = torch.from_numpy(np.ascontiguousarray(flat)).reshape(-1, b, 3).permute(1, 0, 2)
+    return Subdivided(dense.to(vertices), tris, uv, uv_tris)
+
+
+def _np_of(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
 def displace_to_depth(verts_cam: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor,

@@ -49,3 +49,29 @@ def test_texture_leaves_out_the_outer_edge_but_not_the_eyes_edge():
     assert source[:, 8 + edge:56 - edge, 8 + edge:56 - edge][mask[:, 8 + edge:56 - edge, 8 + edge:56 - edge]].all()
     assert source[:, 19, 16:30].all() and source[:, 26, 16:30].all()  # right above and below the eye: kept
     assert torch.equal(texture_source_mask(mask, labels, 0), mask)
+
+
+def test_subdivide_keeps_the_surface_and_the_uv_layout_in_step():
+    from fitting.fine import subdivide
+    # a 3x3-vertex square whose UVs are its (x, y) / 10, with the right column's UVs duplicated (a seam)
+    xs, ys = torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="xy")
+    verts = torch.stack([xs.flatten(), ys.flatten(), torch.zeros(9)], -1)
+    tris = torch.tensor([[0, 1, 4], [0, 4, 3], [1, 2, 5], [1, 5, 4], [3, 4, 7], [3, 7, 6], [4, 5, 8], [4, 8, 7]])
+    # the top-right quad has its own copies of the UVs of vertices 2 and 5: a UV seam along 1-5-4
+    uvs = torch.cat([verts[:, :2] / 10, verts[[2, 5], :2] / 10])      # 9, 10: copies of 2, 5
+    uv_tris = tris.clone()
+    uv_tris[2:4][tris[2:4] == 2] = 9
+    uv_tris[2:4][tris[2:4] == 5] = 10
+    batch = torch.stack([verts, verts * 2 + 1])
+    out = subdivide(batch, tris, uvs, uv_tris, levels=2)
+    assert out.triangles.shape == (8 * 16, 3) and out.uv_triangles.shape == (8 * 16, 3)
+    assert out.vertices.shape == (2, 81, 3)  # a 9 x 9 grid: shared edges got one midpoint each
+    assert out.uvs.shape[0] > 81  # the seam's edges got a UV midpoint on each side
+    # every new corner's UV is its position / 10: positions and UVs were split in step
+    pos = out.vertices[0][torch.as_tensor(out.triangles)]
+    uv = torch.as_tensor(out.uv_triangles)
+    torch.testing.assert_close(torch.as_tensor(out.uvs)[uv], pos[..., :2] / 10)
+    torch.testing.assert_close(out.vertices[1], out.vertices[0] * 2 + 1)  # faces of a batch alike
+    assert (out.vertices[0][:, 2] == 0).all()  # the surface did not move
+    same = subdivide(batch, tris, uvs, uv_tris, levels=0)
+    torch.testing.assert_close(same.vertices, batch)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from fitting.fine import subdivide
 from fitting.laplacian import uniform_laplacian
 from fitting.medium import count_flipped_triangles, max_laplacian_change
 
@@ -180,7 +181,12 @@ def test_full_pipeline_on_hard_variants(full_fits):
             mesh = r.meshes[name]
             assert len(mesh.vertices) > 1000 and len(mesh.triangles) > 1000, name
             assert np.isfinite(mesh.vertices).all(), (r.name, name)
-        moved = np.linalg.norm(r.meshes["fine"].vertices - r.meshes["medium"].vertices, axis=1)
+        # the displaced mesh is the medium one subdivided (its first vertices are the medium's own)
+        dense = subdivide(torch.from_numpy(r.meshes["medium"].vertices)[None], fitter.model.triangles,
+                          fitter.model.uvs, fitter.model.uv_triangles,
+                          fitter.fine_settings.displaced_subdivisions).vertices[0].numpy()
+        assert len(r.meshes["fine"].vertices) == len(dense) > len(r.meshes["medium"].vertices)
+        moved = np.linalg.norm(r.meshes["fine"].vertices - dense, axis=1)
         assert moved.max() <= 1.05 * bound + 0.05, (r.name, float(moved.max()))
         assert r.meshes["fine"].texture is not None and np.isfinite(r.meshes["fine"].texture).all()
         assert np.isfinite(r.params["fine"]["psnr_db"]), r.params["fine"]
