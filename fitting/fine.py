@@ -5,8 +5,8 @@ the medium mesh's depth, mask and regions, and turns its maps back into
 geometry and texture:
 
 - a grid mesh over the face mask from the detailed depth (``fine_grid``);
-- the medium mesh displaced along the camera rays to the detailed depth (``fine``);
-- the albedo baked into the model's UV layout (the OBJ's texture).
+- the medium mesh, subdivided, displaced along the camera rays to the detailed depth (``fine``);
+- the albedo baked into the model's UV layout (the OBJ's texture; :mod:`fitting.texture`).
 """
 from __future__ import annotations
 
@@ -204,6 +204,8 @@ def run_fine_stage(fitter, batch, coarse, medium_verts: torch.Tensor) -> FineSta
 
 
 class Subdivided(NamedTuple):
+    """A subdivided batch of meshes: positions, and the topology and UV layout they share."""
+
     vertices: Optional[torch.Tensor]  # (B, V', 3)
     triangles: np.ndarray  # (F', 3)
     uvs: np.ndarray  # (T', 2)
