@@ -2,9 +2,10 @@
 
     python examples/fit_folder.py FOLDER [--out DIR] [--stages coarse,medium,fine]
 
-One ``FaceFitter`` loads the model and MediaPipe once; ``fit_many`` fits the
-photos in batches, and a photo that cannot be fitted is reported in its result
-while the others go on. Writes ``DIR/<photo>/`` per face (as ``fit-face`` does)
+One ``FaceFitter`` loads the model and MediaPipe once; ``iter_fit`` fits the
+photos in batches and hands over each result as it is done (saved, then let
+go: memory stays flat however many photos), and a photo that cannot be fitted
+is reported in its result while the others go on. Writes ``DIR/<photo>/`` per face (as ``fit-face`` does)
 and ``DIR/summary.csv``, one row per face: landmark error per stage (% of the
 inter-ocular distance), head yaw, the re-rendered photo's PSNR/SSIM, seconds of
 the stages (per face, a batch's time shared among its faces).
@@ -46,22 +47,24 @@ def main(argv=None) -> int:
     if not photos:
         ap.error(f"no photos in {args.folder}")
 
-    with FaceFitter(stages=args.stages.split(","), progress=True) as fitter:
-        results = fitter.fit_many(photos)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for result in results:
-        if result.ok:
-            result.save(args.out / result.name)
-        rows.append(summary_row(result))
+    rows, failed = [], []
+    with FaceFitter(stages=args.stages.split(","), progress=True) as fitter:
+        # iter_fit hands over each result as it is done: save it, keep its row, let it go
+        for result in fitter.iter_fit(photos):
+            if result.ok:
+                result.save(args.out / result.name)
+            else:
+                failed.append(result)
+            rows.append((result.index, summary_row(result)))
+    rows = [row for _, row in sorted(rows, key=lambda r: r[0])]
     with open(args.out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"{r.name}: {r.error}", file=sys.stderr)
-    print(f"{len(results) - len(failed)} of {len(results)} fitted; table: {args.out / 'summary.csv'}")
+    print(f"{len(rows) - len(failed)} of {len(rows)} fitted; table: {args.out / 'summary.csv'}")
     return 1 if failed else 0
 
 

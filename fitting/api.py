@@ -5,6 +5,8 @@
     results = fitter.fit_many(["a.jpg", "b.png"])  # a bad file is reported in its result; the others go on
                                                    # (paths, arrays, tensors or Pillow images)
     results = fitter.fit_batch(images)           # (B, H, W, 3) array
+    for result in fitter.iter_fit(paths):        # any number of photos: each result as it is done
+        result.save(f"out/{result.name}")
 
 Inside, faces are cut to working crops and every stage runs on (B, ...)
 tensors in chunks of ``batch_size``.
@@ -15,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -58,6 +60,7 @@ class FitResult:
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the fine depth map
     timings: Dict[str, float] = field(default_factory=dict)
     source: Optional[str] = None  # the image's path as given (None for arrays and tensors)
+    index: int = 0  # position of its photo in the sources given to fit_many / iter_fit
 
     @property
     def mesh(self) -> Optional[Mesh]:
@@ -146,40 +149,54 @@ class FaceFitter:
                  on_result=None) -> List[FitResult]:
         """Fit several photos; a failure is reported in that photo's result and the others go on.
 
-        ``on_result(result)`` is called as each result is complete (the CLI saves there).
+        Returns the results in input order (a photo's faces in face order with ``all_faces``).
+        ``on_result(result)`` is called as each result is complete. Every result is kept until
+        the end (a full fit holds about 80 MB); for a folder of any size use :meth:`iter_fit`.
+        """
+        out = []
+        for result in self.iter_fit(sources, names):
+            if on_result:
+                on_result(result)
+            out.append(result)
+        out.sort(key=lambda r: r.index)  # stable: a photo's faces stay in face order
+        return out
+
+    def iter_fit(self, sources: Sequence[ImageSource], names: Optional[Sequence[str]] = None
+                 ) -> Iterator[FitResult]:
+        """Fit several photos, yielding each result as soon as it is complete; nothing is kept.
+
+        Faces are fitted in chunks of ``batch_size``, so results come in the order they are
+        done: a photo that cannot be read comes out at once, before the chunk of earlier
+        photos. ``result.index`` is its photo's position in ``sources``. Save each result and
+        let it go, and memory stays flat however many photos there are (the CLI does this).
         """
         if names is not None and len(names) != len(sources):
             raise ValueError(f"{len(names)} names for {len(sources)} images")
         names = unique_names(list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)])
-        rank: Dict[int, int] = {}  # id(result) -> index of its photo, to return results in input order
         pending: List[FitResult] = []
-        out: List[FitResult] = []
         bar = StageProgress(len(sources), self.stages, enabled=self.progress)
-        for i, (src, name) in enumerate(zip(sources, names)):
-            path = os.fspath(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "filename", None) or None
-            try:
-                found = self._detect(src, name)
-            except (LandmarksError, FitError, ValueError, OSError) as exc:
-                found = []
-                failed = FitResult(name=name, ok=False, error=_one_line(exc), source=path)
-                rank[id(failed)] = i
-                out.append(failed)
-                if on_result:
-                    on_result(failed)
-            for r in found:
-                r.source = path
-                rank[id(r)] = i
-            pending.extend(found)
-            bar.detected(len(found))
-            if len(pending) >= self.batch_size:
-                out.extend(self._run_chunk(pending[:self.batch_size], on_result, bar))
+        try:
+            for i, (src, name) in enumerate(zip(sources, names)):
+                path = os.fspath(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "filename", None)
+                try:
+                    found = self._detect(src, name)
+                except (LandmarksError, FitError, ValueError, OSError) as exc:
+                    found = []
+                    bar.detected(0)
+                    yield FitResult(name=name, ok=False, error=_one_line(exc), source=path or None, index=i)
+                else:
+                    bar.detected(len(found))
+                for r in found:
+                    r.source, r.index = path or None, i
+                pending.extend(found)
+                while len(pending) >= self.batch_size:
+                    yield from self._run_chunk(pending[:self.batch_size], bar)
+                    pending = pending[self.batch_size:]
+            while pending:
+                yield from self._run_chunk(pending[:self.batch_size], bar)
                 pending = pending[self.batch_size:]
-        while pending:
-            out.extend(self._run_chunk(pending[:self.batch_size], on_result, bar))
-            pending = pending[self.batch_size:]
-        bar.close()
-        out.sort(key=lambda r: rank[id(r)])  # stable: a photo's faces stay in face order
-        return out
+        finally:
+            bar.close()
 
     # ------------------------------------------------------------------ steps
 
@@ -202,7 +219,7 @@ class FaceFitter:
             results.append(FitResult(name=fname, crop=crop))
         return results
 
-    def _run_chunk(self, chunk: List[FitResult], on_result, bar: StageProgress) -> List[FitResult]:
+    def _run_chunk(self, chunk: List[FitResult], bar: StageProgress) -> List[FitResult]:
         from .pipeline import run_stages
         before = bar.done
         try:
@@ -212,9 +229,6 @@ class FaceFitter:
             for r in chunk:
                 r.ok, r.error = False, _one_line(exc)
             bar.skipped(len(chunk) * len(self.stages) - (bar.done - before))
-        for r in chunk:
-            if on_result:
-                on_result(r)
         return chunk
 
 

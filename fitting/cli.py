@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 
     from tqdm.auto import tqdm
 
-    def on_result(result):
+    def save(result):
         nonlocal failed
         from .export import ExportError
         if not result.ok:
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
 
     existing = [p for p in args.images if p not in missing]
     with fitter:
-        fitter.fit_many(existing, on_result=on_result)
+        for result in fitter.iter_fit(existing):  # saved and let go: memory stays flat over any number of photos
+            save(result)
     for folder in written:
         print(folder)
     return 1 if failed else 0

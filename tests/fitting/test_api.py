@@ -63,6 +63,27 @@ def test_fit_many_survives_bad_files(mixed_batch):
     assert not np.allclose(good.meshes["coarse"].vertices, good2.meshes["coarse"].vertices)
 
 
+def test_iter_fit_hands_over_results_as_they_are_done_and_keeps_none(face_model, good_photos, bad_inputs):
+    import gc
+    import weakref
+    sources = [good_photos[0], bad_inputs["corrupt"], good_photos[1], good_photos[0]]
+    with FaceFitter(("coarse",), model=face_model, crop_size=CROP, coarse=FAST, batch_size=2) as f:
+        results = f.iter_fit(sources)
+        first = next(results)  # the unreadable photo comes out at once, before the chunk of earlier photos
+        assert (first.index, first.ok) == (1, False) and "cannot read image" in first.error
+        seen, refs = [], []
+        for r in results:
+            seen.append((r.index, r.name, r.ok))
+            refs.append(weakref.ref(r))
+            del r
+            gc.collect()
+            if len(refs) == 3:
+                # the first chunk's results are gone once the caller let go of them: nothing piles up inside
+                assert refs[0]() is None and refs[1]() is None
+        assert seen == [(0, Path(sources[0]).stem, True), (2, Path(sources[2]).stem, True),
+                        (3, Path(sources[3]).stem + "-2", True)]
+
+
 def test_unique_names():
     assert unique_names(["a", "b"]) == ["a", "b"]
     assert unique_names(["face", "face", "face"]) == ["face", "face-2", "face-3"]
