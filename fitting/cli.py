@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--all-faces", action="store_true", help="fit every face found")
     ap.add_argument("--initializer", help="a registered initialiser, e.g. mediapipe_mesh")
     ap.add_argument("--batch-size", type=_int_at_least(1), default=4, help="faces per stage batch (default 4)")
+    ap.add_argument("--fine-subdivisions", type=_int_at_least(0), default=None, metavar="N",
+                    help="subdivisions of fine.obj before its displacement, each x4 triangles (default 2: "
+                         "about 300k triangles, 30 MB; 0: the model's own mesh)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--version", action="version", version=f"fit-face {__version__}")
@@ -82,11 +85,13 @@ def main(argv=None) -> int:
 
     from morphable import ModelLoadError
     from .api import FaceFitter
+    from .fine import FineStageSettings
     from .renderer import RendererUnavailable
+    fine = None if args.fine_subdivisions is None else FineStageSettings(displaced_subdivisions=args.fine_subdivisions)
     try:
         fitter = FaceFitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
                             all_faces=args.all_faces, initializer=args.initializer, batch_size=args.batch_size,
-                            progress=not args.no_progress)
+                            fine=fine, progress=not args.no_progress)
     except (ModelLoadError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
         # str() of a KeyError is its repr, quotes and all; its message is the first argument
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)

@@ -168,3 +168,32 @@ def test_unknown_initializer_is_one_plain_line(tmp_path, model_args, good_photos
                   *model_args, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
     assert error_lines(res.stderr) == ["error: unknown initializer 'nope'; available: mediapipe_mesh"], res.stderr
+
+
+def test_fine_subdivisions_reach_the_fine_stage(tmp_path, monkeypatch, good_photos, capsys):
+    import fitting.api
+    from fitting.cli import main
+
+    made = []
+
+    class RecordingFitter:  # stands in for FaceFitter: records its settings, fits nothing
+        def __init__(self, stages, **kwargs):
+            made.append(kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def iter_fit(self, sources):
+            return iter(())
+
+    monkeypatch.setattr(fitting.api, "FaceFitter", RecordingFitter)
+    args = [str(good_photos[0]), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(args + ["--fine-subdivisions", "0"]) == 0
+    assert main(args) == 0
+    assert made[0]["fine"].displaced_subdivisions == 0 and made[1]["fine"] is None  # None: the stage's default
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--fine-subdivisions", "-1"])
+    assert exit_info.value.code == 2 and "--fine-subdivisions" in capsys.readouterr().err
