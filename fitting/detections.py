@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from landmarks import FaceLandmarks, region_label_map
+from landmarks import REGION_NAMES, FaceLandmarks, region_label_map
 from landmarks.indices import point_groups
 
 DEFAULT_FOV_DEG = 30.0  # horizontal-or-vertical field of view on the photo's longer side
@@ -36,7 +36,10 @@ class FaceCrop:
     ``image`` (S, S, 3) float32 [0, 1]; ``points`` (478, 3) u, v in crop
     pixels and MediaPipe's relative depth z in crop pixels (smaller =
     closer); ``intrinsics`` (4,) for the crop; ``x0, y0, scale`` map crop to
-    photo pixels; ``region_labels`` (S, S) uint8 (landmarks.REGION_NAMES).
+    photo pixels; ``region_labels`` (S, S) uint8 (landmarks.REGION_NAMES),
+    background wherever the crop runs past the photo's edge; ``inside``
+    (S, S) bool, the crop pixels that lie wholly inside the photo (the rest
+    of ``image`` repeats the photo's edge and is no evidence of anything).
     """
 
     name: str
@@ -50,6 +53,7 @@ class FaceCrop:
     photo_intrinsics: np.ndarray
     region_labels: np.ndarray
     landmarks: FaceLandmarks
+    inside: Optional[np.ndarray] = None
 
     def to_photo(self, uv: np.ndarray) -> np.ndarray:
         """(..., 2) crop pixels -> photo pixels."""
@@ -80,11 +84,17 @@ def crop_face(image: np.ndarray, face: FaceLandmarks, size: int = 512, name: str
     cpts[:, 2] = pts[:, 2] * scale
     crop_face_lm = FaceLandmarks(points=cpts.astype(np.float32), bbox=(0.0, 0.0, float(size), float(size)),
                                  image_size=(size, size), refined=face.refined)
+    # A face at the photo's edge: the crop past it repeats the edge's pixels, which the photometric
+    # stages would fit (the fine stage carved the streaks into a cut-off chin). Those pixels are
+    # labelled background, so every stage's face mask leaves them out.
+    inside = cv2.warpAffine(np.ones((h, w), np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.999
     labels = region_label_map(crop_face_lm, size, size)
+    labels[~inside] = REGION_NAMES.index("background")
     return FaceCrop(name=name, image=np.clip(crop, 0, 1).astype(np.float32), points=cpts.astype(np.float32),
                     intrinsics=k.astype(np.float32), x0=float(x0), y0=float(y0), scale=float(scale),
                     photo_size=(h, w), photo_intrinsics=k_photo.astype(np.float32), region_labels=labels,
-                    landmarks=face)
+                    landmarks=face, inside=inside)
 
 
 @dataclass

@@ -19,6 +19,10 @@ from .detections import DetectionBatch
 from .mesh import Mesh
 from .report import overlay, report_sheet, shade_geometry
 
+# The pictures show crop pixels past the photo's edge in this grey (RGB in [0, 1]), not the
+# repeated edge pixels the stages are given (and mask out).
+OUTSIDE_PHOTO = np.float32(0.2)
+
 
 def run_stages(fitter, chunk: List, progress=None) -> None:
     """Fill ``chunk`` (FitResults with crops) in place with every requested stage's output.
@@ -84,11 +88,12 @@ def run_stages(fitter, chunk: List, progress=None) -> None:
                     "crop_box_xy_scale": np.array([crop.x0, crop.y0, crop.scale]),
                     "photo_size_hw": np.array(crop.photo_size)}
         img, mask = shaded[last]
-        r.images["overlay"] = overlay(crop.image, img[i], mask[i], crop.points, proj[last][i][valid])
+        photo = crop.image if crop.inside is None else np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
+        r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
         r.timings = dict(timings)
         if fine is not None:
             fine.fill_result(r, i)
-        panels = [crop.image, r.images["overlay"]] + [shaded[s][0][i] for s in stage_verts]
+        panels = [photo, r.images["overlay"]] + [shaded[s][0][i] for s in stage_verts]
         titles = ["input", "overlay"] + list(stage_verts)
         if fine is not None:
             p, t = fine.report_panels(i)

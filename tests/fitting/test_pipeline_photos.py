@@ -129,14 +129,16 @@ def test_medium_flips_no_triangle_at_all(medium_fits, face_model):
 
 @pytest.fixture(scope="module")
 def hard_variants(good_photos):
-    """One photo three ways: dark (x0.15), washed out (0.6 + 0.4 x), left half of the face covered in grey."""
+    """One photo four ways: dark (x0.15), washed out (0.6 + 0.4 x), left half of the face covered in grey,
+    and cut off by the photo's edge just below the mouth (the crop runs past the photo)."""
     from landmarks import FaceMeshDetector, load_image
     img = load_image(good_photos[0]).pixels
     with FaceMeshDetector() as det:
         u0, v0, u1, v1 = det.detect_one(img).bbox
     occluded = img.copy()
     occluded[int(v0):int(np.ceil(v1)), int(u0):int((u0 + u1) / 2)] = 0.5
-    return {"dark": img * 0.15, "washed_out": 0.6 + 0.4 * img, "half_occluded": occluded}
+    return {"dark": img * 0.15, "washed_out": 0.6 + 0.4 * img, "half_occluded": occluded,
+            "cut_off": img[:int(v0 + 0.85 * (v1 - v0))]}
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +152,7 @@ def full_fits(face_model, hard_variants):
     fitter = FaceFitter(("coarse", "medium", "fine"), model=face_model, crop_size=CROP_FULL,
                         coarse=CoarseSettings(photometric_steps=20), fine=fine)
     try:
-        results = fitter.fit_batch(np.stack(list(hard_variants.values())).astype(np.float32),
-                                   names=list(hard_variants))
+        results = fitter.fit_many([v.astype(np.float32) for v in hard_variants.values()], names=list(hard_variants))
         yield fitter, results
     finally:
         fitter.close()
@@ -160,7 +161,7 @@ def full_fits(face_model, hard_variants):
 def test_full_pipeline_on_hard_variants(full_fits):
     fitter, results = full_fits
     bound = fitter.fine_settings.sfs.max_depth_change_mm
-    assert [r.name for r in results] == ["dark", "washed_out", "half_occluded"]
+    assert [r.name for r in results] == ["dark", "washed_out", "half_occluded", "cut_off"]
     for r in results:
         assert r.ok, (r.name, r.error)
         assert {"coarse", "medium", "fine", "fine_grid"} <= set(r.meshes)
@@ -168,6 +169,9 @@ def test_full_pipeline_on_hard_variants(full_fits):
         assert depth.shape == mask.shape == (CROP_FULL, CROP_FULL)
         assert mask.sum() > 0.1 * mask.size, (r.name, int(mask.sum()))
         assert np.isfinite(depth[mask]).all() and (depth[mask] > 0).all(), r.name
+        # no shape from shading on crop pixels past the photo's edge (they repeat its last row)
+        assert not (mask & ~r.crop.inside).any(), r.name
+        assert (r.name == "cut_off") == (not r.crop.inside.all()), r.name
         # the fine depth stays within the SfS bound of the medium mesh's depth (and equals it outside the mask)
         medium = _rasterize(fitter, r, r.meshes["medium"].vertices, CROP_FULL).depth[0].cpu().numpy()
         assert np.isfinite(medium[mask]).all()
