@@ -1,7 +1,6 @@
 """load_image / to_uint8: dtypes, channel layouts, EXIF orientation, bad files."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,8 +9,8 @@ from PIL import Image, ImageOps
 
 from landmarks.errors import ImageLoadError
 from landmarks.image import LoadedImage, _apply_orientation, load_image, to_uint8
+from shared_photos import FACES
 
-FACES = Path("/work/shared/faces")
 HOPPER = FACES / "02_grace_hopper_older_glasses.jpg"
 
 

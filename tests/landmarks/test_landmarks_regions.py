@@ -1,7 +1,6 @@
 """Region masks from real detections: non-empty, disjoint, anatomically ordered, pixel-centre exact."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,8 @@ from skimage.measure import points_in_poly
 from landmarks.detector import FaceMeshDetector
 from landmarks.regions import (REGION_NAMES, region_label_map, region_label_maps_torch, region_masks,
                                region_polygons)
+from shared_photos import FACES
 
-FACES = Path("/work/shared/faces")
 PHOTOS = [FACES / "04_obama_official_portrait_frontal.jpg",       # smiling, teeth visible
           FACES / "06_older_man_wrinkles_outdoor.jpg",             # mouth open
           FACES / "07_man_yaw45_right.jpg"]                        # turned head
