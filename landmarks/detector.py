@@ -24,6 +24,14 @@ How a face is found (why two passes):
    overlaps the first-pass box is mapped back to original pixels. If the
    crop pass finds nothing, the first-pass points are kept
    (``FaceLandmarks.refined`` is then ``False``).
+
+Small faces: Face Mesh's own detector is MediaPipe's short-range model,
+made for faces that fill a good part of the frame; a face under about a
+tenth of the (shrunk) image's width is not found. MediaPipe's full-range
+face detector, run on the same shrunk copy, finds faces down to a few tens
+of pixels there; each face it finds that the first pass missed gets the
+refinement pass on a crop of the original pixels, where it is large again.
+A box whose crop shows no face mesh is dropped.
 """
 from __future__ import annotations
 
@@ -197,6 +205,7 @@ class FaceMeshDetector:
             raise ValueError(f"crop_scale must be >= 1, got {crop_scale}")
         # Imported here: pulling in mediapipe costs ~1 s, and code that only
         # uses load_image / regions should not pay it.
+        from mediapipe.python.solutions.face_detection import FaceDetection
         from mediapipe.python.solutions.face_mesh import FaceMesh
 
         self.max_faces = int(max_faces)
@@ -213,11 +222,14 @@ class FaceMeshDetector:
             # keep the one overlapping the first-pass box.
             self._crop = FaceMesh(static_image_mode=True, max_num_faces=2,
                                   refine_landmarks=True, min_detection_confidence=self.min_confidence)
+            # model_selection=1: the full-range model (faces up to about 5 m away), for small faces
+            self._boxes = FaceDetection(model_selection=1, min_detection_confidence=self.min_confidence)
             # The graphs open their calculators on worker threads, which log
             # as they do; one blank frame each waits for that to finish here.
             blank = np.zeros((64, 64, 3), np.uint8)
             self._full.process(blank)
             self._crop.process(blank)
+            self._boxes.process(blank)
         self._closed = False
 
     # ------------------------------------------------------------- lifecycle
@@ -226,6 +238,7 @@ class FaceMeshDetector:
         if not self._closed:
             self._full.close()
             self._crop.close()
+            self._boxes.close()
             self._closed = True
 
     @property
@@ -270,10 +283,16 @@ class FaceMeshDetector:
         faces = []
         for pts in first:
             coarse = _make_face(pts, (h, w), refined=False)
-            fine = self._refine(img, coarse) if self.refine else None
+            fine = self._refine(img, coarse.bbox) if self.refine else None
             faces.append(fine if fine is not None else coarse)
+        if len(faces) < self.max_faces:
+            for box in self._small_face_boxes(small, (h, w)):
+                if all(_iou(box, f.bbox) < 0.2 for f in faces):
+                    found = self._refine(img, box)
+                    if found is not None and all(_iou(found.bbox, f.bbox) < 0.5 for f in faces):
+                        faces.append(found)
         faces.sort(key=lambda f: f.area, reverse=True)
-        return faces
+        return faces[:self.max_faces]
 
     def detect_one(self, image: ImageSource, face_index: int = 0) -> FaceLandmarks:
         """The ``face_index``-th largest face in ``image`` (0 = largest).
@@ -300,10 +319,24 @@ class FaceMeshDetector:
         found = result.multi_face_landmarks or []
         return [np.array([(p.x, p.y, p.z) for p in f.landmark], np.float32) for f in found]
 
-    def _refine(self, img: LoadedImage, coarse: FaceLandmarks) -> FaceLandmarks | None:
+    def _small_face_boxes(self, pixels: np.ndarray, size_hw: tuple[int, int]) -> list[tuple]:
+        """The full-range detector's face boxes on ``pixels`` (the shrunk copy), as ``(u0, v0, u1, v1)``
+        in original pixels of an image of ``size_hw``."""
+        h, w = size_hw
+        with _native_stderr_silenced(self.quiet):
+            result = self._boxes.process(to_uint8(pixels))
+        boxes = []
+        for det in result.detections or []:
+            b = det.location_data.relative_bounding_box
+            boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
+        return boxes
+
+    def _refine(self, img: LoadedImage, bbox: tuple) -> FaceLandmarks | None:
+        """Face Mesh on a crop of the original pixels around ``bbox`` ``(u0, v0, u1, v1)``; the face
+        found there that overlaps ``bbox`` best, in original pixels (None if none does)."""
         h, w = img.size
-        u0, v0, u1, v1 = coarse.bbox
-        side = int(math.ceil(self.crop_scale * coarse.bbox_size))
+        u0, v0, u1, v1 = bbox
+        side = int(math.ceil(self.crop_scale * max(u1 - u0, v1 - v0)))
         side = max(side, 8)
         # Integer crop origin so the crop is a plain slice of the pixel grid.
         x0 = int(math.floor(0.5 * (u0 + u1) - 0.5 * side))
@@ -325,7 +358,7 @@ class FaceMeshDetector:
             # crop pixel = x * r; original = x0 + crop_pixel * side / r = x0 + x * side.
             pts = n * np.float32(side) + np.array([x0, y0, 0.0], np.float32)
             cand = _make_face(pts, (h, w), refined=True)
-            iou = _iou(cand.bbox, coarse.bbox)
+            iou = _iou(cand.bbox, bbox)
             if iou > best_iou:
                 best, best_iou = cand, iou
         return best
