@@ -72,9 +72,12 @@ def run_stages(fitter, chunk: List, progress=None) -> None:
         shaded[stage] = (img.cpu().numpy(), mask.cpu().numpy())
     last = list(stage_verts)[-1]
     proj = {s: _project_landmarks(coarse, v, fitter.corr) for s, v in stage_verts.items()}
+    # The identity with every expression at 0: the face to rig with the model's blendshapes
+    neutral = model(coarse.id_coeffs).detach()
     for i, r in enumerate(chunk):
         crop = r.crop
         valid = (weights[i] > 0).cpu().numpy()
+        r.meshes["neutral"] = Mesh.from_model(model, neutral[i])
         for stage, verts in stage_verts.items():
             r.meshes[stage] = Mesh.from_model(model, verts[i])
             err = np.linalg.norm(proj[stage][i] - crop.points[:, :2], axis=1)[valid]

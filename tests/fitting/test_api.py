@@ -54,7 +54,7 @@ def test_fit_many_survives_bad_files(mixed_batch):
     _assert_one_line_error(grey, "grey", "no face")
     for r in (good, good2):
         assert r.ok and r.error is None
-        assert set(r.meshes) == {"coarse", "medium"}
+        assert set(r.meshes) == {"neutral", "coarse", "medium"}
         for mesh in r.meshes.values():
             assert mesh.vertices.shape == (r.meshes["coarse"].vertices.shape[0], 3)
             assert np.isfinite(mesh.vertices).all()
@@ -95,6 +95,17 @@ def test_unique_names():
 def test_fit_many_checks_names(fitter, good_photos):
     with pytest.raises(ValueError, match="2 names for 1 images"):
         fitter.fit_many([good_photos[0]], names=["a", "b"])
+
+
+def test_neutral_mesh_is_the_identity_without_expression(mixed_batch, face_model):
+    _, (good, *_) = mixed_batch
+    ids = torch.as_tensor(np.asarray(good.params["id_coeffs"], np.float32))[None]
+    exps = torch.tensor([[float(v) for v in good.params["exp_coeffs"].values()]])
+    np.testing.assert_allclose(good.meshes["neutral"].vertices, face_model(ids)[0].numpy(), atol=1e-3)
+    np.testing.assert_allclose(good.meshes["coarse"].vertices, face_model(ids, exps)[0].numpy(), atol=1e-3)
+    assert exps.abs().max() > 0.05  # the photo's face has an expression, which the neutral mesh leaves out
+    moved = np.linalg.norm(good.meshes["coarse"].vertices - good.meshes["neutral"].vertices, axis=1)
+    assert moved.max() > 0.5  # mm
 
 
 def test_fit_raises_fit_error_on_bad_input(fitter, bad_inputs, good_photos):

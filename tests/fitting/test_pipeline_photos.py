@@ -66,7 +66,7 @@ def test_every_photo_is_fitted(medium_fits, all_photos):
     bad = {r.name: r.error for r in results if not r.ok}
     assert not bad, bad
     for r in results:
-        assert set(r.meshes) == {"coarse", "medium"}
+        assert set(r.meshes) == {"neutral", "coarse", "medium"}
         assert all(np.isfinite(m.vertices).all() for m in r.meshes.values())
 
 
