@@ -5,10 +5,11 @@
 One ``FaceFitter`` loads the model and MediaPipe once; ``iter_fit`` fits the
 photos in batches and hands over each result as it is done (saved, then let
 go: memory stays flat however many photos), and a photo that cannot be fitted
-is reported in its result while the others go on. Writes ``DIR/<photo>/`` per face (as ``fit-face`` does)
-and ``DIR/summary.csv``, one row per face: landmark error per stage (% of the
-inter-ocular distance), head yaw, the re-rendered photo's PSNR/SSIM, seconds of
-the stages (per face, a batch's time shared among its faces).
+is reported in its result while the others go on. Writes ``DIR/<photo>/`` per
+face (as ``fit-face`` does) and ``DIR/summary.csv``, one row per face: landmark
+error per stage (% of the inter-ocular distance), head yaw, the re-rendered
+photo's PSNR/SSIM, seconds of the stages (per face, a batch's time shared among
+its faces).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def summary_row(result) -> dict:
     fine = p.get("fine", {})
     pct = lambda v: "" if v is None else f"{100 * v:.2f}"  # noqa: E731
     num = lambda v, fmt: "" if v is None else format(v, fmt)  # noqa: E731
-    return {"photo": result.name, "file": Path(result.source).name if result.source else "", "ok": result.ok, "error": result.error or "",
+    return {"photo": result.name, "file": Path(result.source).name if result.source else "",
+            "ok": result.ok, "error": result.error or "",
             "yaw_deg": num(p.get("pose_deg", {}).get("yaw"), "+.1f"),
             "coarse_iod_pct": pct(iod.get("coarse")), "medium_iod_pct": pct(iod.get("medium")),
             "psnr_db": num(fine.get("psnr_db"), ".2f"), "ssim": num(fine.get("ssim"), ".4f"),

@@ -177,17 +177,17 @@ class FaceFitter:
         bar = StageProgress(len(sources), self.stages, enabled=self.progress)
         try:
             for i, (src, name) in enumerate(zip(sources, names)):
-                path = os.fspath(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "filename", None)
+                path = _path_of(src)
                 try:
                     found = self._detect(src, name)
                 except (LandmarksError, FitError, ValueError, OSError) as exc:
                     found = []
                     bar.detected(0)
-                    yield FitResult(name=name, ok=False, error=_one_line(exc), source=path or None, index=i)
+                    yield FitResult(name=name, ok=False, error=_one_line(exc), source=path, index=i)
                 else:
                     bar.detected(len(found))
                 for r in found:
-                    r.source, r.index = path or None, i
+                    r.source, r.index = path, i
                 pending.extend(found)
                 while len(pending) >= self.batch_size:
                     yield from self._run_chunk(pending[:self.batch_size], bar)
@@ -251,12 +251,16 @@ def unique_names(names: Sequence[str]) -> List[str]:
     return out
 
 
-def _name_of(source: ImageSource, i: int) -> str:
+def _path_of(source: ImageSource) -> Optional[str]:
+    """The file an image came from: a path as given, a Pillow image's file; None for arrays and tensors."""
     if isinstance(source, (str, os.PathLike)):
-        return Path(source).stem
-    if getattr(source, "filename", None):  # a Pillow image opened from a file
-        return Path(source.filename).stem
-    return f"image_{i:03d}"
+        return os.fspath(source)
+    return getattr(source, "filename", None) or None  # "" for a Pillow image made in memory
+
+
+def _name_of(source: ImageSource, i: int) -> str:
+    path = _path_of(source)
+    return Path(path).stem if path else f"image_{i:03d}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -53,7 +53,7 @@ class FaceCrop:
     photo_intrinsics: np.ndarray
     region_labels: np.ndarray
     landmarks: FaceLandmarks
-    inside: Optional[np.ndarray] = None
+    inside: np.ndarray
 
     def to_photo(self, uv: np.ndarray) -> np.ndarray:
         """(..., 2) crop pixels -> photo pixels."""

@@ -226,17 +226,13 @@ def subdivide(vertices: torch.Tensor, triangles, uvs, uv_triangles, levels: int)
     """
     b, v = vertices.shape[:2]
     flat = vertices.permute(1, 0, 2).reshape(v, b * 3).cpu().numpy()  # every face's xyz side by side
-    tris, uv, uv_tris = (np.asarray(_np_of(x)) for x in (triangles, uvs, uv_triangles))
+    tris, uv, uv_tris = (torch.as_tensor(x).cpu().numpy() for x in (triangles, uvs, uv_triangles))
     for _ in range(levels):
         flat, new_tris = trimesh.remesh.subdivide(flat, tris)
         uv, uv_tris = trimesh.remesh.subdivide(uv, uv_tris)
         tris = new_tris
     dense = torch.from_numpy(np.ascontiguousarray(flat)).reshape(-1, b, 3).permute(1, 0, 2)
     return Subdivided(dense.to(vertices), tris, uv, uv_tris)
-
-
-def _np_of(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
 def displace_to_depth(verts_cam: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor,

@@ -36,7 +36,8 @@ def save_result(result, folder: Path) -> Path:
             save_image(image, tmp / f"{name}.png")
         for name, array in result.arrays.items():
             np.save(tmp / f"{name}.npy", array)
-        params = {"name": result.name, "source": result.source, "camera": {k: np.asarray(v).tolist() for k, v in result.camera.items()},
+        params = {"name": result.name, "source": result.source,
+                  "camera": {k: np.asarray(v).tolist() for k, v in result.camera.items()},
                   **_jsonable(result.params), "timings_s": result.timings}
         (tmp / "params.json").write_text(json.dumps(params, indent=1))
         shutil.copyfile(LICENSE_PATH, tmp / "ICT_LICENSE.txt")

@@ -91,7 +91,7 @@ def run_stages(fitter, chunk: List, progress=None) -> None:
                     "crop_box_xy_scale": np.array([crop.x0, crop.y0, crop.scale]),
                     "photo_size_hw": np.array(crop.photo_size)}
         img, mask = shaded[last]
-        photo = crop.image if crop.inside is None else np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
+        photo = np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
         r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
         r.timings = dict(timings)
         if fine is not None:

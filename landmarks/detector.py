@@ -295,6 +295,7 @@ class FaceMeshDetector:
             small = img.pixels
         # Normalised MediaPipe coords are resolution independent: x * W of the
         # original image is the original-pixel u whatever size it ran on.
+        small = to_uint8(small)  # once, for Face Mesh and the full-range detector
         first = [n * np.array([w, h, w], np.float32) for n in self._run(self._full, small)]
 
         faces = []
@@ -329,7 +330,8 @@ class FaceMeshDetector:
 
     # ------------------------------------------------------------- internals
     def _run(self, mesh, pixels: np.ndarray) -> list[np.ndarray]:
-        """Face Mesh on ``(h, w, 3)`` float RGB -> list of ``(478, 3)`` normalised (x, y, z) arrays."""
+        """Face Mesh on ``(h, w, 3)`` RGB (float in [0, 1], or uint8) -> list of ``(478, 3)`` normalised
+        (x, y, z) arrays."""
         frame = to_uint8(pixels)
         with _native_stderr_silenced(self.quiet):
             result = mesh.process(frame)
@@ -337,8 +339,8 @@ class FaceMeshDetector:
         return [np.array([(p.x, p.y, p.z) for p in f.landmark], np.float32) for f in found]
 
     def _small_face_boxes(self, pixels: np.ndarray, size_hw: tuple[int, int]) -> list[tuple]:
-        """The full-range detector's face boxes on ``pixels`` (the shrunk copy), as ``(u0, v0, u1, v1)``
-        in original pixels of an image of ``size_hw``."""
+        """The full-range detector's face boxes on ``pixels`` (the shrunk copy, RGB float or uint8), as
+        ``(u0, v0, u1, v1)`` in original pixels of an image of ``size_hw``."""
         h, w = size_hw
         with _native_stderr_silenced(self.quiet):
             result = self._boxes.process(to_uint8(pixels))
