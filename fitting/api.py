@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -26,53 +25,19 @@ from PIL import Image as PILImage
 from landmarks import FaceMeshDetector, LandmarksError, load_image
 from morphable import MorphableModel, load_ict
 
-from .coarse import CoarseSettings
-from .correspondence import load_correspondence
-from .detections import DEFAULT_FOV_DEG, FaceCrop, crop_face
-from .mesh import Mesh
+from .camera import DEFAULT_FOV
+from .detections import FaceJob, crop_face
 from .progress import StageProgress
+from .result import FitError, FitResult
+from .stages import STAGE_NAMES, check_stages, load_stage
+from .stages.coarse import CoarseSettings
+from .stages.context import FitContext
+from .stages.correspondence import load_correspondence
 
 log = logging.getLogger(__name__)
-STAGES = ("coarse", "medium", "fine")
+STAGES = STAGE_NAMES
 ImageSource = Union[str, os.PathLike, np.ndarray, torch.Tensor, PILImage.Image]
-
-
-class FitError(RuntimeError):
-    """A photo could not be fitted (message: one line)."""
-
-
-@dataclass
-class FitResult:
-    """The fit of one face. ``ok`` False: ``error`` says why in one line and the rest is empty.
-
-    Meshes are in the model frame (mm); ``camera`` maps them into the photo:
-    ``intrinsics`` (4,) photo pixels, ``rotation`` (3, 3), ``translation`` (3,) mm.
-    """
-
-    name: str  # unique within one fit_many call; also the CLI's output folder name
-    ok: bool = True
-    error: Optional[str] = None
-    crop: Optional[FaceCrop] = None
-    meshes: Dict[str, Mesh] = field(default_factory=dict)
-    params: Dict[str, object] = field(default_factory=dict)
-    camera: Dict[str, np.ndarray] = field(default_factory=dict)
-    images: Dict[str, np.ndarray] = field(default_factory=dict)  # report pictures and fine-stage maps
-    arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the fine depth map
-    timings: Dict[str, float] = field(default_factory=dict)
-    source: Optional[str] = None  # the image's path as given (None for arrays and tensors)
-    index: int = 0  # position of its photo in the sources given to fit_many / iter_fit
-
-    @property
-    def mesh(self) -> Optional[Mesh]:
-        """The last stage's mesh."""
-        for stage in reversed(STAGES):
-            if stage in self.meshes:
-                return self.meshes[stage]
-        return None
-
-    def save(self, folder: Union[str, os.PathLike]) -> Path:
-        from .outputs import save_result
-        return save_result(self, Path(folder))
+__all__ = ["FaceFitter", "FitResult", "FitError", "ImageSource", "STAGES", "unique_names"]
 
 
 class FaceFitter:
@@ -80,46 +45,54 @@ class FaceFitter:
 
     ``stages``: a prefix-closed subset of ("coarse", "medium", "fine").
     ``device``: "auto" (CUDA with nvdiffrast when present), "cpu" or "cuda".
-    ``initializer``: a name registered in :mod:`fitting.initializers` or a
+    ``initializer``: a name registered in :mod:`fitting.stages.initializers` or a
     callable ``(image, landmarks) -> CoarseInit``; None: start from the mean face.
     """
 
     def __init__(self, stages: Sequence[str] = STAGES, *, model: Optional[MorphableModel] = None,
                  model_dir: Optional[str] = None, device: str = "auto", crop_size: int = 512,
                  batch_size: int = 4, face_index: int = 0, all_faces: bool = False,
-                 fov_deg: float = DEFAULT_FOV_DEG, coarse: Optional[CoarseSettings] = None,
+                 fov_deg: float = DEFAULT_FOV, coarse: Optional[CoarseSettings] = None,
                  medium=None, fine=None, initializer=None, progress: bool = False):
-        stages = tuple(stages)
-        bad = [s for s in stages if s not in STAGES]
-        if bad:
-            raise ValueError(f"unknown stage {bad[0]!r}; stages are {', '.join(STAGES)}")
-        if not stages:
-            raise ValueError(f"no stages given; stages must start at coarse: {', '.join(STAGES)}")
-        if stages != STAGES[:len(stages)]:
-            raise ValueError(f"stages must start at coarse and not skip one: got {','.join(stages)}")
+        stages = check_stages(stages)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if int(face_index) < 0:
             raise ValueError(f"face_index counts from 0 (the largest face), got {face_index}")
         if int(crop_size) < 64:
             raise ValueError(f"crop_size must be at least 64 pixels, got {crop_size}")
-        from .renderer import Renderer
-        self.renderer = Renderer(device)
-        self.device = torch.device("cuda") if self.renderer.backend == "nvdiffrast" else torch.device("cpu")
+        from .rendering.renderer import Renderer
+        from .stages.initializers import resolve_initializer
+        renderer = Renderer(device)
+        dev = torch.device("cuda") if renderer.backend == "nvdiffrast" else torch.device("cpu")
+        model = (model if model is not None else load_ict(model_dir, region="face", progress=progress)).to(dev)
+        given = {"coarse": coarse, "medium": medium, "fine": fine}
+        # Every stage gets its settings (the user's, or its defaults); a stage not run ignores them.
+        settings = {name: given.get(name) or load_stage(name).settings_type() for name in stages}
+        self.context = FitContext(model=model, correspondence=load_correspondence(), renderer=renderer, device=dev,
+                                  settings=settings, initializer=resolve_initializer(initializer))
         self.stages = stages
-        self.model = (model if model is not None else load_ict(model_dir, region="face", progress=progress)).to(self.device)
-        self.corr = load_correspondence()
         self.detector = FaceMeshDetector()
         self.crop_size, self.batch_size, self.fov_deg = crop_size, batch_size, fov_deg
         self.face_index, self.all_faces = face_index, all_faces
-        from .medium import MediumSettings
-        from .fine import FineStageSettings
-        self.coarse_settings = coarse or CoarseSettings()
-        self.medium_settings = medium or MediumSettings()
-        self.fine_settings = fine or FineStageSettings()
-        from .initializers import resolve_initializer
-        self.initializer = resolve_initializer(initializer)
         self.progress = progress
+
+    # The context's parts, for callers that render or measure beside the fit.
+    @property
+    def model(self) -> MorphableModel:
+        return self.context.model
+
+    @property
+    def renderer(self):
+        return self.context.renderer
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device
+
+    def settings(self, stage: str):
+        """The settings ``stage`` runs with (a stage of this fitter)."""
+        return self.context.settings[stage]
 
     def close(self) -> None:
         self.detector.close()
@@ -173,7 +146,7 @@ class FaceFitter:
         if names is not None and len(names) != len(sources):
             raise ValueError(f"{len(names)} names for {len(sources)} images")
         names = unique_names(list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)])
-        pending: List[FitResult] = []
+        pending: List[FaceJob] = []
         bar = StageProgress(len(sources), self.stages, enabled=self.progress)
         try:
             for i, (src, name) in enumerate(zip(sources, names)):
@@ -200,7 +173,7 @@ class FaceFitter:
 
     # ------------------------------------------------------------------ steps
 
-    def _detect(self, source: ImageSource, name: str) -> List[FitResult]:
+    def _detect(self, source: ImageSource, name: str) -> List[FaceJob]:
         img = load_image(source, name=name)
         faces = self.detector.detect(img)
         if not faces:
@@ -216,20 +189,19 @@ class FaceFitter:
         for i, face in chosen:
             fname = name if len(chosen) == 1 else f"{name}#face{i}"
             crop = crop_face(img.pixels, face, self.crop_size, fname, self.fov_deg)
-            results.append(FitResult(name=fname, crop=crop))
+            results.append(FaceJob(name=fname, crop=crop))
         return results
 
-    def _run_chunk(self, chunk: List[FitResult], bar: StageProgress) -> List[FitResult]:
+    def _run_chunk(self, chunk: List[FaceJob], bar: StageProgress) -> List[FitResult]:
         from .pipeline import run_stages
         before = bar.done
         try:
-            run_stages(self, chunk, bar)
+            return run_stages(self.context, self.stages, chunk, bar)
         except (RuntimeError, ValueError) as exc:  # a numerical failure fails the chunk, not the run
             log.exception("stage failure")
-            for r in chunk:
-                r.ok, r.error = False, _one_line(exc)
             bar.skipped(len(chunk) * len(self.stages) - (bar.done - before))
-        return chunk
+            return [FitResult(name=j.name, ok=False, error=_one_line(exc), crop=j.crop, source=j.source,
+                              index=j.index) for j in chunk]
 
 
 def unique_names(names: Sequence[str]) -> List[str]:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
+
+import numpy as np
 
 import torch
 
@@ -43,7 +45,30 @@ def focal_from_fov(fov_deg: float, size: int) -> float:
     return 0.5 * size / math.tan(math.radians(fov_deg) / 2)
 
 
-@dataclass
+def photo_intrinsics(height: int, width: int, fov_deg: float = DEFAULT_FOV) -> np.ndarray:
+    """(4,) fx, fy, cx, cy in pixels for a photo: square pixels, ``fov_deg`` across the longer
+    side, principal point at the centre."""
+    f = focal_from_fov(fov_deg, max(height, width))
+    return np.array([f, f, width / 2.0, height / 2.0], np.float64)
+
+
+Array = Union[np.ndarray, torch.Tensor]
+
+
+def crop_intrinsics(intrinsics: Array, box: Array) -> Array:
+    """Intrinsics (..., 4) of the crop ``box`` (..., 3) = ``x0, y0, scale`` of an image whose
+    intrinsics are ``intrinsics``: crop pixel ``u_crop = (u - x0) * scale`` (same for v).
+
+    The crop is a camera operation: the pose does not change, the focal lengths scale and the
+    principal point shifts. Works on numpy arrays and torch tensors alike.
+    """
+    x0, y0, scale = box[..., 0], box[..., 1], box[..., 2]
+    fx, fy, cx, cy = intrinsics[..., 0], intrinsics[..., 1], intrinsics[..., 2], intrinsics[..., 3]
+    stack = torch.stack if isinstance(intrinsics, torch.Tensor) else np.stack
+    return stack([fx * scale, fy * scale, (cx - x0) * scale, (cy - y0) * scale], -1)
+
+
+@dataclass(frozen=True)
 class Camera:
     """A batch of B pinhole cameras sharing one image size.
 
@@ -51,6 +76,9 @@ class Camera:
     - ``rotation``: (B, 3, 3) and ``translation``: (B, 3) mm, model -> camera
       (``X_cam = R X + t``);
     - ``height``, ``width``: image size in pixels.
+
+    The stages share one camera per batch: the working crop's (:meth:`crop`
+    makes it from the photo's, :meth:`uncrop` gives the photo's back).
     """
 
     intrinsics: torch.Tensor
@@ -83,6 +111,12 @@ class Camera:
     def image_size(self) -> Tuple[int, int]:
         return self.height, self.width
 
+    def __getitem__(self, index) -> "Camera":
+        """The cameras ``index`` (an int keeps a batch of one, a slice or index tensor selects)."""
+        index = slice(index, index + 1) if isinstance(index, int) else index
+        return replace(self, intrinsics=self.intrinsics[index], rotation=self.rotation[index],
+                       translation=self.translation[index])
+
     def to(self, device=None, dtype=None) -> "Camera":
         return replace(self, intrinsics=self.intrinsics.to(device=device, dtype=dtype),
                        rotation=self.rotation.to(device=device, dtype=dtype),
@@ -104,9 +138,27 @@ class Camera:
         """(B, N, 2) pixels and (B, N) depth in mm -> (B, N, 3) model-frame mm."""
         return self.to_model(pixel_to_camera(uv, depth, self.intrinsics.to(uv)))
 
-    def rotate_normals(self, normals: torch.Tensor) -> torch.Tensor:
-        """(B, V, 3) model-frame directions -> camera-frame directions."""
-        return normals @ self.rotation.transpose(1, 2).to(normals)
+    def with_pose(self, rotation: torch.Tensor, translation: torch.Tensor) -> "Camera":
+        """The same lenses at another pose: ``rotation`` (B, 3, 3), ``translation`` (B, 3) mm."""
+        return replace(self, rotation=rotation, translation=translation)
+
+    def crop(self, box: torch.Tensor, size: int) -> "Camera":
+        """The cameras of square crops of side ``size``: ``box`` (B, 3) ``x0, y0, scale`` maps image
+        pixels to crop pixels as ``(u - x0) * scale``; the pose is unchanged."""
+        return replace(self, intrinsics=crop_intrinsics(self.intrinsics, box.to(self.intrinsics)),
+                       height=size, width=size)
+
+    def uncrop(self, box: torch.Tensor, height: int, width: int) -> "Camera":
+        """Inverse of :meth:`crop`: the cameras of the ``height`` x ``width`` images the crops came from."""
+        box = box.to(self.intrinsics)
+        x0, y0, scale = box.unbind(-1)
+        fx, fy, cx, cy = self.intrinsics.unbind(-1)
+        k = torch.stack([fx / scale, fy / scale, cx / scale + x0, cy / scale + y0], -1)
+        return replace(self, intrinsics=k, height=height, width=width)
+
+    def euler_degrees(self) -> torch.Tensor:
+        """(B, 3) yaw, pitch, roll of the rotation (conventions above)."""
+        return torch.stack(matrix_to_euler(self.rotation), -1)
 
     def look_at_face(self, verts: torch.Tensor, fill: float = 0.6, iterations: int = 3) -> "Camera":
         """A copy whose translation frames ``verts`` (B, V, 3, model frame, mm; the

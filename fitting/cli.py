@@ -85,9 +85,9 @@ def main(argv=None) -> int:
 
     from morphable import ModelLoadError
     from .api import FaceFitter
-    from .fine import FineStageSettings
-    from .renderer import RendererUnavailable
-    fine = None if args.fine_subdivisions is None else FineStageSettings(displaced_subdivisions=args.fine_subdivisions)
+    from .stages.fine import FineSettings
+    from .rendering.renderer import RendererUnavailable
+    fine = None if args.fine_subdivisions is None else FineSettings(displaced_subdivisions=args.fine_subdivisions)
     try:
         fitter = FaceFitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
                             all_faces=args.all_faces, initializer=args.initializer, batch_size=args.batch_size,
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
 
     def save(result):
         nonlocal failed
-        from .export import ExportError
+        from .outputs.files import ExportError
         if not result.ok:
             failed += 1
             tqdm.write(f"error: {result.name}: {result.error}", file=sys.stderr)  # above the bar, not inside it

@@ -3,12 +3,11 @@
 All stages work on the crop (a fixed working resolution, so faces from photos
 of any size batch together). The crop is a scale-and-shift of the photo:
 ``u_photo = u_crop / scale + x0`` (same for v), and its intrinsics follow
-from the photo's (whose default is a pinhole with :data:`DEFAULT_FOV_DEG`
-on the longer side).
+from the photo's by :func:`fitting.camera.crop_intrinsics` (the photo's default
+is a pinhole with :data:`fitting.camera.DEFAULT_FOV` on the longer side).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -19,14 +18,9 @@ import torch
 from landmarks import REGION_NAMES, FaceLandmarks, region_label_map
 from landmarks.indices import point_groups
 
-DEFAULT_FOV_DEG = 30.0  # horizontal-or-vertical field of view on the photo's longer side
+from .camera import DEFAULT_FOV, crop_intrinsics, photo_intrinsics
+
 CROP_MARGIN = 1.6  # crop side / landmark bounding-box side
-
-
-def photo_intrinsics(height: int, width: int, fov_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
-    """(4,) fx, fy, cx, cy in pixels for a photo: square pixels, principal point at the centre."""
-    f = 0.5 * max(height, width) / math.tan(math.radians(fov_deg) / 2.0)
-    return np.array([f, f, width / 2.0, height / 2.0], np.float64)
 
 
 @dataclass
@@ -55,13 +49,25 @@ class FaceCrop:
     landmarks: FaceLandmarks
     inside: np.ndarray
 
-    def to_photo(self, uv: np.ndarray) -> np.ndarray:
-        """(..., 2) crop pixels -> photo pixels."""
-        return uv / self.scale + np.array([self.x0, self.y0])
+    @property
+    def box(self) -> np.ndarray:
+        """(3,) ``x0, y0, scale``: the crop as a camera operation (:meth:`fitting.camera.Camera.crop`)."""
+        return np.array([self.x0, self.y0, self.scale], np.float64)
+
+
+@dataclass
+class FaceJob:
+    """One detected face to fit: its crop, its (unique) name, and the photo it came from
+    (``source``: the path, None for arrays; ``index``: the photo's position in the input)."""
+
+    name: str
+    crop: FaceCrop
+    source: Optional[str] = None
+    index: int = 0
 
 
 def crop_face(image: np.ndarray, face: FaceLandmarks, size: int = 512, name: str = "",
-              fov_deg: float = DEFAULT_FOV_DEG) -> FaceCrop:
+              fov_deg: float = DEFAULT_FOV) -> FaceCrop:
     """Cut a square crop of side ``size`` around ``face`` (border pixels replicated)."""
     h, w = image.shape[:2]
     pts = face.points
@@ -77,7 +83,7 @@ def crop_face(image: np.ndarray, face: FaceLandmarks, size: int = 512, name: str
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     crop = cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
     k_photo = photo_intrinsics(h, w, fov_deg)
-    k = np.array([k_photo[0] * scale, k_photo[1] * scale, (k_photo[2] - x0) * scale, (k_photo[3] - y0) * scale])
+    k = crop_intrinsics(k_photo, np.array([x0, y0, scale]))
     cpts = pts.copy()
     cpts[:, 0] = (pts[:, 0] - x0) * scale
     cpts[:, 1] = (pts[:, 1] - y0) * scale
@@ -100,7 +106,8 @@ def crop_face(image: np.ndarray, face: FaceLandmarks, size: int = 512, name: str
 @dataclass
 class DetectionBatch:
     """Stacked crops for a stage: ``images`` (B, S, S, 3), ``uv`` (B, 478, 2), ``rel_depth`` (B, 478),
-    ``intrinsics`` (B, 4), ``region_labels`` (B, S, S) int64, ``groups`` (478,) landmark group ids."""
+    ``intrinsics`` (B, 4) of the crops, ``region_labels`` (B, S, S) int64, ``groups`` (478,) landmark
+    group ids."""
 
     crops: List[FaceCrop]
     images: torch.Tensor

@@ -59,6 +59,22 @@ class Mesh:
                    uv_triangles=model.uv_triangles, **kwargs)
 
 
+def grid_mesh(points_model: np.ndarray, mask: np.ndarray, colors: np.ndarray) -> Mesh:
+    """A triangle mesh over the mask's pixel grid: two triangles per 2x2 block of masked pixels.
+
+    ``points_model`` (H, W, 3) mm, ``mask`` (H, W) bool, ``colors`` (H, W, 3).
+    Triangles are wound counter-clockwise as seen from the camera.
+    """
+    h, w = mask.shape
+    idx = np.full((h, w), -1, np.int64)
+    idx[mask] = np.arange(int(mask.sum()))
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    quad = (a >= 0) & (b >= 0) & (c >= 0) & (d >= 0)
+    # Image rows go down while camera y goes up: (a, c, b) is counter-clockwise seen from the camera.
+    tris = np.concatenate([np.stack([a[quad], c[quad], b[quad]], 1), np.stack([b[quad], c[quad], d[quad]], 1)])
+    return Mesh(points_model[mask], tris, vertex_colors=colors[mask])
+
+
 def _np(x, dtype) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()

@@ -1,150 +1,143 @@
-"""The stages in order, on one chunk of faces: detections -> coarse -> medium -> fine -> results.
+"""The stages in order on one chunk of faces, and the per-face results built once from what they return.
 
-Each stage takes and returns a small dataclass on (B, ...) tensors; this
-module moves data between them and turns tensors into per-face results.
+    detections -> coarse -> medium -> fine -> FitResult per face
+
+:func:`run_stages` composes the stages (:mod:`fitting.stages`, each
+``run(context, batch, previous) -> result``); :func:`assemble` turns their
+batched tensors into one :class:`~fitting.result.FitResult` per face: meshes,
+parameters, the photo's camera, pictures and maps.
 """
 from __future__ import annotations
 
 import time
-from typing import List
+from typing import Dict, List, Sequence
 
 import numpy as np
-import torch
 
-from sfs.projection import camera_to_pixel
-
-from .coarse import CoarseInit, CoarseResult, fit_landmarks, landmark_weights
-from .correspondence import triangle_barycentrics, triangle_ids
-from .detections import DetectionBatch
-from .mesh import Mesh
-from .report import overlay, report_sheet, shade_geometry
+from .detections import DetectionBatch, FaceCrop, FaceJob
+from .mesh import Mesh, grid_mesh
+from .rendering.pictures import overlay, report_sheet, shade_geometry, shade_normals
+from .result import FitResult
+from .stages import load_stage
+from .stages.coarse import CoarseResult, landmark_weights
+from .stages.context import FitContext
 
 # The pictures show crop pixels past the photo's edge in this grey (RGB in [0, 1]), not the
 # repeated edge pixels the stages are given (and mask out).
 OUTSIDE_PHOTO = np.float32(0.2)
 
 
-def run_stages(fitter, chunk: List, progress=None) -> None:
-    """Fill ``chunk`` (FitResults with crops) in place with every requested stage's output.
+def run_stages(context: FitContext, stages: Sequence[str], jobs: List[FaceJob], progress=None) -> List[FitResult]:
+    """Run ``stages`` (names, in order) on ``jobs`` as one batch; one result per job.
 
     ``progress``: a :class:`fitting.progress.StageProgress` told as each stage starts and ends.
     """
-    model, dev = fitter.model, fitter.device
-    batch = DetectionBatch.stack([r.crop for r in chunk], device=dev)
-    size = batch.size
-    names = [r.name for r in chunk]
-    timings = {}
-
-    def timed(stage, run):
+    batch = DetectionBatch.stack([j.crop for j in jobs], device=context.device)
+    names = [j.name for j in jobs]
+    results: Dict[str, object] = {}
+    timings: Dict[str, float] = {}
+    previous = None
+    for name in stages:
+        stage = load_stage(name)
         if progress is not None:
-            progress.stage(names, stage)
+            progress.stage(names, name)
         t = time.perf_counter()
-        out = run()
-        timings[stage] = (time.perf_counter() - t) / len(chunk)
+        previous = results[name] = stage.run(context, batch, previous)
+        timings[name] = (time.perf_counter() - t) / len(jobs)
         if progress is not None:
-            progress.stage_done(len(chunk))
-        return out
+            progress.stage_done(len(jobs))
+    return assemble(context, batch, jobs, results, timings)
 
-    def coarse_stage():
-        coarse = fit_landmarks(model, batch, fitter.corr, fitter.coarse_settings, _initialise(fitter, batch))
-        if fitter.coarse_settings.photometric:
-            from .photometric import photometric_refine
-            coarse = photometric_refine(model, batch, fitter.corr, coarse, fitter.coarse_settings, fitter.renderer)
-        return coarse
 
-    coarse = timed("coarse", coarse_stage)
-    weights = landmark_weights(batch, fitter.corr, fitter.coarse_settings, coarse.rotation)
-    stage_verts = {"coarse": coarse.vertices}
+def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], results: Dict[str, object],
+             timings: Dict[str, float]) -> List[FitResult]:
+    """One FitResult per face from the stages' batched results (``results``: stage name -> result)."""
+    model, corr = context.model, context.correspondence
+    coarse: CoarseResult = results["coarse"]
+    camera = coarse.camera
+    size = batch.size
+    # Stages whose vertices have the model's own topology: their meshes, landmark errors and previews.
+    model_meshes = {name: r.vertices for name, r in results.items() if not hasattr(r, "topology")}
+    fine = results.get("fine")
 
-    if "medium" in fitter.stages:
-        stage_verts["medium"] = timed("medium", lambda: run_medium_stage(fitter, batch, coarse))
-
-    fine = None
-    if "fine" in fitter.stages:
-        from .fine import run_fine_stage
-        fine = timed("fine", lambda: run_fine_stage(fitter, batch, coarse, stage_verts["medium"]))
-
-    # ---- per-face results
+    weights = landmark_weights(batch, corr, context.settings["coarse"], camera.rotation)
     shaded = {}
-    for stage, verts in stage_verts.items():
-        img, mask = shade_geometry(fitter.renderer, camera_frame(coarse, verts), model.triangles,
-                                   coarse.intrinsics, size)
+    for stage, verts in model_meshes.items():
+        img, mask = shade_geometry(context.renderer, camera.to_camera(verts), model.triangles, camera.intrinsics,
+                                   size)
         shaded[stage] = (img.cpu().numpy(), mask.cpu().numpy())
-    last = list(stage_verts)[-1]
-    proj = {s: _project_landmarks(coarse, v, fitter.corr) for s, v in stage_verts.items()}
+    last = list(model_meshes)[-1]
+    proj = {s: camera.project(coarse.landmark_points(corr, v))[..., :2].cpu().numpy()
+            for s, v in model_meshes.items()}
     # The identity with every expression at 0: the face to rig with the model's blendshapes
     neutral = model(coarse.id_coeffs).detach()
-    for i, r in enumerate(chunk):
-        crop = r.crop
+    photo_cameras = [_photo_camera(camera, i, job.crop) for i, job in enumerate(jobs)]
+    out = []
+    for i, job in enumerate(jobs):
+        crop = job.crop
+        r = FitResult(name=job.name, crop=crop, source=job.source, index=job.index, timings=dict(timings),
+                      licenses={model.license_name: model.license_text} if model.license_name else {})
         valid = (weights[i] > 0).cpu().numpy()
         r.meshes["neutral"] = Mesh.from_model(model, neutral[i])
-        for stage, verts in stage_verts.items():
+        for stage, verts in model_meshes.items():
             r.meshes[stage] = Mesh.from_model(model, verts[i])
             err = np.linalg.norm(proj[stage][i] - crop.points[:, :2], axis=1)[valid]
             r.params.setdefault("landmark_error_px", {})[stage] = float(err.mean() / crop.scale)
             r.params.setdefault("landmark_error_iod", {})[stage] = float(err.mean() / crop.scale /
                                                                           crop.landmarks.inter_ocular)
         r.params.update(_coarse_params(coarse, i, model))
-        r.camera = {"intrinsics": crop.photo_intrinsics, "rotation": coarse.rotation[i].cpu().numpy(),
-                    "translation": coarse.translation[i].cpu().numpy(),
-                    "crop_intrinsics": coarse.intrinsics[i].cpu().numpy(),
-                    "crop_box_xy_scale": np.array([crop.x0, crop.y0, crop.scale]),
-                    "photo_size_hw": np.array(crop.photo_size)}
+        if "medium" in results:
+            r.params["medium"] = {"max_laplacian_change_mm": float(results["medium"].max_laplacian_change[i])}
+        r.camera = photo_cameras[i]
         img, mask = shaded[last]
         photo = np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
         r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
-        r.timings = dict(timings)
+        panels = [photo, r.images["overlay"]] + [shaded[s][0][i] for s in model_meshes]
+        titles = ["input", "overlay"] + list(model_meshes)
         if fine is not None:
-            fine.fill_result(r, i)
-        panels = [photo, r.images["overlay"]] + [shaded[s][0][i] for s in stage_verts]
-        titles = ["input", "overlay"] + list(stage_verts)
-        if fine is not None:
-            p, t = fine.report_panels(i)
-            panels += p
-            titles += t
+            panels += _add_fine(r, fine, i)
+            titles += ["fine (SfS normals)", "albedo", "shading"]
         r.images["report"] = report_sheet(panels, titles)
+        out.append(r)
+    return out
 
 
-def camera_frame(coarse: CoarseResult, verts: torch.Tensor) -> torch.Tensor:
-    return coarse.to_camera(verts)
+def _photo_camera(camera, i: int, crop: FaceCrop) -> Dict[str, np.ndarray]:
+    """Face i's camera in the photo (and its working crop) as plain arrays, for params.json: the
+    photo's own intrinsics (the crop's are ``Camera.crop`` of them) with the fitted pose."""
+    return {"intrinsics": crop.photo_intrinsics, "rotation": camera.rotation[i].cpu().numpy(),
+            "translation": camera.translation[i].cpu().numpy(),
+            "crop_intrinsics": camera.intrinsics[i].cpu().numpy(), "crop_box_xy_scale": crop.box,
+            "photo_size_hw": np.array(crop.photo_size)}
 
 
-def model_frame(coarse: CoarseResult, verts_cam: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("bji,bvj->bvi", coarse.rotation, verts_cam - coarse.translation[:, None])
-
-
-def run_medium_stage(fitter, batch: DetectionBatch, coarse: CoarseResult) -> torch.Tensor:
-    """Medium stage (eq. 2-3) on the coarse meshes; returns (B, V, 3) model-frame vertices."""
-    from .medium import index_map_correspondence, medium_fixed_vertices, run_medium
-    model, settings = fitter.model, fitter.medium_settings
-    tris = model.triangles
-    w = torch.as_tensor(settings.landmark_weights()).to(batch.uv) * fitter.corr.valid.to(batch.uv)
-    verts_cam = camera_frame(coarse, coarse.vertices)
-    uv = coarse.surface_uv(fitter.corr, batch.uv)  # MediaPipe's pose-dependent offsets taken out
-    if settings.correspondence == "index_map":
-        frags = fitter.renderer.rasterize(verts_cam, tris, coarse.intrinsics, batch.size, batch.size)
-        tri, bary, ok = index_map_correspondence(frags.tri_id, frags.bary, uv)
-        w = w[None] * ok.to(w)
-    else:
-        tri = triangle_ids(fitter.corr, tris)
-        bary = triangle_barycentrics(fitter.corr, tris, tri)
-    res = run_medium(verts_cam, tris, coarse.intrinsics, uv, tri, bary, landmark_weights=w,
-                     settings=settings, fixed_vertices=medium_fixed_vertices(model, settings))
-    return model_frame(coarse, res.vertices_cam.to(verts_cam))
-
-
-def _project_landmarks(coarse: CoarseResult, verts: torch.Tensor, corr) -> np.ndarray:
-    """(B, K, 2) crop pixels where (B, V, 3) model-frame vertices put MediaPipe's points (surface points
-    plus the coarse fit's pose-dependent offsets)."""
-    pts = coarse.landmark_points(corr, verts)
-    return camera_to_pixel(camera_frame(coarse, pts), coarse.intrinsics)[..., :2].cpu().numpy()
+def _add_fine(r: FitResult, fine, i: int) -> List[np.ndarray]:
+    """Face i's share of the fine stage (its meshes, image-space maps, depth and metrics) into ``r``;
+    returns the report's fine panels: the SfS normals shaded, the albedo, the shading."""
+    s, t = fine.sfs, fine.topology
+    mask = s.mask[i]
+    r.meshes["fine"] = Mesh(fine.vertices[i], t.triangles, uvs=t.uvs, uv_triangles=t.uv_triangles,
+                            texture=fine.textures[i].cpu().numpy())
+    r.meshes["fine_grid"] = grid_mesh(fine.grid_vertices[i].cpu().numpy(), mask.cpu().numpy(),
+                                      s.albedo[i].cpu().numpy())
+    shading = (s.shading[i] / s.shading[i][mask].max().clamp_min(1e-6)).clamp(0, 1).cpu().numpy()
+    r.images["normals"] = ((s.normals[i] + 1) / 2).cpu().numpy() * mask[..., None].cpu().numpy()
+    r.images["albedo_image"] = s.albedo[i].cpu().numpy()
+    r.images["shading"] = shading
+    r.images["specular"] = s.specular[i, ..., 0].clamp(0, 1).cpu().numpy()
+    r.images["rendered"] = s.rendered[i].clamp(0, 1).cpu().numpy()
+    r.arrays["depth"] = s.depth[i].cpu().numpy().astype(np.float32)
+    r.arrays["mask"] = mask.cpu().numpy()
+    r.params["fine"] = fine.metrics[i]
+    fine_shaded = shade_normals(s.normals[i:i + 1], s.mask[i:i + 1])[0].cpu().numpy()
+    return [fine_shaded, s.albedo[i].clamp(0, 1).cpu().numpy(), shading]
 
 
 def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:
-    ypr = coarse.euler_degrees()[i].cpu().numpy()
+    ypr = coarse.camera.euler_degrees()[i].cpu().numpy()
     out = {
         "units": "mm",
-        "model": {"name": "ICT Face Model Light", "source": model.source, "region": model.label_names},
+        "model": {"name": model.name, "source": model.source, "region": model.label_names},
         "pose_deg": {"yaw": float(ypr[0]), "pitch": float(ypr[1]), "roll": float(ypr[2])},
         "id_coeffs": coarse.id_coeffs[i].cpu().numpy(),
         "exp_coeffs": {n: float(v) for n, v in zip(model.exp_names, coarse.exp_coeffs[i].cpu().numpy())},
@@ -152,22 +145,3 @@ def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:
     if coarse.light is not None:
         out["sh_light"] = coarse.light[i].cpu().numpy()
     return out
-
-
-_INIT_DIMS = {"id_coeffs": 1, "exp_coeffs": 1, "rotation": 2, "translation": 1, "albedo": 2}
-
-
-def _initialise(fitter, batch: DetectionBatch):
-    """Run the initialiser on each face and stack what it returned (a field counts only if every face has it)."""
-    if fitter.initializer is None:
-        return None
-    inits = [fitter.initializer(batch.images[i], torch.cat([batch.uv[i], batch.rel_depth[i, :, None]], 1),
-                                fitter.model) for i in range(len(batch))]
-    fields = {}
-    for name, dims in _INIT_DIMS.items():
-        vals = [getattr(x, name) for x in inits]
-        if any(v is None for v in vals):
-            continue
-        vals = [torch.as_tensor(v) for v in vals]
-        fields[name] = torch.stack([v[0] if v.dim() == dims + 1 else v for v in vals]).to(fitter.device)
-    return CoarseInit(**fields)

@@ -126,6 +126,13 @@ class FaceLandmarks:
         return float(np.linalg.norm(p[I.LEFT_IRIS_CENTER] - p[I.RIGHT_IRIS_CENTER]))
 
 
+# The full-range detector's second pass: a box overlapping a face already found by this IoU or
+# more is that face again (its boxes are looser than the mesh's, hence the low bar); a mesh found
+# in a new box that overlaps a known face's by SAME_FACE_IOU or more is a duplicate of it.
+NEW_BOX_MAX_IOU = 0.2
+SAME_FACE_IOU = 0.5
+
+
 def _make_face(points: np.ndarray, image_size: tuple[int, int], refined: bool) -> FaceLandmarks:
     pts = np.ascontiguousarray(points, dtype=np.float32)
     lo = pts[:, :2].min(axis=0)
@@ -305,9 +312,9 @@ class FaceMeshDetector:
             faces.append(fine if fine is not None else coarse)
         if len(faces) < self.max_faces:
             for box in self._small_face_boxes(small, (h, w)):
-                if all(_iou(box, f.bbox) < 0.2 for f in faces):
+                if all(_iou(box, f.bbox) < NEW_BOX_MAX_IOU for f in faces):
                     found = self._refine(img, box)
-                    if found is not None and all(_iou(found.bbox, f.bbox) < 0.5 for f in faces):
+                    if found is not None and all(_iou(found.bbox, f.bbox) < SAME_FACE_IOU for f in faces):
                         faces.append(found)
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces[:self.max_faces]

@@ -51,6 +51,7 @@ ENV_CACHE_DIR = "FACEFIT_CACHE_DIR"
 ENV_URL = "FACEFIT_ICT_URL"
 CACHE_FORMAT = 1
 LICENSE_PATH = Path(__file__).with_name("ICT_LICENSE.txt")
+MODEL_NAME = "ICT Face Model Light"
 
 # Vertex ranges of the ICT topology (inclusive ends, from the ICT-FaceKit README).
 ICT_PARTS: Dict[str, Tuple[int, int]] = {
@@ -428,7 +429,8 @@ def _to_model(arrays: Dict[str, np.ndarray], meta: dict, source: str) -> Morphab
         landmark_sets={k.split("/", 1)[1]: t(v.astype(np.int64)) for k, v in arrays.items() if k.startswith("landmarks/")},
         vertex_sets={k.split("/", 1)[1]: t(v.astype(np.int64)) for k, v in arrays.items() if k.startswith("sets/")},
         vertex_labels=t(arrays["vertex_labels"].astype(np.int64)), label_names=list(meta["label_names"]),
-        source=source, units="mm",
+        source=source, units="mm", name=MODEL_NAME, license_name=LICENSE_PATH.name,
+        license_text=LICENSE_PATH.read_text(),
     )
 
 

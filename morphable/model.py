@@ -8,6 +8,7 @@ seen from the front), +y up, +z out of the face toward a frontal viewer.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
@@ -30,8 +31,9 @@ class MorphableModel:
       activations are blendshape weights in [0, 1].
     - ``triangles``: (F, 3) int64 vertex indices, counter-clockwise seen from
       outside the face.
-    - ``uvs``: (T, 2) float32 in [0, 1], v up (OBJ convention);
-      ``uv_triangles``: (F, 3) int64 into ``uvs``, one row per triangle.
+    - ``uvs``: (T, 2) float32, v up (OBJ convention), u in [0, ``uv_tiles``]
+      (UDIM tiles side by side: ICT puts the face on two); ``uv_triangles``:
+      (F, 3) int64 into ``uvs``, one row per triangle.
     - ``albedo_mean`` (V, 3) in [0, 1] and ``albedo_basis`` (n_alb, V, 3):
       optional; ICT Light ships none.
     - ``landmark_sets``: name -> (K,) int64 vertex indices (for example
@@ -40,6 +42,9 @@ class MorphableModel:
       (for example ``"rigid"``).
     - ``vertex_labels``: (V,) int64 region label per vertex, indexing
       ``label_names``.
+    - ``name``: what the model is called (written into every result);
+      ``license_name`` / ``license_text``: the file name and text of the notice
+      that must travel with meshes derived from it.
     """
 
     mean: torch.Tensor
@@ -57,6 +62,9 @@ class MorphableModel:
     albedo_basis: Optional[torch.Tensor] = None
     source: str = ""
     units: str = "mm"
+    name: str = ""
+    license_name: str = ""
+    license_text: str = ""
 
     @property
     def n_vertices(self) -> int:
@@ -106,14 +114,15 @@ class MorphableModel:
 
     __call__ = forward
 
-    def albedo(self, alb_coeffs: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-        """Per-vertex albedo (B, V, 3) in [0, 1], or None when the model has no albedo."""
-        if self.albedo_mean is None:
-            return None
-        if alb_coeffs is None or self.albedo_basis is None:
-            b = 1 if alb_coeffs is None else alb_coeffs.shape[0]
-            return self.albedo_mean.unsqueeze(0).expand(b, -1, -1)
-        return self.albedo_mean + torch.einsum("bk,kvc->bvc", alb_coeffs, self.albedo_basis)
+    @property
+    def uv_tiles(self) -> int:
+        """How many unit UV tiles the layout spans along u (1 for a plain [0, 1] layout)."""
+        return max(1, math.ceil(float(self.uvs[:, 0].max())))
+
+    def uv_atlas(self) -> torch.Tensor:
+        """(T, 2) the UVs with u divided by :attr:`uv_tiles`: one [0, 1] atlas for a single texture
+        image of ``uv_tiles`` tiles side by side."""
+        return self.uvs / torch.tensor([float(self.uv_tiles), 1.0], device=self.uvs.device)
 
     def to(self, device=None, dtype=None) -> "MorphableModel":
         """A copy with every tensor moved (index tensors keep their dtype)."""
@@ -141,6 +150,7 @@ class MorphableModel:
 
     def summary(self) -> Dict[str, object]:
         return {
+            "name": self.name,
             "source": self.source,
             "units": self.units,
             "vertices": self.n_vertices,

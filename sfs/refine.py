@@ -8,7 +8,7 @@ Everything is image space on the face crop, batched ``(B, ...)`` torch on the in
 * albedo ``gamma`` (B, H, W, 3) in [0, 1]; specular ``beta`` (B, H, W, 1) grey, >= 0;
 * light ``r`` (B, 9, 3) SH coefficients (band factors applied to the basis, see ``sfs.sh``).
 
-Rescaling of the paper's weights (stated once, used in :class:`FineSettings`):
+Rescaling of the paper's weights (stated once, used in :class:`SfsSettings`):
 
 1. Intensities. The paper used [0, 255] images, we use [0, 1]. A term that is squared
    intensity on both sides of a ratio (photometric vs. region colour, vs. specular prior,
@@ -22,10 +22,10 @@ Rescaling of the paper's weights (stated once, used in :class:`FineSettings`):
    (ellipsoid face at 500 mm, 0.5 mm bumps, ~0.6 mm pixels): the /255^2 rule leaves the
    depth unconstrained (normals got worse), so lambda_d1 = 3 x paper and lambda_d2 =
    0.02 x paper; lambda_rtv = 1.2e-3 x paper for the same reason. Each default in
-   :class:`FineSettings` shows the paper's number and the factor used.
+   :class:`SfsSettings` shows the paper's number and the factor used.
 3. Image size. All terms are *means* over the masked pixels (not sums), so the weights do
    not depend on the crop size; derivatives are per pixel at the working resolution
-   (default 384 px on the long side for speed, see FineSettings.working_size).
+   (default 384 px on the long side for speed, see SfsSettings.working_size).
 
 Performance note: on a busy 2-core CPU torch's OpenMP with 2 threads was 3-10x slower than
 one thread (OMP_NUM_THREADS=1 / torch.set_num_threads(1)); this module does not change
@@ -53,8 +53,13 @@ from .sh import sh_irradiance
 _I255 = 255.0  # the paper's intensity scale
 
 
+# Depth (mm) given to an image whose mask has no valid depth at all: nothing is refined there, the
+# value only has to be a plausible, finite camera distance (a face at arm's length).
+EMPTY_MASK_DEPTH_MM = 500.0
+
+
 @dataclass
-class FineSettings:
+class SfsSettings:
     """All settings of the fine stage. Paper defaults (METHOD.md) are quoted per field."""
 
     # --- resolution, robustness -------------------------------------------------------
@@ -112,7 +117,7 @@ class FineSettings:
 
 
 @dataclass
-class FineResult:
+class SfsResult:
     """Output of :func:`refine_depth`, at the input resolution (B, H, W, ...)."""
 
     depth: torch.Tensor        # (B, H, W) mm; outside the mask the input depth0 unchanged (even NaN)
@@ -171,7 +176,7 @@ def _resize(x: torch.Tensor, size, mode: str) -> torch.Tensor:
 
 
 class _Progress:
-    def __init__(self, settings: FineSettings, callback):
+    def __init__(self, settings: SfsSettings, callback):
         self.on = settings.progress
         self.callback = callback
 
@@ -197,7 +202,7 @@ def _photometric(rendered, image, w):
     return _masked_mean(((rendered - image) ** 2).sum(-1), w)
 
 
-def _albedo_prior(albedo, gamma_avg, mask, w_mask, s: FineSettings):
+def _albedo_prior(albedo, gamma_avg, mask, w_mask, s: SfsSettings):
     e = s.lambda_region * _masked_mean(((albedo - gamma_avg) ** 2).sum(-1), w_mask)
     if s.lambda_rtv > 0:
         r = rtv(albedo, s.rtv_sigma, s.rtv_eps, mask)
@@ -222,9 +227,9 @@ def _depth_prior(d, d0, gray_gx, gray_gy, mask, w_mask, lam):
 # ----------------------------------------------------------------------------------------
 
 def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor,
-                 region_labels: Optional[torch.Tensor] = None, settings: FineSettings = FineSettings(),
+                 region_labels: Optional[torch.Tensor] = None, settings: SfsSettings = SfsSettings(),
                  callback: Optional[Callable[[str, int, float], None]] = None,
-                 fixed_depth: Optional[torch.Tensor] = None) -> FineResult:
+                 fixed_depth: Optional[torch.Tensor] = None) -> SfsResult:
     """Refine a depth map by shape from shading (METHOD.md eq. 4-9).
 
     Args:
@@ -236,14 +241,14 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         region_labels: optional (B, H, W) int64 semantic regions (skin, brows, lips, ...),
             -1 outside; the albedo prior pulls each region toward its mean colour. None: one
             region (the whole mask).
-        settings: :class:`FineSettings`.
+        settings: :class:`SfsSettings`.
         callback: optional ``callback(phase, iteration, energy)``, called every iteration.
         fixed_depth: optional (B, H, W) bool, mask pixels whose depth stays ``depth0``
             (they still take part in light, albedo and specular), e.g. eyebrows: hair,
             whose colour varies at the scale of the detail and would become ridges.
 
     Returns:
-        :class:`FineResult` at the input resolution; the history holds the total energy per
+        :class:`SfsResult` at the input resolution; the history holds the total energy per
         iteration of phases ``"albedo"``, ``"depth1"``, ``"depth2"``.
     """
     s = settings
@@ -256,7 +261,7 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     good = mask & torch.isfinite(depth0) & (depth0 > 0)
     mask = good
     d0_fill = (torch.nan_to_num(depth0) * good).flatten(1).sum(1) / good.flatten(1).sum(1).clamp_min(1)
-    d0_fill = torch.where(d0_fill > 0, d0_fill, torch.full_like(d0_fill, 500.0))
+    d0_fill = torch.where(d0_fill > 0, d0_fill, torch.full_like(d0_fill, EMPTY_MASK_DEPTH_MM))
     depth0_full = torch.where(good, torch.nan_to_num(depth0), d0_fill[:, None, None].expand(b, h, w))
 
     # ---- working resolution --------------------------------------------------------------
@@ -389,5 +394,5 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
             refit = ((target * shading + lam * albedo_o) / (shading ** 2 + lam)).clamp(0.0, 1.0)
             albedo_o = torch.where(mask_o[..., None], refit, albedo_o)
         rendered = albedo_o * shading + s.eps_specular * beta_o
-    return FineResult(depth=depth, normals=normals, albedo=albedo_o, shading=shading, specular=beta_o,
+    return SfsResult(depth=depth, normals=normals, albedo=albedo_o, shading=shading, specular=beta_o,
                       light=light, rendered=rendered, mask=mask_o, history=history)

@@ -8,10 +8,10 @@ Rows:
   shape error of fitting nothing); its landmark error uses the best rigid
   pose of the mean face (the coarse stage's own affine + perspective pose
   solve, with no shape fit);
-- ours, least squares: :func:`fitting.coarse.fit_landmarks` with
+- ours, least squares: :func:`fitting.stages.coarse.fit_landmarks` with
   ``CoarseSettings(photometric=False)``, identity and expressions;
 - ours + photometric: the same followed by
-  :func:`fitting.photometric.photometric_refine` (``photometric=True``);
+  :func:`fitting.stages.photometric.photometric_refine` (``photometric=True``);
   "n/a" when that module cannot be imported;
 - ours, exact landmarks: the least squares fed the true projections of the
   table's surface points instead of MediaPipe's
@@ -117,9 +117,9 @@ def eos_fit(pca, crop, vertex_ids: np.ndarray, mask: np.ndarray, iterations: int
 # --------------------------------------------------------------------------- run
 
 def run(args) -> int:
-    from fitting.coarse import CoarseSettings, fit_landmarks, landmark_weights
+    from fitting.stages.coarse import CoarseSettings, fit_landmarks, landmark_weights
     from fitting.detections import DetectionBatch
-    from fitting.landmark_fit import LandmarkBasis, affine_pose, refine_pose, reprojection_residual
+    from fitting.stages.landmark_fit import LandmarkBasis, affine_pose, refine_pose, reprojection_residual
 
     progress = not args.no_progress
     face_model, closed_model, corr, data = setup_from_args(args, deformation=False)
@@ -141,7 +141,7 @@ def run(args) -> int:
         photometric, photometric_note = _load_photometric()
     renderer = None
     if photometric is not None:
-        from fitting.renderer import Renderer
+        from fitting.rendering.renderer import Renderer
         renderer = Renderer("cpu")
 
     rows = {k: RowStats(name) for k, name in (("mean", "mean shape (Umeyama-aligned)"),
@@ -244,7 +244,7 @@ def run(args) -> int:
 
 
 def _load_photometric():
-    """``(photometric_refine, None)``, or ``(None, why)`` when :mod:`fitting.photometric` is not in this tree.
+    """``(photometric_refine, None)``, or ``(None, why)`` when :mod:`fitting.stages.photometric` is not in this tree.
 
     A module found outside the ``fitting`` package being benched (an editable
     install of another checkout can supply a module this tree lacks) counts
@@ -253,7 +253,7 @@ def _load_photometric():
     from pathlib import Path
     import fitting
     try:
-        mod = importlib.import_module("fitting.photometric")
+        mod = importlib.import_module("fitting.stages.photometric")
     except ImportError as exc:
         return None, f"n/a (not available: {exc})"
     here = Path(fitting.__file__).resolve().parent
@@ -265,10 +265,11 @@ def _load_photometric():
 
 def _score_ours(row: RowStats, coarse, chunk, corr, mask, narrow, seconds: float, crops=None) -> None:
     """Score a chunk's coarse fits; landmark errors against ``crops`` (default: each face's MediaPipe crop)."""
-    from fitting.landmark_fit import reprojection_residual
+    from fitting.stages.landmark_fit import reprojection_residual
     pts = coarse.landmark_points(corr)
-    uv = reprojection_residual(pts, coarse.rotation, coarse.translation, torch.zeros_like(pts[..., :2]),
-                               coarse.intrinsics).detach().cpu().numpy()
+    cam = coarse.camera
+    uv = reprojection_residual(pts, cam.rotation, cam.translation, torch.zeros_like(pts[..., :2]),
+                               cam.intrinsics).detach().cpu().numpy()
     verts = coarse.vertices.detach().cpu().numpy()
     for i, f in enumerate(chunk):
         crop = f.crop if crops is None else crops[i]

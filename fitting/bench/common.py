@@ -94,7 +94,7 @@ _GENERATORS: Dict[int, object] = {}
 
 def _generator(closed_model):
     """One FaceGenerator per model object (building its albedo atlas features takes seconds)."""
-    from fitting.synthetic import FaceGenerator
+    from fitting.synthetic.faces import FaceGenerator
     key = id(closed_model)
     if key not in _GENERATORS:
         _GENERATORS[key] = (closed_model, FaceGenerator(closed_model))
@@ -229,7 +229,7 @@ def setup_from_args(args, **synthetic):
     """What every bench starts from: ``(face_model, closed_model, corr, data)``, the synthetic set
     made from the common arguments (``--model-dir --n --seed --size --yaw-max --crop-size``);
     ``synthetic``: the set's other options (``deformation``, ``detail``, ``keep_maps``)."""
-    from fitting.correspondence import load_correspondence
+    from fitting.stages.correspondence import load_correspondence
     face_model, closed_model = load_models(args.model_dir)
     data = make_synthetic_set(face_model, closed_model, args.n, args.seed, size=args.size, yaw_max=args.yaw_max,
                               crop_size=args.crop_size, progress=not args.no_progress, **synthetic)

@@ -8,18 +8,18 @@ absent from their albedo: only shading shows it. No out-of-model
 deformation. Each face goes through MediaPipe and the crop as the API does,
 then our stages:
 
-- coarse: :func:`fitting.coarse.fit_landmarks` with
+- coarse: :func:`fitting.stages.coarse.fit_landmarks` with
   ``CoarseSettings(photometric=False)`` (least squares only, to keep time down);
-- medium: :func:`fitting.pipeline.run_medium_stage`, default ``MediumSettings``;
-- fine: :func:`fitting.fine.run_fine_stage` (the stage itself, outputs
-  included) on the medium mesh, default ``FineStageSettings``, twice: with
-  the default ``FineSettings`` (RTV + skin colour, eq. 6) and with
+- medium: :func:`fitting.stages.medium.run`, default ``MediumSettings``;
+- fine: :func:`fitting.stages.fine.run` (the stage itself, outputs
+  included) on the medium mesh, default ``FineSettings``, twice: with
+  the default ``SfsSettings`` (RTV + skin colour, eq. 6) and with
   ``lambda_rtv=0`` (the skin-colour term alone).
 
 Ground truth: the synthetic normal (camera frame), depth and albedo maps,
 resampled into the crop with the crop's own warp
 (:func:`fitting.bench.common.crop_maps`). All measures are per face over the
-same pixels: the mask the fine stage used (``FineResult.mask``: SfS regions
+same pixels: the mask the fine stage used (``SfsResult.mask``: SfS regions
 of the landmark mesh, render coverage, eroded) intersected with the pixels
 that lie fully inside the true face mask; then averaged over faces.
 
@@ -28,12 +28,12 @@ that lie fully inside the true face mask; then averaged over faces.
   i.e. the normals of the depth ``d0`` the fine stage starts from, computed
   the same way as the fine normals; the normals interpolated from the mesh's
   vertex normals are printed below the table for comparison. Fine: the
-  ``FineResult.normals`` (of the refined depth, at the crop resolution).
+  ``SfsResult.normals`` (of the refined depth, at the crop resolution).
 - depth: mean |d - d_true| (mm) after removing each face's median of
   ``d - d_true`` over the mask (the fitted camera distance is not part of it).
 - albedo: mean absolute error per channel ([0, 1]) of the fine albedo.
   "final": the albedo the stage returns (after the closed-form last pass at
-  the crop resolution, ``FineSettings.final_albedo_prior``); "eq. 6": the
+  the crop resolution, ``SfsSettings.final_albedo_prior``); "eq. 6": the
   optimised albedo before that pass. The fine stage is run with
   ``final_albedo_prior=None`` (which changes nothing else: the pass comes
   after depth and normals are final) and the last pass is recomputed here;
@@ -47,7 +47,6 @@ import argparse
 import dataclasses
 import math
 import time
-from types import SimpleNamespace
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -206,7 +205,7 @@ def _mesh_geometry(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, k: tor
 def _oracle_rows(rows, face, batch, i, medium_geo, k, base, reference, mask) -> None:
     """--oracle-depth: the fine stage's SfS from the true smooth depth, over the fine stage's own mask
     restricted to the pixels inside the true face (``mask``: where the oracle depth is defined)."""
-    from fitting.fine import fixed_depth_pixels, sfs_mask_and_labels
+    from fitting.stages.fine import fixed_depth_pixels, sfs_mask_and_labels
     from sfs.normals import depth_to_normals
     from sfs.refine import refine_depth
     gt = face.maps
@@ -227,28 +226,29 @@ def _oracle_rows(rows, face, batch, i, medium_geo, k, base, reference, mask) -> 
 
 
 def run(args) -> int:
-    from fitting.coarse import CoarseSettings, fit_landmarks
+    from fitting.stages.coarse import CoarseSettings, fit_landmarks
     from fitting.detections import DetectionBatch
-    from fitting.fine import FineStageSettings, fixed_depth_pixels, run_fine_stage, sfs_mask_and_labels
-    from fitting.medium import MediumSettings
-    from fitting.pipeline import camera_frame, run_medium_stage
-    from fitting.renderer import Renderer
+    from fitting.rendering.renderer import Renderer
+    from fitting.stages import fine as fine_stage
+    from fitting.stages import medium as medium_stage
+    from fitting.stages.context import FitContext
+    from fitting.stages.fine import FineSettings, fixed_depth_pixels, sfs_mask_and_labels
+    from fitting.stages.medium import MediumSettings
     from sfs.refine import refine_depth
 
     progress = not args.no_progress
     face_model, closed_model, corr, data = setup_from_args(args, deformation=False, detail=True, keep_maps=True)
     faces = data.detected
     coarse_settings = CoarseSettings(photometric=False)
-    base = FineStageSettings()
+    base = FineSettings()
     reference = base.sfs  # the settings the pipeline runs with (final albedo pass on)
     if reference.final_albedo_prior is None:
-        raise RuntimeError("FineSettings().final_albedo_prior is None: the bench expects the last pass on")
+        raise RuntimeError("SfsSettings().final_albedo_prior is None: the bench expects the last pass on")
     variants = [(key, name, dataclasses.replace(reference, final_albedo_prior=None, **change))
                 for key, name, change in VARIANTS]
     renderer = Renderer("cpu")
-    # what run_medium_stage / run_fine_stage read from a FaceFitter
-    stage = SimpleNamespace(model=face_model, medium_settings=MediumSettings(), corr=corr, renderer=renderer,
-                            fine_settings=base)
+    context = FitContext(model=face_model, correspondence=corr, renderer=renderer, device=face_model.device,
+                         settings={"medium": MediumSettings(), "fine": base})
     tris = face_model.triangles
 
     rows = {"coarse": Row("coarse (least squares)"), "medium": Row("medium (Laplacian)")}
@@ -265,17 +265,19 @@ def run(args) -> int:
         t0 = time.perf_counter()
         coarse = fit_landmarks(face_model, batch, corr, coarse_settings)
         t1 = time.perf_counter()
-        medium = run_medium_stage(stage, batch, coarse)
+        medium = medium_stage.run(context, batch, coarse)
         t2 = time.perf_counter()
-        k = coarse.intrinsics
-        geo = {"coarse": _mesh_geometry(renderer, camera_frame(coarse, coarse.vertices), tris, k, size),
-               "medium": _mesh_geometry(renderer, camera_frame(coarse, medium), tris, k, size)}
+        cam = coarse.camera
+        k = cam.intrinsics
+        geo = {"coarse": _mesh_geometry(renderer, cam.to_camera(coarse.vertices), tris, k, size),
+               "medium": _mesh_geometry(renderer, cam.to_camera(medium.vertices), tris, k, size)}
         times = {"coarse": (t1 - t0) / b, "medium": (t2 - t1) / b}
         fine = {}
         for key, _, sfs_settings in variants:
-            stage.fine_settings = dataclasses.replace(base, sfs=sfs_settings)
+            variant = dataclasses.replace(context, settings={**context.settings,
+                                                             "fine": dataclasses.replace(base, sfs=sfs_settings)})
             t3 = time.perf_counter()
-            out = run_fine_stage(stage, batch, coarse, medium)
+            out = fine_stage.run(variant, batch, medium)
             times[key] = (time.perf_counter() - t3) / b
             s = out.sfs
             final = last_albedo_pass(batch.images, s.albedo, s.shading, s.specular, s.mask,
@@ -361,13 +363,13 @@ def run(args) -> int:
           + "; ".join(f"{rows[key].name} final {rows[key].mean('albedo_gain_final'):.4f}, eq.6 "
                       f"{rows[key].mean('albedo_gain_eq6'):.4f}" for key, _, _ in variants))
     if check is not None:
-        print(f"check on face #{faces[0].index}: refine_depth with the default FineSettings vs this run: max |albedo "
+        print(f"check on face #{faces[0].index}: refine_depth with the default SfsSettings vs this run: max |albedo "
               f"diff| {check['albedo']:.2e} (recomputed last pass), max |normal diff| {check['normals']:.2e}, "
               f"same mask: {check['mask_equal']}.")
     ws = reference.working_size
     print(f"coarse: fit_landmarks, CoarseSettings(photometric=False) (no photometric polish, to keep time down); "
-          f"medium: run_medium_stage, default MediumSettings; fine: run_fine_stage (outputs included: grid mesh, "
-          f"displaced mesh, UV albedo at {base.texture_height} px), FineSettings defaults (working_size {ws}, "
+          f"medium: stages.medium.run, default MediumSettings; fine: stages.fine.run (outputs included: grid mesh, "
+          f"displaced mesh, UV albedo at {base.texture_height} px), SfsSettings defaults (working_size {ws}, "
           f"lambda_region {reference.lambda_region:g}, lambda_rtv {reference.lambda_rtv:g}; the skin-colour-only "
           f"row lambda_rtv=0). CPU, chunks of {args.chunk}; time = each stage's own chunk time / faces (medium on "
           f"top of coarse, each fine row on top of medium).")

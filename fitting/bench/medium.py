@@ -6,7 +6,7 @@ The synthetic faces carry a smooth out-of-model deformation (a few Gaussian
 RBF offsets of 1-4 mm, ``FaceGenerator(deformation=True)``) that the 3DMM
 cannot represent. Rows: the coarse stage (least squares,
 ``CoarseSettings(photometric=False)``) and the medium stage
-(:func:`fitting.pipeline.run_medium_stage` on that coarse result, default
+(:func:`fitting.stages.medium.run` on that coarse result, default
 ``MediumSettings``). Errors as in the coarse bench; the relative change of
 medium vs coarse is printed below the table. Time: each stage's own wall
 time per face (medium comes on top of coarse), chunks of ``--chunk``.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -40,12 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from fitting.coarse import CoarseSettings, fit_landmarks
+    from fitting.stages.coarse import CoarseSettings, fit_landmarks
     from fitting.detections import DetectionBatch
-    from fitting.landmark_fit import reprojection_residual
-    from fitting.medium import MediumSettings
-    from fitting.pipeline import run_medium_stage
-    from fitting.renderer import Renderer
+    from fitting.stages.landmark_fit import reprojection_residual
+    from fitting.rendering.renderer import Renderer
+    from fitting.stages import medium as medium_stage
+    from fitting.stages.context import FitContext
+    from fitting.stages.medium import MediumSettings
 
     progress = not args.no_progress
     face_model, closed_model, corr, data = setup_from_args(args, deformation=True)
@@ -56,8 +56,8 @@ def run(args) -> int:
     oracle_settings = CoarseSettings(photometric=False, landmark_offsets=False)
     medium_settings = MediumSettings() if args.correspondence is None else MediumSettings(
         correspondence=args.correspondence)
-    # what run_medium_stage reads from a FaceFitter
-    stage = SimpleNamespace(model=face_model, medium_settings=medium_settings, corr=corr, renderer=Renderer("cpu"))
+    context = FitContext(model=face_model, correspondence=corr, renderer=Renderer("cpu"), device=face_model.device,
+                         settings={"medium": medium_settings})
 
     rows = {"coarse": RowStats("coarse (least squares)"), "medium": RowStats("medium (Laplacian)")}
     if not args.no_oracle:
@@ -72,12 +72,13 @@ def run(args) -> int:
             t0 = time.perf_counter()
             coarse = fit_landmarks(face_model, batch, corr, settings)
             t1 = time.perf_counter()
-            medium = run_medium_stage(stage, batch, coarse)
+            medium = medium_stage.run(context, batch, coarse).vertices
             t2 = time.perf_counter()
+            cam = coarse.camera
             for key, verts, dt in (("coarse", coarse.vertices, t1 - t0), ("medium", medium, t2 - t1)):
-                pts = coarse.landmark_points(corr, verts.to(coarse.rotation))
-                uv = reprojection_residual(pts, coarse.rotation, coarse.translation, torch.zeros_like(pts[..., :2]),
-                                           coarse.intrinsics).detach().cpu().numpy()
+                pts = coarse.landmark_points(corr, verts.to(cam.rotation))
+                uv = reprojection_residual(pts, cam.rotation, cam.translation, torch.zeros_like(pts[..., :2]),
+                                           cam.intrinsics).detach().cpu().numpy()
                 v = verts.detach().cpu().numpy()
                 for i, f in enumerate(chunk):
                     rows[key + suffix].add(v[i], f.truth, narrow, landmark_error_photo_px(uv[i], crops[i], mask),
@@ -99,7 +100,7 @@ def run(args) -> int:
     print(measures_note(face_model))
     print(f"Out-of-model deformation in the truth: mean |offset| over the face area {np.nanmean(deform):.2f} mm "
           f"(per face {np.nanmin(deform):.2f}-{np.nanmax(deform):.2f} mm).")
-    print(f"coarse: fit_landmarks, CoarseSettings(photometric=False); medium: run_medium_stage with "
+    print(f"coarse: fit_landmarks, CoarseSettings(photometric=False); medium: the medium stage (fitting.stages.medium.run) with "
           f"MediumSettings(correspondence={medium_settings.correspondence!r}, iterations={medium_settings.iterations}, "
           f"weight_scale={medium_settings.weight_scale:g}); both projected with the coarse camera. CPU, chunks of "
           f"{args.chunk}; time = each stage's own chunk time / faces.")

@@ -80,8 +80,8 @@ def _fmt(x: Optional[float], spec: str) -> str:
 
 def run(args) -> int:
     from fitting.api import FaceFitter
-    from fitting.laplacian import uniform_laplacian
-    from fitting.medium import count_flipped_triangles, max_laplacian_change
+    from fitting.stages.laplacian import uniform_laplacian
+    from fitting.stages.medium import count_flipped_triangles, max_laplacian_change
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     sources = _sources(args)

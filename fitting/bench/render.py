@@ -16,9 +16,9 @@ import time
 import torch
 
 from fitting.camera import Camera
-from fitting.renderer import Renderer, _nvdiffrast_available
+from fitting.rendering.renderer import Renderer, _nvdiffrast_available
 from morphable.geometry import vertex_normals
-from fitting.shading import sh_shading_packed
+from fitting.rendering.shaded_mesh import sh_shading_packed
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

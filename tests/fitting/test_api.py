@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fitting.api import FaceFitter, FitError, FitResult, unique_names
-from fitting.coarse import CoarseInit, CoarseSettings
+from fitting.stages.coarse import CoarseInit, CoarseSettings
 
 CROP = 256
 FAST = CoarseSettings(photometric=False)
@@ -213,13 +213,13 @@ class LandmarkNet:
 @pytest.fixture
 def registry(monkeypatch):
     """A private copy of the initialiser registry (whatever a test registers is gone afterwards)."""
-    import fitting.initializers as inits
+    import fitting.stages.initializers as inits
     monkeypatch.setattr(inits, "_REGISTRY", dict(inits._REGISTRY))
     return inits
 
 
 def test_registered_initializer_is_called_and_used(registry, face_model, good_photos):
-    from fitting.initializers import register_initializer, resolve_initializer
+    from fitting.stages.initializers import register_initializer, resolve_initializer
 
     net = LandmarkNet()
 
@@ -259,7 +259,7 @@ def test_registered_initializer_is_called_and_used(registry, face_model, good_ph
 
 
 def test_entry_point_initializer_is_found(registry, monkeypatch, face_model, good_photos):
-    from fitting.initializers import ENTRY_POINT_GROUP, available_initializers, resolve_initializer
+    from fitting.stages.initializers import ENTRY_POINT_GROUP, available_initializers, resolve_initializer
 
     net = LandmarkNet()
 
@@ -284,7 +284,7 @@ def test_entry_point_initializer_is_found(registry, monkeypatch, face_model, goo
 
 
 def test_unknown_initializer_lists_the_available_ones(registry):
-    from fitting.initializers import register_initializer, resolve_initializer
+    from fitting.stages.initializers import register_initializer, resolve_initializer
 
     register_initializer("test_net")(LandmarkNet())
     with pytest.raises(KeyError) as info:
@@ -297,7 +297,7 @@ def test_unknown_initializer_lists_the_available_ones(registry):
 
 
 def test_mediapipe_mesh_initializer_on_a_real_photo(face_model, fitter, good_photos):
-    from fitting.initializers import resolve_initializer
+    from fitting.stages.initializers import resolve_initializer
 
     init = resolve_initializer("mediapipe_mesh")
     crop = fitter.fit(good_photos[0]).crop

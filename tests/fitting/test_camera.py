@@ -1,6 +1,7 @@
 """Camera: projection round trips, rotation helpers, framing a face."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,7 +31,7 @@ def test_project_backproject_round_trip():
     torch.manual_seed(0)
     r = axis_angle_to_matrix(torch.randn(3, 3) * 0.3)
     cam = Camera.from_image_size(64, 80, batch=3, rotation=None)
-    cam.rotation = r
+    cam = cam.with_pose(r, cam.translation)
     x = torch.randn(3, 50, 3) * 40
     uvd = cam.project(x)
     back = cam.backproject(uvd[..., :2], uvd[..., 2])
@@ -69,10 +70,39 @@ def test_look_at_face_fills_fraction():
     verts = torch.randn(2, 500, 3) * torch.tensor([60.0, 90.0, 40.0]) + torch.tensor([0.0, 0.0, 70.0])
     r = euler_to_matrix(torch.tensor([0.0, 40.0]), torch.tensor([0.0, 10.0]), torch.tensor([0.0, 0.0]))
     cam = Camera.from_image_size(512, 512, batch=2)
-    cam.rotation = r
+    cam = cam.with_pose(r, cam.translation)
     cam = cam.look_at_face(verts, fill=0.7)
     uv = cam.project(verts)[..., :2]
     size = (uv.amax(1) - uv.amin(1)).amax(-1)
     centre = (uv.amax(1) + uv.amin(1)) / 2
     assert torch.allclose(size, torch.full((2,), 0.7 * 512), rtol=0.02)
     assert torch.allclose(centre, torch.full((2, 2), 256.0), atol=3.0)
+
+
+def test_crop_is_a_camera_operation():
+    """Camera.crop moves the image plane, not the pose: a point projects to (u - x0) * scale in the crop,
+    and uncrop gives the photo's camera back."""
+    from fitting.camera import crop_intrinsics
+    cam = Camera.from_image_size(480, 640, batch=2)
+    box = torch.tensor([[100.0, 50.0, 1.5], [-20.0, 10.0, 0.75]])
+    crop = cam.crop(box, 256)
+    x = torch.randn(2, 30, 3) * 40.0
+    photo_uv = cam.project(x)[..., :2]
+    crop_uv = crop.project(x)[..., :2]
+    torch.testing.assert_close(crop_uv, (photo_uv - box[:, None, :2]) * box[:, None, 2:], rtol=1e-5, atol=1e-3)
+    assert (crop.height, crop.width) == (256, 256)
+    torch.testing.assert_close(crop.rotation, cam.rotation)
+    back = crop.uncrop(box, 480, 640)
+    torch.testing.assert_close(back.intrinsics, cam.intrinsics)
+    assert (back.height, back.width) == (480, 640)
+    # the numpy form (what detections use) agrees with the tensor form
+    np_k = crop_intrinsics(cam.intrinsics.numpy().astype(np.float64), box.numpy().astype(np.float64))
+    np.testing.assert_allclose(np_k, crop.intrinsics.numpy(), rtol=1e-6)
+
+
+def test_camera_selects_faces():
+    cam = Camera.from_image_size(64, 64, batch=3)
+    cam = cam.with_pose(cam.rotation, cam.translation + torch.arange(3.0)[:, None])
+    one = cam[1]
+    assert one.batch_size == 1 and float(one.translation[0, 0]) == 1.0
+    assert cam[torch.tensor([0, 2])].batch_size == 2

@@ -33,7 +33,7 @@ CROP = 256
 
 @pytest.fixture(scope="module")
 def generator(closed_model, face_model):
-    from fitting.synthetic import FaceGenerator
+    from fitting.synthetic.faces import FaceGenerator
     n = face_model.n_vertices
     assert torch.equal(face_model.mean, closed_model.mean[:n]), "face region is not the first vertices of face_closed"
     assert face_model.exp_names == closed_model.exp_names
@@ -49,7 +49,7 @@ def synthetic_faces(generator):
 def coarse_fits(face_model, synthetic_faces):
     """One FitResult per synthetic face (fit_batch: MediaPipe, crop, least-squares coarse fit)."""
     from fitting.api import FaceFitter
-    from fitting.coarse import CoarseSettings
+    from fitting.stages.coarse import CoarseSettings
     with FaceFitter(("coarse",), model=face_model, crop_size=CROP,
                     coarse=CoarseSettings(photometric=False)) as fitter:
         results = fitter.fit_batch(np.stack([f.image for f in synthetic_faces]))
@@ -136,9 +136,10 @@ def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthet
     points of the correspondence table fitted with ``landmark_offsets=False``, or those points plus the table's
     offsets at the true yaw fitted with them on (the default). Residual < 1.5 % IOD, yaw within 3 deg, and
     shape error < 0.85 x the mean face's per face (< 0.75 x on average)."""
-    from fitting.coarse import CoarseSettings, fit_landmarks
-    from fitting.correspondence import load_correspondence
-    from fitting.detections import DEFAULT_FOV_DEG, DetectionBatch, crop_face
+    from fitting.stages.coarse import CoarseSettings, fit_landmarks
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.camera import DEFAULT_FOV as DEFAULT_FOV_DEG
+    from fitting.detections import DetectionBatch, crop_face
     from landmarks import FaceLandmarks
 
     corr = load_correspondence()
@@ -163,7 +164,7 @@ def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthet
     assert (res.landmark_offsets is not None) == offsets
 
     from fitting.rotation import matrix_to_euler
-    yaw_fit = matrix_to_euler(res.rotation)[0].numpy()
+    yaw_fit = matrix_to_euler(res.camera.rotation)[0].numpy()
     ratios = []
     for i, (face, crop, truth) in enumerate(zip(synthetic_faces, crops, truths)):
         iod_crop_px = crop.landmarks.inter_ocular * crop.scale
@@ -180,8 +181,8 @@ def test_exact_landmarks_recover_shape_better_than_mean_face(face_model, synthet
 def test_per_face_offsets_solve_each_face_as_alone(face_model):
     """solve_shape with a (B, K, 3) shifted basis gives each face what a one-face solve with its own
     offsets gives (the batch does not mix faces' offsets)."""
-    from fitting.correspondence import load_correspondence
-    from fitting.landmark_fit import LandmarkBasis, solve_shape
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.landmark_fit import LandmarkBasis, solve_shape
     from fitting.rotation import euler_to_matrix
     corr = load_correspondence()
     lb = LandmarkBasis.from_model(face_model, corr.vertex_ids, corr.bary, n_id=20)
@@ -214,18 +215,19 @@ def test_per_face_offsets_solve_each_face_as_alone(face_model):
 
 def test_surface_uv_takes_the_offset_shift_out():
     """CoarseResult.surface_uv maps where the offset points project to where the bare surface points do."""
-    from fitting.coarse import CoarseResult
+    from fitting.camera import Camera
+    from fitting.stages.coarse import CoarseResult
     from fitting.rotation import euler_to_matrix
     from sfs.projection import camera_to_pixel
-    from fitting.correspondence import load_correspondence
+    from fitting.stages.correspondence import load_correspondence
     corr = load_correspondence()
     verts = torch.randn(2, 9409, 3, generator=torch.Generator().manual_seed(1)) * 50.0
     yaws = torch.tensor([-30.0, 40.0])
     rot = euler_to_matrix(yaws, torch.zeros(2), torch.zeros(2))
     t = torch.tensor([[0.0, 0.0, -600.0], [10.0, -5.0, -650.0]])
     k = torch.tensor([[900.0, 900.0, 256.0, 256.0]]).expand(2, -1)
-    res = CoarseResult(id_coeffs=torch.zeros(2, 1), exp_coeffs=torch.zeros(2, 1), rotation=rot, translation=t,
-                       intrinsics=k, vertices=verts, landmark_error=torch.zeros(2),
+    res = CoarseResult(camera=Camera(k, rot, t, 512, 512), vertices=verts, id_coeffs=torch.zeros(2, 1),
+                       exp_coeffs=torch.zeros(2, 1), landmark_error=torch.zeros(2),
                        landmark_offsets=corr.offsets_at(yaws))
     proj = lambda p: camera_to_pixel(torch.einsum("bij,bkj->bki", rot, p) + t[:, None], k)[..., :2]  # noqa: E731
     seen = proj(res.landmark_points(corr))
@@ -243,7 +245,7 @@ def test_shape_solve_is_right_after_set_num_threads():
     import sys
     code = """
 import torch
-from fitting.landmark_fit import solve_spd
+from fitting.stages.landmark_fit import solve_spd
 g = torch.Generator().manual_seed(0)
 a = torch.randn(8, 153, 153, generator=g, dtype=torch.float64)
 a = a @ a.transpose(1, 2) + torch.eye(153, dtype=torch.float64)

@@ -1,11 +1,11 @@
-"""The MediaPipe -> ICT table and its pose-dependent offsets (fitting.correspondence)."""
+"""The MediaPipe -> ICT table and its pose-dependent offsets (fitting.stages.correspondence)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from fitting.correspondence import Correspondence, load_correspondence, yaw_bin_weights
+from fitting.stages.correspondence import Correspondence, load_correspondence, yaw_bin_weights
 
 
 def _toy(offsets=True) -> Correspondence:
@@ -71,7 +71,7 @@ def test_shipped_table_has_offsets_for_the_valid_points_only():
 def turned_faces(closed_model, face_model):
     """Synthetic faces at |yaw| 20-40 deg (seeds the table's offset renders do not use), MediaPipe points in
     photo pixels, and the truth."""
-    from fitting.synthetic import FaceGenerator
+    from fitting.synthetic.faces import FaceGenerator
     from landmarks import FaceMeshDetector
     gen = FaceGenerator(closed_model, texture_size=256)
     out = []

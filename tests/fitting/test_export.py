@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fitting.export import ExportError, load_mesh, save_image, save_obj, save_ply
+from fitting.outputs.files import ExportError, load_mesh, save_image, save_obj, save_ply
 from fitting.mesh import Mesh
 from morphable.ict import LICENSE_PATH
 
@@ -72,7 +72,7 @@ def test_unwritable_path_is_one_clear_error(face_model, tmp_path):
 
 
 def test_failed_write_leaves_nothing_half_written(face_model, tmp_path, monkeypatch):
-    import fitting.export as export
+    import fitting.outputs.files as export
     mesh = Mesh.from_model(face_model, face_model.mean, texture=np.zeros((4, 4, 3)))
 
     def broken(*args, **kwargs):

@@ -1,8 +1,8 @@
-"""fitting.fine: which SfS pixels keep the medium depth (fixed_depth_pixels), on a painted face;
+"""fitting.stages.fine: which SfS pixels keep the medium depth (fixed_depth_pixels), on a painted face;
 which pixels give the texture its colour (texture_source_mask)."""
 import torch
 
-from fitting.fine import FineStageSettings, fixed_depth_pixels, texture_source_mask
+from fitting.stages.fine import FineSettings, fixed_depth_pixels, texture_source_mask
 from landmarks import REGION_NAMES
 
 SKIN = torch.tensor([0.80, 0.58, 0.47])
@@ -29,8 +29,8 @@ def _face(size: int = 96):
 def test_brow_hair_below_the_region_keeps_the_medium_depth_unless_switched_off():
     img, mask, labels, below = _face()
     brows = labels == REGION_NAMES.index("brows")
-    on = fixed_depth_pixels(img, mask, labels, FineStageSettings())
-    off = fixed_depth_pixels(img, mask, labels, FineStageSettings(brow_reach_px=None))
+    on = fixed_depth_pixels(img, mask, labels, FineSettings())
+    off = fixed_depth_pixels(img, mask, labels, FineSettings(brow_reach_px=None))
     assert on[brows].all() and off[brows].all()          # the region itself always
     assert on[below].float().mean() > 0.8
     assert off[below].float().mean() < 0.2
@@ -52,7 +52,7 @@ def test_texture_leaves_out_the_outer_edge_but_not_the_eyes_edge():
 
 
 def test_subdivide_keeps_the_surface_and_the_uv_layout_in_step():
-    from fitting.fine import subdivide
+    from fitting.stages.fine import subdivide
     # a 3x3-vertex square whose UVs are its (x, y) / 10, with the right column's UVs duplicated (a seam)
     xs, ys = torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="xy")
     verts = torch.stack([xs.flatten(), ys.flatten(), torch.zeros(9)], -1)

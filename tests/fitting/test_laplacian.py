@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from fitting.laplacian import (DeformSolver, anchor_matrix, deform, deform_batch, deformation_energy,
+from fitting.stages.laplacian import (DeformSolver, anchor_matrix, deform, deform_batch, deformation_energy,
                                uniform_laplacian)
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from fitting.laplacian import anchor_matrix, deform, deformation_energy, uniform_laplacian
-from fitting.medium import (MediumSettings, count_flipped_triangles, index_map_correspondence,
-                            landmark_targets, max_laplacian_change, medium_fixed_vertices, run_medium,
+from fitting.stages.laplacian import anchor_matrix, deform, deformation_energy, uniform_laplacian
+from fitting.stages.medium import (MediumSettings, count_flipped_triangles, index_map_correspondence,
+                            landmark_targets, max_laplacian_change, medium_fixed_vertices, deform_to_landmarks,
                             unfold_flips)
 from sfs.projection import camera_to_pixel
 
@@ -112,7 +112,7 @@ def test_index_map_correspondence_reads_pixel_under_landmark():
 
 def test_smooth_displacement_is_followed_without_damage(scene):
     uv_t = scene["uv0"] + smooth_shift(scene["uv0"])
-    res = run_medium(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"], scene["weights"])
+    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"], scene["weights"])
     before, after = res.reprojection_before.item(), res.reprojection_after.item()
     assert before > 1.5                                         # the shift is real
     assert after <= 0.5 * before, (before, after)
@@ -133,7 +133,7 @@ def test_local_displacement_leaves_far_vertices(scene):
     uv0 = scene["uv0"]
     centre = uv0[0, 10]
     shift = local_shift(uv0, centre)
-    res = run_medium(scene["v_cam"], scene["tris"], K_CAM, uv0 + shift, scene["tri"], scene["bary"],
+    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv0 + shift, scene["tri"], scene["bary"],
                      scene["weights"])
     assert res.reprojection_after.item() <= 0.5 * res.reprojection_before.item()
     v0 = scene["v_cam"][0].double()
@@ -153,7 +153,7 @@ def test_weight_scale_trades_landmarks_against_shape(scene):
     uv_t = scene["uv0"] + smooth_shift(scene["uv0"])
     errs, laps = [], []
     for scale in (0.1, 1.0, 10.0):
-        res = run_medium(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
+        res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
                          scene["weights"], settings=MediumSettings(weight_scale=scale))
         errs.append(res.reprojection_after.item())
         laps.append(res.max_laplacian_change.item())
@@ -162,7 +162,7 @@ def test_weight_scale_trades_landmarks_against_shape(scene):
 
 
 def test_zero_displacement_keeps_mesh(scene):
-    res = run_medium(scene["v_cam"], scene["tris"], K_CAM, scene["uv0"], scene["tri"], scene["bary"],
+    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, scene["uv0"], scene["tri"], scene["bary"],
                      scene["weights"])
     assert (res.vertices_cam - scene["v_cam"]).abs().max() < 1e-4
     assert res.reprojection_after.item() < 1e-4
@@ -172,7 +172,7 @@ def test_solution_minimises_eq3(scene):
     """With one iteration the targets are fixed by the input: check the energy directly."""
     uv_t = scene["uv0"] + smooth_shift(scene["uv0"])
     s = MediumSettings(iterations=1)
-    res = run_medium(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
+    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
                      scene["weights"], settings=s)
     v0 = scene["v_cam"][0].double().numpy()
     S, L, w = scene["S"], scene["L"], scene["weights"].numpy()
@@ -198,7 +198,7 @@ def test_fixed_vertices_do_not_move(scene, face_model):
     extra = scene["tris"][scene["tri"][:5], 1]                      # and some vertices right at landmarks
     fixed = torch.cat([fixed, extra])
     uv_t = scene["uv0"] + smooth_shift(scene["uv0"])
-    res = run_medium(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
+    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
                      scene["weights"], fixed_vertices=fixed)
     assert torch.equal(res.vertices_cam[0, fixed], scene["v_cam"][0, fixed])
     assert (res.vertices_cam - scene["v_cam"]).abs().max() > 0.3
@@ -213,10 +213,10 @@ def test_batch_matches_single_calls(scene):
     uv_a = scene["uv0"] + smooth_shift(scene["uv0"])
     uv_b = uv2 + local_shift(uv2, uv2[0, 3])
     args = (scene["tris"],)
-    res = run_medium(torch.stack([v1, v2]), *args, torch.cat([K_CAM, k2]), torch.cat([uv_a, uv_b]),
+    res = deform_to_landmarks(torch.stack([v1, v2]), *args, torch.cat([K_CAM, k2]), torch.cat([uv_a, uv_b]),
                      scene["tri"], scene["bary"], scene["weights"])
-    r1 = run_medium(v1[None], *args, K_CAM, uv_a, scene["tri"][None], scene["bary"][None], scene["weights"][None])
-    r2 = run_medium(v2[None], *args, k2, uv_b, scene["tri"], scene["bary"], scene["weights"])
+    r1 = deform_to_landmarks(v1[None], *args, K_CAM, uv_a, scene["tri"][None], scene["bary"][None], scene["weights"][None])
+    r2 = deform_to_landmarks(v2[None], *args, k2, uv_b, scene["tri"], scene["bary"], scene["weights"])
     torch.testing.assert_close(res.vertices_cam[0], r1.vertices_cam[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(res.vertices_cam[1], r2.vertices_cam[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(res.reprojection_after, torch.cat([r1.reprojection_after, r2.reprojection_after]))
@@ -228,7 +228,7 @@ def test_missing_landmarks_are_ignored(scene):
     uv_t[0, :10] = float("nan")
     tri = scene["tri"].clone()
     tri[10:15] = -1
-    res = run_medium(scene["v_cam"], scene["tris"], K_CAM, uv_t, tri, scene["bary"], scene["weights"])
+    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, tri, scene["bary"], scene["weights"])
     assert res.n_landmarks.item() == N_LANDMARKS - 15
     assert torch.isfinite(res.vertices_cam).all()
     assert res.reprojection_after.item() <= 0.5 * res.reprojection_before.item()
@@ -261,7 +261,7 @@ def test_timing_full_face(scene, face_model):
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        res = run_medium(scene["v_cam"], tris, K_CAM, uv, tri, bary, None)
+        res = deform_to_landmarks(scene["v_cam"], tris, K_CAM, uv, tri, bary, None)
         times.append(time.perf_counter() - t0)
     print(f"\nmedium stage, V={scene['n']}, K=478, iterations=2: "
           f"{min(times) * 1000:.0f} ms best of 3 (reported {res.seconds * 1000:.0f} ms), "

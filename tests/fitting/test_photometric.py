@@ -1,14 +1,14 @@
-"""The coarse stage's photometric polish (fitting.photometric) on a real photo."""
+"""The coarse stage's photometric polish (fitting.stages.photometric) on a real photo."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fitting.coarse import CoarseSettings, fit_landmarks
-from fitting.correspondence import load_correspondence
+from fitting.stages.coarse import CoarseSettings, fit_landmarks
+from fitting.stages.correspondence import load_correspondence
 from fitting.detections import DetectionBatch, crop_face
-from fitting.photometric import photometric_refine
-from fitting.renderer import Renderer
+from fitting.stages.photometric import photometric_refine
+from fitting.rendering.renderer import Renderer
 from landmarks import FaceMeshDetector, load_image
 
 

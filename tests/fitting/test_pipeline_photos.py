@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from fitting.fine import subdivide
-from fitting.laplacian import uniform_laplacian
-from fitting.medium import count_flipped_triangles, max_laplacian_change
+from fitting.stages.fine import subdivide
+from fitting.stages.laplacian import uniform_laplacian
+from fitting.stages.medium import count_flipped_triangles, max_laplacian_change
 
 CROP_MEDIUM = 384
 CROP_FULL = 256
@@ -144,10 +144,10 @@ def hard_variants(good_photos):
 @pytest.fixture(scope="module")
 def full_fits(face_model, hard_variants):
     from fitting.api import FaceFitter
-    from fitting.coarse import CoarseSettings
-    from fitting.fine import FineStageSettings
-    from sfs.refine import FineSettings
-    fine = FineStageSettings(sfs=FineSettings(albedo_iters=10, depth_iters=(10, 10), working_size=CROP_FULL),
+    from fitting.stages.coarse import CoarseSettings
+    from fitting.stages.fine import FineSettings
+    from sfs.refine import SfsSettings
+    fine = FineSettings(sfs=SfsSettings(albedo_iters=10, depth_iters=(10, 10), working_size=CROP_FULL),
                              texture_height=256)
     fitter = FaceFitter(("coarse", "medium", "fine"), model=face_model, crop_size=CROP_FULL,
                         coarse=CoarseSettings(photometric_steps=20), fine=fine)
@@ -160,7 +160,7 @@ def full_fits(face_model, hard_variants):
 
 def test_full_pipeline_on_hard_variants(full_fits):
     fitter, results = full_fits
-    bound = fitter.fine_settings.sfs.max_depth_change_mm
+    bound = fitter.settings("fine").sfs.max_depth_change_mm
     assert [r.name for r in results] == ["dark", "washed_out", "half_occluded", "cut_off"]
     for r in results:
         assert r.ok, (r.name, r.error)
@@ -188,7 +188,7 @@ def test_full_pipeline_on_hard_variants(full_fits):
         # the displaced mesh is the medium one subdivided (its first vertices are the medium's own)
         dense = subdivide(torch.from_numpy(r.meshes["medium"].vertices)[None], fitter.model.triangles,
                           fitter.model.uvs, fitter.model.uv_triangles,
-                          fitter.fine_settings.displaced_subdivisions).vertices[0].numpy()
+                          fitter.settings("fine").displaced_subdivisions).vertices[0].numpy()
         assert len(r.meshes["fine"].vertices) == len(dense) > len(r.meshes["medium"].vertices)
         moved = np.linalg.norm(r.meshes["fine"].vertices - dense, axis=1)
         assert moved.max() <= 1.05 * bound + 0.05, (r.name, float(moved.max()))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import fitting.api
 from fitting.api import FaceFitter
-from fitting.coarse import CoarseSettings
+from fitting.stages.coarse import CoarseSettings
 from fitting.progress import StageProgress
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fitting.camera import Camera
-from fitting.renderer import Renderer, uv_to_texel
-from fitting.shading import render_mesh, shade
+from fitting.rendering.renderer import Renderer, uv_to_texel
+from fitting.rendering.shaded_mesh import render_mesh, shade
 from morphable.geometry import vertex_normals
 from sfs.projection import camera_to_pixel
 
@@ -149,7 +149,7 @@ def test_shade_matches_sh(renderer):
 
 
 def test_packed_interpolation_and_shading_match_dense(renderer, face_model):
-    from fitting.shading import sh_shading_packed
+    from fitting.rendering.shaded_mesh import sh_shading_packed
     from sfs.sh import sh_irradiance
     torch.manual_seed(2)
     verts = face_model.mean[None].expand(2, -1, -1)
@@ -174,7 +174,7 @@ def test_rejects_mismatched_batch(renderer):
 
 def test_cuda_backend_that_cannot_run_says_why_in_one_line(monkeypatch):
     import builtins
-    from fitting.renderer import RendererUnavailable
+    from fitting.rendering.renderer import RendererUnavailable
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RendererUnavailable, match="sees no CUDA GPU") as info:
         Renderer("cuda")

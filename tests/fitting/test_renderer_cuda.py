@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fitting.camera import Camera, euler_to_matrix
-from fitting.renderer import Renderer, _nvdiffrast_available
+from fitting.rendering.renderer import Renderer, _nvdiffrast_available
 from morphable.geometry import vertex_normals
 
 pytestmark = [pytest.mark.cuda,
@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.cuda,
 def test_backends_agree(closed_model):
     r = euler_to_matrix(torch.tensor([0.0, 35.0]), torch.tensor([0.0, -10.0]), torch.tensor([0.0, 5.0]))
     cam = Camera.from_image_size(256, 256, batch=2)
-    cam.rotation = r
+    cam = cam.with_pose(r, cam.translation)
     verts = closed_model.mean[None].expand(2, -1, -1)
     cam = cam.look_at_face(verts)
     vc = cam.to_camera(verts)

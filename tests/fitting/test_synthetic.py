@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitting.synthetic import FaceGenerator, main
+from fitting.synthetic.faces import FaceGenerator, main
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_mediapipe_detects_generated_faces(gen):
 
 
 def test_generate_face_accepts_a_generator(closed_model):
-    from fitting.synthetic import generate_face
+    from fitting.synthetic.faces import generate_face
     a = generate_face(closed_model, np.random.default_rng(5), size=64)
     b = generate_face(closed_model, 5, size=64)
     assert np.array_equal(a.image, b.image) and b.params["seed"] == 5 and a.params["seed"] is None

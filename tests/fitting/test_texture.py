@@ -1,7 +1,7 @@
 """The UV texture's fill: seen texels kept, the rest a smooth continuation of them."""
 import torch
 
-from fitting.texture import fill_unseen
+from fitting.stages.texture import fill_unseen
 
 
 def test_seen_texels_are_kept_and_a_single_colour_fills_everything():

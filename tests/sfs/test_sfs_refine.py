@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from sfs.refine import FineResult, FineSettings, refine_depth, region_mean
+from sfs.refine import SfsResult, SfsSettings, refine_depth, region_mean
 from sfs_synth import face_scene, mean_normal_error
 
-FAST = FineSettings(albedo_iters=5, depth_iters=(5, 5))
+FAST = SfsSettings(albedo_iters=5, depth_iters=(5, 5))
 
 
 @pytest.fixture(scope="module")
@@ -16,14 +16,14 @@ def scene():
     return face_scene(256)
 
 
-def _run(sc, image=None, depth0=None, mask=None, settings=FineSettings(), labels="scene", **kw):
+def _run(sc, image=None, depth0=None, mask=None, settings=SfsSettings(), labels="scene", **kw):
     return refine_depth(sc["image"] if image is None else image,
                         sc["depth_smooth"] if depth0 is None else depth0,
                         sc["mask"] if mask is None else mask,
                         sc["intrinsics"], sc["labels"] if labels == "scene" else labels, settings, **kw)
 
 
-def _check_sane(r: FineResult, sc, mask, bound):
+def _check_sane(r: SfsResult, sc, mask, bound):
     for name in ("normals", "albedo", "shading", "specular", "light", "rendered"):
         assert torch.isfinite(getattr(r, name)).all(), name
     assert torch.isfinite(r.depth[mask]).all()
@@ -38,7 +38,7 @@ def test_refine_improves_normals_with_rtv_more_than_skin_colour_only(scene):
     assert e0 > 2.0  # the bumps are really there
     r = _run(sc)
     e_rtv = mean_normal_error(r.normals, sc["normals"], sc["mask"])
-    r0 = _run(sc, settings=dataclasses.replace(FineSettings(), lambda_rtv=0.0))
+    r0 = _run(sc, settings=dataclasses.replace(SfsSettings(), lambda_rtv=0.0))
     e_skin = mean_normal_error(r0.normals, sc["normals"], sc["mask"])
     print(f"\nmean normal error: smooth d0 {e0:.3f} deg, refined (RTV) {e_rtv:.3f} deg "
           f"({100 * (1 - e_rtv / e0):.1f}% better), skin colour only {e_skin:.3f} deg "
@@ -46,7 +46,7 @@ def test_refine_improves_normals_with_rtv_more_than_skin_colour_only(scene):
     assert e_rtv <= 0.78 * e0      # measured ~27% better
     assert e_skin <= 0.85 * e0     # measured ~21% better
     assert e_rtv < e_skin
-    _check_sane(r, sc, sc["mask"], FineSettings().max_depth_change_mm)
+    _check_sane(r, sc, sc["mask"], SfsSettings().max_depth_change_mm)
     # the photometric fit improves in every phase and the rendering matches the image
     for k in ("depth1", "depth2"):
         assert r.history[k][-1] < r.history[k][0]
@@ -75,7 +75,7 @@ def test_hard_inputs_no_nan_no_explosion(scene, kind):
         img[:, :, 128:] = torch.rand_like(img[:, :, 128:])   # the occluder
         d0[:, :, 140:] = float("nan")                        # no depth behind it
         d0[:, :10] = 0.0
-    s = dataclasses.replace(FineSettings(), albedo_iters=10, depth_iters=(15, 15))
+    s = dataclasses.replace(SfsSettings(), albedo_iters=10, depth_iters=(15, 15))
     r = _run(sc, image=img, depth0=d0, mask=mask, settings=s)
     # pixels without a valid depth0 are dropped from the mask
     assert not (r.mask & ~mask).any() and r.mask.sum() > 0.4 * mask.sum()

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from fitting.renderer import Fragments, Renderer
+from fitting.rendering.renderer import Fragments, Renderer
 from morphable.geometry import vertex_normals
 from sfs.sh import sh_irradiance
 

@@ -18,7 +18,7 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from .mesh import Mesh
+from ..mesh import Mesh
 
 PathLike = Union[str, os.PathLike]
 

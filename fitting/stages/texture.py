@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from sfs.projection import camera_to_pixel, sample_at_pixels
 
-from .renderer import uv_to_texel
+from ..rendering.renderer import uv_to_texel
 
 
 def fill_unseen(texture: torch.Tensor, seen: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:

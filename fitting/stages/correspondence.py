@@ -6,7 +6,7 @@ three ICT vertex indices and barycentric weights: the surface point
 (0..9408) are the same for every region that contains it, so the table holds
 for any region that keeps the face.
 
-How it is made (``python -m fitting.correspondence``): synthetic faces of
+How it is made (``python -m fitting.stages.correspondence_build``): synthetic faces of
 the model (random identity, expression and mild pose, procedural albedo) are
 rendered with the toolkit's own renderer; MediaPipe runs on each render; the
 surface point under each detected landmark is read back from the rendered
@@ -38,9 +38,7 @@ Without offsets in the file both give zero offsets / the plain points.
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -48,7 +46,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-DATA_PATH = Path(__file__).parent / "data" / "mediapipe_ict.npz"
+DATA_PATH = Path(__file__).parents[1] / "data" / "mediapipe_ict.npz"
 
 
 @dataclass
@@ -108,7 +106,7 @@ def load_correspondence(path: Path = DATA_PATH) -> Correspondence:
     """The table at ``path`` (read once per process; callers must not modify its tensors)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"landmark correspondence table {path} is missing; "
-                                "make it with `python -m fitting.correspondence`")
+                                "make it with `python -m fitting.stages.correspondence_build`")
     with np.load(path) as z:
         offsets = ("offset_yaws" in z.files and "offsets" in z.files)
         return Correspondence(torch.from_numpy(z["vertex_ids"].astype(np.int64)),
@@ -142,24 +140,3 @@ def triangle_barycentrics(corr: Correspondence, triangles: torch.Tensor, tri_ids
     t = triangles[tri_ids.clamp_min(0)]  # (K, 3)
     match = t[:, :, None] == corr.vertex_ids[:, None, :].to(t)  # (K, 3 corners, 3 table entries)
     return (match.to(corr.bary) * corr.bary[:, None, :]).sum(-1)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fitting.correspondence", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", help="ICT-FaceKit folder or archive")
-    ap.add_argument("--n", type=int, default=24, help="number of synthetic renders")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-offsets", type=int, default=300,
-                    help="renders for the pose-dependent offsets (0: none)")
-    ap.add_argument("--keep-table", action="store_true",
-                    help="keep the surface-point table already in --out, remake only the offsets")
-    ap.add_argument("--out", default=str(DATA_PATH))
-    args = ap.parse_args(argv)
-    from .correspondence_build import build
-    build(args.model_dir, args.n, args.seed, Path(args.out), args.n_offsets, args.keep_table)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,15 +4,15 @@ The image-space work is :func:`sfs.refine.refine_depth`; this module gives it
 the medium mesh's depth, mask and regions, and turns its maps back into
 geometry and texture:
 
-- a grid mesh over the face mask from the detailed depth (``fine_grid``);
+- the detailed depth map's points in the model frame (the ``fine_grid`` mesh, :func:`fitting.mesh.grid_mesh`);
 - the medium mesh, subdivided, displaced along the camera rays to the detailed depth (``fine``);
-- the albedo baked into the model's UV layout (the OBJ's texture; :mod:`fitting.texture`).
+- the albedo baked into the model's UV layout (the OBJ's texture; :mod:`fitting.stages.texture`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,12 +21,16 @@ import trimesh
 
 from landmarks import in_regions
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera, sample_at_pixels
-from sfs.refine import FineResult, FineSettings, refine_depth
+from sfs.refine import SfsResult, SfsSettings, refine_depth
 from sfs.skin import brow_pixels, hair_pixels, non_skin_pixels
 
-from .mesh import Mesh
-from .report import shade_normals
+from ..camera import Camera
+from .context import Stage
 from .texture import bake_albedo
+
+if TYPE_CHECKING:
+    from .context import FitContext
+    from .medium import MediumResult
 
 # Regions whose reflectance is roughly Lambertian skin; eyes and the mouth
 # interior are left to the medium mesh.
@@ -34,10 +38,10 @@ SFS_REGIONS = ("skin", "nose", "lips", "brows")
 
 
 @dataclass
-class FineStageSettings:
+class FineSettings:
     """Fine-stage settings: the SfS optimisation (``sfs``, paper defaults rescaled there) and the outputs."""
 
-    sfs: FineSettings = field(default_factory=FineSettings)
+    sfs: SfsSettings = field(default_factory=SfsSettings)
     texture_height: int = 1024  # px; the UV atlas is (height, tiles * height)
     mask_erode_px: int = 2  # px at the crop: keeps silhouette pixels (depth edges) out of SfS
     # px at the crop: the albedo this close to the face's outer edge mixes in hair, background
@@ -80,37 +84,26 @@ class FineStageSettings:
 
 
 @dataclass
-class FineStageOutput:
-    """Per-batch outputs; :meth:`fill_result` moves face i's share into its FitResult."""
+class FineResult:
+    """What the fine stage hands on, for a batch of B faces.
 
-    sfs: FineResult
-    verts_displaced: torch.Tensor  # (B, V, 3) model frame, mm
-    grid_meshes: List[Mesh]
-    textures: torch.Tensor  # (B, Ht, Wt, 3)
-    topology: "Subdivided"  # of verts_displaced: triangles, atlas uvs in [0, 1], uv triangles
+    - ``camera``: the batch's cameras (unchanged since the coarse stage);
+    - ``vertices``: (B, V', 3) model frame, mm: the medium mesh subdivided (``topology``) and
+      displaced along the camera rays to the detailed depth;
+    - ``topology``: the subdivided triangles and UV layout ``vertices`` share (positions None);
+    - ``sfs``: the image-space maps of :func:`sfs.refine.refine_depth` (crop pixels, camera frame);
+    - ``grid_vertices``: (B, S, S, 3) model frame, mm: the detailed depth map's points;
+    - ``textures``: (B, Ht, Wt, 3) albedo in the model's UV atlas;
+    - ``metrics``: per face, PSNR / SSIM of the re-render in the mask.
+    """
+
+    camera: Camera
+    vertices: torch.Tensor
+    topology: "Subdivided"
+    sfs: SfsResult
+    grid_vertices: torch.Tensor
+    textures: torch.Tensor
     metrics: List[dict]
-
-    def fill_result(self, r, i: int) -> None:
-        s = self.sfs
-        t = self.topology
-        tex = self.textures[i].cpu().numpy()
-        r.meshes["fine"] = Mesh(self.verts_displaced[i], t.triangles, uvs=t.uvs, uv_triangles=t.uv_triangles,
-                                texture=tex)
-        r.meshes["fine_grid"] = self.grid_meshes[i]
-        r.images["normals"] = ((s.normals[i] + 1) / 2).cpu().numpy() * s.mask[i, ..., None].cpu().numpy()
-        r.images["albedo_image"] = s.albedo[i].cpu().numpy()
-        r.images["shading"] = (s.shading[i] / s.shading[i][s.mask[i]].max().clamp_min(1e-6)).clamp(0, 1).cpu().numpy()
-        r.images["specular"] = s.specular[i, ..., 0].clamp(0, 1).cpu().numpy()
-        r.images["rendered"] = s.rendered[i].clamp(0, 1).cpu().numpy()
-        r.arrays["depth"] = s.depth[i].cpu().numpy().astype(np.float32)
-        r.arrays["mask"] = s.mask[i].cpu().numpy()
-        r.params["fine"] = self.metrics[i]
-
-    def report_panels(self, i: int) -> Tuple[list, list]:
-        s = self.sfs
-        fine_shaded = shade_normals(s.normals[i:i + 1], s.mask[i:i + 1])[0].cpu().numpy()
-        shading = (s.shading[i] / s.shading[i][s.mask[i]].max().clamp_min(1e-6)).clamp(0, 1).cpu().numpy()
-        return [fine_shaded, s.albedo[i].clamp(0, 1).cpu().numpy(), shading], ["fine (SfS normals)", "albedo", "shading"]
 
 
 def sfs_mask_and_labels(region_labels: torch.Tensor, coverage: torch.Tensor, erode_px: int):
@@ -137,10 +130,10 @@ def texture_source_mask(mask: torch.Tensor, region_labels: torch.Tensor, edge_px
 
 
 def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-                       settings: FineStageSettings) -> torch.Tensor:
+                       settings: FineSettings) -> torch.Tensor:
     """(B, S, S) bool: SfS pixels whose depth stays the medium mesh's: the fixed regions and, unless
     switched off, the pixels whose colour is not skin, a fringe of hair and eyebrow hair outside the
-    eyebrow region (see FineStageSettings)."""
+    eyebrow region (see FineSettings)."""
     fixed = in_regions(labels, settings.fixed_depth_regions)
     images = images.to(mask.device)
     skin = in_regions(labels, ("skin",))
@@ -154,28 +147,14 @@ def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.T
     return fixed & mask
 
 
-def grid_mesh(points_model: np.ndarray, mask: np.ndarray, colors: np.ndarray) -> Mesh:
-    """A triangle mesh over the mask's pixel grid: two triangles per 2x2 block of masked pixels.
-
-    ``points_model`` (H, W, 3) mm, ``mask`` (H, W) bool, ``colors`` (H, W, 3).
-    Triangles are wound counter-clockwise as seen from the camera.
-    """
-    h, w = mask.shape
-    idx = np.full((h, w), -1, np.int64)
-    idx[mask] = np.arange(int(mask.sum()))
-    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
-    quad = (a >= 0) & (b >= 0) & (c >= 0) & (d >= 0)
-    # Image rows go down while camera y goes up: (a, c, b) is counter-clockwise seen from the camera.
-    tris = np.concatenate([np.stack([a[quad], c[quad], b[quad]], 1), np.stack([b[quad], c[quad], d[quad]], 1)])
-    return Mesh(points_model[mask], tris, vertex_colors=colors[mask])
-
-
-def run_fine_stage(fitter, batch, coarse, medium_verts: torch.Tensor) -> FineStageOutput:
-    from .pipeline import camera_frame, model_frame
-    model, renderer, settings = fitter.model, fitter.renderer, fitter.fine_settings
-    size = batch.size
-    k = coarse.intrinsics
-    verts_cam = camera_frame(coarse, medium_verts)
+def run(context: "FitContext", batch, previous: "MediumResult") -> FineResult:
+    """The fine stage on a batch: shape from shading on the medium mesh's depth map, then the
+    detailed geometry (the displaced, subdivided mesh and the depth grid) and the UV albedo."""
+    model, renderer = context.model, context.renderer
+    settings: FineSettings = context.settings["fine"]
+    size, camera = batch.size, previous.camera
+    k = camera.intrinsics
+    verts_cam = camera.to_camera(previous.vertices)
     with torch.no_grad():
         frags = renderer.rasterize(verts_cam, model.triangles, k, size, size)
     mask, labels = sfs_mask_and_labels(batch.region_labels, frags.mask, settings.mask_erode_px)
@@ -186,21 +165,21 @@ def run_fine_stage(fitter, batch, coarse, medium_verts: torch.Tensor) -> FineSta
     with torch.no_grad():
         pts_cam = depth_map_to_points(sfs.depth, k)  # (B, S, S, 3)
         b = pts_cam.shape[0]
-        pts_model = model_frame(coarse, pts_cam.reshape(b, -1, 3)).reshape(pts_cam.shape)
-        grids = [grid_mesh(pts_model[i].cpu().numpy(), sfs.mask[i].cpu().numpy(), sfs.albedo[i].cpu().numpy())
-                 for i in range(b)]
-        tiles = max(1, math.ceil(float(model.uvs[:, 0].max())))
-        atlas = model.uvs / torch.tensor([float(tiles), 1.0], device=model.uvs.device)
+        grid = camera.to_model(pts_cam.reshape(b, -1, 3)).reshape(pts_cam.shape)
+        atlas = model.uv_atlas()
         dense = subdivide(verts_cam, model.triangles, atlas, model.uv_triangles, settings.displaced_subdivisions)
         displaced = displace_to_depth(dense.vertices, k, sfs.depth, sfs.mask, settings.visibility_tolerance_mm,
                                       frags.depth)
         source = texture_source_mask(sfs.mask, batch.region_labels, settings.texture_edge_px)
         textures = bake_albedo(renderer, verts_cam, model.triangles, atlas, model.uv_triangles, k, sfs.albedo,
-                               sfs.depth, source, settings.texture_height, tiles,
+                               sfs.depth, source, settings.texture_height, model.uv_tiles,
                                settings.visibility_tolerance_mm)
         metrics = [appearance_metrics(batch.images[i], sfs.rendered[i], sfs.mask[i]) for i in range(b)]
-    return FineStageOutput(sfs=sfs, verts_displaced=model_frame(coarse, displaced), grid_meshes=grids,
-                           textures=textures, topology=dense._replace(vertices=None), metrics=metrics)
+    return FineResult(camera=camera, vertices=camera.to_model(displaced), topology=dense._replace(vertices=None),
+                      sfs=sfs, grid_vertices=grid, textures=textures, metrics=metrics)
+
+
+STAGE = Stage("fine", FineSettings, run)
 
 
 class Subdivided(NamedTuple):

@@ -1,4 +1,5 @@
-"""Writing a :class:`FitResult` to a folder: meshes, maps, params.json, pictures, the model's licence.
+"""Writing a :class:`~fitting.result.FitResult` to a folder: meshes, maps, params.json, pictures, the
+licence notices of the model its meshes derive from.
 
 The whole folder is assembled in a temporary sibling and moved into place
 at the end, so an interrupted or failed save leaves no half-written result
@@ -14,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morphable.ict import LICENSE_PATH
-
-from .export import ExportError, save_image, save_obj, save_ply
+from .files import ExportError, save_image, save_obj, save_ply
 
 
 def save_result(result, folder: Path) -> Path:
@@ -40,7 +39,8 @@ def save_result(result, folder: Path) -> Path:
                   "camera": {k: np.asarray(v).tolist() for k, v in result.camera.items()},
                   **_jsonable(result.params), "timings_s": result.timings}
         (tmp / "params.json").write_text(json.dumps(params, indent=1))
-        shutil.copyfile(LICENSE_PATH, tmp / "ICT_LICENSE.txt")
+        for name, text in result.licenses.items():
+            (tmp / name).write_text(text)
         if folder.exists():
             old = folder.with_name(f".{folder.name}-old")
             shutil.rmtree(old, ignore_errors=True)

@@ -5,7 +5,7 @@ METHOD.md, "Medium stage" (eq. 2, 3). Given the coarse fit in camera space, the
 points on the mesh surface (a triangle and barycentrics per landmark), each
 landmark's target mu_k is its detected pixel back-projected at the current
 depth of its surface point; eq. 3 is then one sparse least-squares solve
-(:mod:`fitting.laplacian`). The target depths are re-linearised a few times
+(:mod:`fitting.stages.laplacian`). The target depths are re-linearised a few times
 (``MediumSettings.iterations``), reusing the factorisation.
 
 Frames and units: camera space in mm (+x right, +y up, looking down -z,
@@ -18,20 +18,35 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from fitting.laplacian import DeformSolver, anchor_matrix, uniform_laplacian
+from .laplacian import DeformSolver, anchor_matrix, uniform_laplacian
 from morphable.geometry import face_normals
 from sfs.projection import camera_to_pixel, pixel_to_camera
 
-__all__ = ["MediumSettings", "MediumResult", "landmark_targets", "index_map_correspondence", "run_medium",
-           "medium_fixed_vertices", "count_flipped_triangles", "max_laplacian_change", "unfold_flips"]
+from ..camera import Camera
+from .context import Stage
+
+if TYPE_CHECKING:
+    from .coarse import CoarseResult
+    from .context import FitContext
+
+__all__ = ["MediumSettings", "MediumResult", "Deformation", "run", "landmark_targets", "index_map_correspondence",
+           "deform_to_landmarks", "medium_fixed_vertices", "count_flipped_triangles", "max_laplacian_change",
+           "unfold_flips"]
 
 CORRESPONDENCES = ("table", "index_map")
+# Flip guard: what is left of a landmark's weight near a flipped triangle after each guard round.
+FLIP_GUARD_WEIGHT_FACTOR = 0.25
+# Unfolding: the share of the displacement a flipped triangle's vertices give up per round, and
+# over how many rings of neighbours that shrinking fades out (a step would itself be a spike of
+# the Laplacian; six rings span about 6 mm of the ICT face, a corner of the lips or eyes).
+UNFOLD_SHRINK = 0.25
+UNFOLD_SPREAD_RINGS = 6
 
 
 def _default_group_weights() -> Dict[str, float]:
@@ -89,7 +104,7 @@ class MediumSettings:
     # their weight and the solve is repeated, at most flip_guard_rounds times.
     flip_guard_rounds: int = 3
     flip_guard_radius_mm: float = 12.0
-    # Unfolding, after the guard (fitting.medium.unfold_flips): the displacement
+    # Unfolding, after the guard (fitting.stages.medium.unfold_flips): the displacement
     # (medium - coarse) around any triangle still inside out shrinks by a
     # quarter per round, at most unfold_rounds rounds (0.75^30 ~ 2e-4: the
     # coarse mesh there, which has no flip by definition). Measured on the
@@ -116,8 +131,8 @@ class MediumSettings:
 
 
 @dataclass
-class MediumResult:
-    """Output of :func:`run_medium`.
+class Deformation:
+    """Output of :func:`deform_to_landmarks`.
 
     - ``vertices_cam``: (B, V, 3) deformed vertices, camera space, mm (dtype of the input).
     - ``reprojection_before`` / ``reprojection_after``: (B,) mean pixel distance
@@ -178,7 +193,7 @@ def index_map_correspondence(tri_id: torch.Tensor, bary: torch.Tensor, uv: torch
 
 
 def medium_fixed_vertices(model, settings: MediumSettings) -> Optional[torch.Tensor]:
-    """The vertex indices to pass as ``fixed_vertices`` to :func:`run_medium`, or None.
+    """The vertex indices to pass as ``fixed_vertices`` to :func:`deform_to_landmarks`, or None.
 
     With ``settings.fix_rigid``: ICT's ``vertex_sets["rigid"]`` minus those in
     the ``"face_narrow"`` region. In the ICT face region the rigid set has 24
@@ -214,9 +229,9 @@ def _reprojection(points: torch.Tensor, uv: torch.Tensor, k: torch.Tensor, used:
     return d.sum(-1) / used.sum(-1).clamp(min=1)
 
 
-def run_medium(vertices_cam: torch.Tensor, triangles, intrinsics: torch.Tensor, landmarks_uv: torch.Tensor,
+def deform_to_landmarks(vertices_cam: torch.Tensor, triangles, intrinsics: torch.Tensor, landmarks_uv: torch.Tensor,
                corr_tri, corr_bary, landmark_weights=None, settings: Optional[MediumSettings] = None,
-               fixed_vertices=None) -> MediumResult:
+               fixed_vertices=None) -> Deformation:
     """The medium stage for a batch of faces.
 
     Args:
@@ -232,7 +247,7 @@ def run_medium(vertices_cam: torch.Tensor, triangles, intrinsics: torch.Tensor, 
         fixed_vertices: optional (M,) vertex indices kept exactly in place
             (e.g. :func:`medium_fixed_vertices`).
 
-    Returns a :class:`MediumResult`. One factorisation per batch item, reused
+    Returns a :class:`Deformation`. One factorisation per batch item, reused
     across ``settings.iterations`` and across consecutive items that share
     correspondence and weights.
     """
@@ -288,7 +303,7 @@ def run_medium(vertices_cam: torch.Tensor, triangles, intrinsics: torch.Tensor, 
             near &= w_i > 0
             if not near.any():
                 break
-            w_i = np.where(near, w_i * 0.25, w_i)
+            w_i = np.where(near, w_i * FLIP_GUARD_WEIGHT_FACTOR, w_i)
             solver = DeformSolver(L, solver.S, w_i, fixed_vertices, LtL=LtL)
             key = (tri_all[i], bary_all[i], w_i)
         if settings.unfold_rounds > 0:
@@ -299,7 +314,7 @@ def run_medium(vertices_cam: torch.Tensor, triangles, intrinsics: torch.Tensor, 
     used_t = torch.from_numpy(used)
     before = torch.from_numpy(np.stack([S_list[i] @ v0[i] for i in range(b)]))
     after = torch.from_numpy(np.stack([S_list[i] @ out[i] for i in range(b)]))
-    result = MediumResult(
+    result = Deformation(
         vertices_cam=torch.from_numpy(out).to(dtype=vertices_cam.dtype, device=vertices_cam.device),
         reprojection_before=_reprojection(before, uv_safe, kint, used_t),
         reprojection_after=_reprojection(after, uv_safe, kint, used_t),
@@ -312,14 +327,55 @@ def run_medium(vertices_cam: torch.Tensor, triangles, intrinsics: torch.Tensor, 
     return result
 
 
+@dataclass
+class MediumResult:
+    """What the medium stage hands on: ``camera`` (the coarse fit's, unchanged), ``vertices``
+    (B, V, 3) model frame, mm, and the deformation's measures: ``max_laplacian_change`` (B,) mm,
+    ``landmark_error_before`` / ``landmark_error_after`` (B,) crop px (surface points of the used
+    landmarks against their targets, see :class:`Deformation`)."""
+
+    camera: Camera
+    vertices: torch.Tensor
+    max_laplacian_change: torch.Tensor
+    landmark_error_before: torch.Tensor
+    landmark_error_after: torch.Tensor
+
+
+def run(context: "FitContext", batch, previous: "CoarseResult") -> MediumResult:
+    """The medium stage (eq. 2-3) on the coarse meshes of a batch, in the camera frame (the uniform
+    Laplacian commutes with the rigid transform); returns model-frame vertices."""
+    from .correspondence import triangle_barycentrics, triangle_ids
+    settings: MediumSettings = context.settings["medium"]
+    model, corr, camera = context.model, context.correspondence, previous.camera
+    tris = model.triangles
+    w = torch.as_tensor(settings.landmark_weights()).to(batch.uv) * corr.valid.to(batch.uv)
+    verts_cam = camera.to_camera(previous.vertices)
+    uv = previous.surface_uv(corr, batch.uv)  # MediaPipe's pose-dependent offsets taken out
+    if settings.correspondence == "index_map":
+        frags = context.renderer.rasterize(verts_cam, tris, camera.intrinsics, batch.size, batch.size)
+        tri, bary, ok = index_map_correspondence(frags.tri_id, frags.bary, uv)
+        w = w[None] * ok.to(w)
+    else:
+        tri = triangle_ids(corr, tris)
+        bary = triangle_barycentrics(corr, tris, tri)
+    res = deform_to_landmarks(verts_cam, tris, camera.intrinsics, uv, tri, bary, landmark_weights=w,
+                              settings=settings, fixed_vertices=medium_fixed_vertices(model, settings))
+    return MediumResult(camera=camera, vertices=camera.to_model(res.vertices_cam.to(verts_cam)),
+                        max_laplacian_change=res.max_laplacian_change,
+                        landmark_error_before=res.reprojection_before, landmark_error_after=res.reprojection_after)
+
+
+STAGE = Stage("medium", MediumSettings, run)
+
+
 def unfold_flips(before: np.ndarray, after: np.ndarray, tris: np.ndarray, ring: sp.spmatrix,
-                 max_rounds: int, spread: int = 6) -> np.ndarray:
+                 max_rounds: int, spread: int = UNFOLD_SPREAD_RINGS) -> np.ndarray:
     """``after`` with the triangles that turned inside out (against ``before``) unfolded.
 
     ``before``, ``after``: (V, 3) mm, one mesh in two poses; ``tris`` (F, 3);
     ``ring``: (V, V) sparse, non-zero for a vertex and its edge neighbours.
     Each round shrinks the displacement ``after - before`` of the vertices of
-    the flipped triangles by a quarter, fading to nothing over ``spread`` rings
+    the flipped triangles by UNFOLD_SHRINK, fading to nothing over ``spread`` rings
     around them (a step would itself be a spike of the Laplacian; small steps
     stop near the least shrinking that unfolds); cumulatively, so a
     vertex hit in several rounds returns toward ``before``, whose triangles are
@@ -339,7 +395,7 @@ def unfold_flips(before: np.ndarray, after: np.ndarray, tris: np.ndarray, ring: 
         fade = core
         for _ in range(spread):
             fade = np.maximum(core, mean_op @ fade)
-        keep *= 1.0 - 0.25 * fade
+        keep *= 1.0 - UNFOLD_SHRINK * fade
         out = before + (after - before) * keep[:, None]
     return out
 
@@ -386,7 +442,7 @@ def max_laplacian_change(before, after, L: sp.spmatrix):
     """Largest ``|L v' - L v|`` (Euclidean norm of the 3-vector) over vertices, mm.
 
     ``before``, ``after``: (V, 3) or (B, V, 3) mm; ``L`` (V, V) from
-    :func:`fitting.laplacian.uniform_laplacian`. Returns a float, or (B,) float64 tensor.
+    :func:`fitting.stages.laplacian.uniform_laplacian`. Returns a float, or (B,) float64 tensor.
     """
     vb, batched = _as_batched_tensor(before)
     va, _ = _as_batched_tensor(after)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from fitting.camera import DEFAULT_FOV, Camera, euler_to_matrix
-from fitting.renderer import Renderer, uv_to_texel
+from fitting.rendering.renderer import Renderer, uv_to_texel
 from morphable.geometry import vertex_normals
 from morphable.model import MorphableModel
 from sfs.sh import sh_irradiance

@@ -15,15 +15,22 @@ regularisation weights independent of the photo's resolution.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from landmarks.indices import GROUP_NAMES
 from morphable import MorphableModel
 from sfs.projection import camera_to_pixel, camera_to_pixel_jacobian, pixel_to_camera
 
-from .rotation import axis_angle_to_matrix
+from ..rotation import axis_angle_to_matrix, matrix_to_euler
+
+if TYPE_CHECKING:
+    from ..detections import DetectionBatch
+    from .coarse import CoarseSettings
+    from .correspondence import Correspondence
 
 NORMALISED_SIZE = 200.0  # px: landmark spread that residuals are scaled to
 
@@ -59,8 +66,26 @@ class LandmarkBasis:
 
     def shifted(self, offsets: torch.Tensor) -> "LandmarkBasis":
         """The same basis with every point moved by ``offsets`` (K, 3) or (B, K, 3) mm, model frame
-        (the points MediaPipe sees at a pose: :meth:`fitting.correspondence.Correspondence.offsets_at`)."""
+        (the points MediaPipe sees at a pose: :meth:`fitting.stages.correspondence.Correspondence.offsets_at`)."""
         return LandmarkBasis(mean=self.mean + offsets.to(self.mean), basis=self.basis, n_id=self.n_id)
+
+
+def landmark_weights(batch: "DetectionBatch", corr: "Correspondence", settings: "CoarseSettings",
+                     rotation: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, K) weights: group weight x validity, contour points faded by cos(yaw)^p.
+
+    ``settings``: the coarse stage's ``group_weights`` and ``contour_yaw_power``; ``rotation``
+    (B, 3, 3) the fitted pose (None: no fading)."""
+    table = torch.tensor([settings.group_weights.get(n, 1.0) for n in GROUP_NAMES], dtype=torch.float32,
+                         device=batch.uv.device)
+    w = table[batch.groups] * corr.valid.to(batch.uv)
+    w = w[None].expand(len(batch), -1).clone()
+    if rotation is not None:
+        yaw = matrix_to_euler(rotation)[0] * (math.pi / 180.0)
+        fade = torch.cos(yaw).clamp_min(0.0) ** settings.contour_yaw_power
+        contour = batch.groups == GROUP_NAMES.index("contour")
+        w[:, contour] = w[:, contour] * fade[:, None]
+    return w
 
 
 def _normaliser(uv: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

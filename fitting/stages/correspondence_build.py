@@ -1,6 +1,11 @@
-"""Builds the MediaPipe -> ICT landmark table (see :mod:`fitting.correspondence` for the method)."""
+"""Builds the MediaPipe -> ICT landmark table (see :mod:`fitting.stages.correspondence` for the method).
+
+    python -m fitting.stages.correspondence_build [--n 24] [--n-offsets 300] [--out PATH]
+"""
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +17,9 @@ from landmarks import FaceMeshDetector, NoFaceError
 from landmarks.indices import GROUP_NAMES, point_groups
 from morphable import load_ict
 
-from .renderer import Renderer
-from .synthetic import FaceGenerator
+from ..rendering.renderer import Renderer
+from ..synthetic.faces import FaceGenerator
+from .correspondence import DATA_PATH, Correspondence, yaw_bin_weights
 
 FACE_VERTICES = 9409  # ICT face area: vertices 0..9408, first in every region that keeps it
 MIN_HITS = 3
@@ -53,7 +59,7 @@ def build(model_dir, n: int, seed: int, out: Path, n_offsets: int = 300, keep_ta
 
 
 def build_table(model, renderer, n: int, seed: int) -> dict:
-    """The surface point under each MediaPipe landmark, averaged over ``n`` renders (see :mod:`fitting.correspondence`)."""
+    """The surface point under each MediaPipe landmark, averaged over ``n`` renders (see :mod:`fitting.stages.correspondence`)."""
     gen = FaceGenerator(model, renderer, texture_size=512)
     groups = point_groups()
     contour = groups == GROUP_NAMES.index("contour")
@@ -106,7 +112,7 @@ def _write(out: Path, table: dict) -> Path:
 
 def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
     """Per yaw bin and landmark, the model-frame offset (mm) from the table's surface point to where
-    MediaPipe's point behaves as if it sat (see :mod:`fitting.correspondence`).
+    MediaPipe's point behaves as if it sat (see :mod:`fitting.stages.correspondence`).
 
     ``n`` renders with yaw uniform in +/-OFFSET_YAW_MAX; for each, the true pose and shape give the
     table points ``P_k`` in the camera frame, and MediaPipe's point ``u_k``; the offset ``o`` enters as
@@ -114,7 +120,6 @@ def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
     bin's offset solves the ridge-regularised least squares over the renders, each weighted by the
     hat function of its yaw around the bin centre. Returns ``offset_yaws`` (Y,) and ``offsets`` (Y, K, 3).
     """
-    from fitting.correspondence import Correspondence, yaw_bin_weights
     from sfs.projection import camera_to_pixel, camera_to_pixel_jacobian
 
     corr = Correspondence(torch.from_numpy(table["vertex_ids"].astype(np.int64)),
@@ -159,3 +164,23 @@ def build_offsets(model, renderer, table: dict, n: int, seed: int) -> dict:
     print(f"offsets: {len(seen)} renders, MediaPipe to table points {dist_before:.2f} px -> {np.mean(after):.2f} px "
           f"with the offsets; |offset| mean {np.linalg.norm(offsets[:, valid], axis=-1).mean():.2f} mm")
     return dict(offset_yaws=yaws.astype(np.float32), offsets=offsets.astype(np.float32))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fitting.stages.correspondence_build", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", help="ICT-FaceKit folder or archive")
+    ap.add_argument("--n", type=int, default=24, help="number of synthetic renders")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-offsets", type=int, default=300,
+                    help="renders for the pose-dependent offsets (0: none)")
+    ap.add_argument("--keep-table", action="store_true",
+                    help="keep the surface-point table already in --out, remake only the offsets")
+    ap.add_argument("--out", default=str(DATA_PATH))
+    args = ap.parse_args(argv)
+    build(args.model_dir, args.n, args.seed, Path(args.out), args.n_offsets, args.keep_table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

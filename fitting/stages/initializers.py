@@ -7,7 +7,7 @@ An initialiser is a callable ``(image, landmarks, model) -> CoarseInit``:
   relative depth z (pixels, smaller = closer);
 - ``model``: the :class:`morphable.MorphableModel` in use;
 
-and returns a :class:`fitting.coarse.CoarseInit` with any of identity and
+and returns a :class:`fitting.stages.coarse.CoarseInit` with any of identity and
 expression coefficients, pose (rotation (3, 3), translation (3,) mm, model
 -> crop camera) and per-vertex albedo (V, 3). The coarse stage starts from
 what it returns. Register one with ``@register_initializer("name")`` or, from
@@ -58,6 +58,12 @@ def resolve_initializer(spec: Union[None, str, Callable]) -> Optional[Callable]:
     return fn.load() if isinstance(fn, metadata.EntryPoint) else fn
 
 
+# Ridge on the identity coefficients of the MediaPipe-mesh fit, in mm^2 per unit coefficient
+# (summed over ~470 points): MediaPipe's depth is coarse, so a coefficient must explain more than
+# about 50 mm^2 of squared point error (0.3 mm per point) before it moves off the mean.
+MESH_FIT_RIDGE = 50.0
+
+
 @register_initializer("mediapipe_mesh")
 def mediapipe_mesh_initializer(image: torch.Tensor, landmarks: torch.Tensor, model) -> "CoarseInit":
     """MediaPipe's own 3D face mesh as the shape prior.
@@ -89,6 +95,7 @@ def mediapipe_mesh_initializer(image: torch.Tensor, landmarks: torch.Tensor, mod
         # target ~ scale R (mean + B a) + shift  ->  solve for a in model units.
         local = (torch.einsum("ij,kj->ki", rot.T, target - shift) / scale) - lb.mean
         a = basis.reshape(-1, model.n_id)
-        coeffs = torch.linalg.solve(a.T @ a + 50.0 * torch.eye(model.n_id, device=a.device), a.T @ local.reshape(-1))
+        ridge = MESH_FIT_RIDGE * torch.eye(model.n_id, device=a.device)
+        coeffs = torch.linalg.solve(a.T @ a + ridge, a.T @ local.reshape(-1))
     return CoarseInit(id_coeffs=coeffs[None].clamp(-3, 3))
 

@@ -6,27 +6,30 @@ Reads top to bottom like the method:
 2. pose by an affine solve, refined under perspective (Levenberg-Marquardt);
 3. identity and expression by regularised least squares, alternated with pose;
 4. optionally, Adam through the renderer on pose, coefficients, SH light and
-   a per-vertex albedo, with the landmark term kept (:mod:`fitting.photometric`).
+   a per-vertex albedo, with the landmark term kept (:mod:`fitting.stages.photometric`).
 
 Batched over B faces; all tensors stay on the model's device.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
-from landmarks.indices import GROUP_NAMES
 from morphable import MorphableModel
-from sfs.projection import camera_to_pixel
 
+from ..camera import Camera
+from ..detections import DetectionBatch
+from ..rotation import matrix_to_euler
+from .context import Stage
 from .correspondence import Correspondence
-from .detections import DetectionBatch
-from .landmark_fit import LandmarkBasis, affine_pose, refine_pose, reprojection_residual, solve_shape
-from .rotation import matrix_to_euler
+from .landmark_fit import (LandmarkBasis, affine_pose, landmark_weights, refine_pose, reprojection_residual,
+                           solve_shape)
+
+if TYPE_CHECKING:
+    from .context import FitContext
 
 
 @dataclass
@@ -55,10 +58,10 @@ class CoarseSettings:
     alternations: int = 4
     pose_iterations: int = 10
     # Move each landmark's table point by the correspondence table's yaw-dependent offset
-    # (fitting.correspondence: where MediaPipe's point sits as the head turns); off = the bare
+    # (fitting.stages.correspondence: where MediaPipe's point sits as the head turns); off = the bare
     # surface points, as for landmarks that are true surface projections.
     landmark_offsets: bool = True
-    # Photometric polish (Adam through the renderer); see fitting.photometric.
+    # Photometric polish (Adam through the renderer); see fitting.stages.photometric.
     photometric: bool = True
     photometric_steps: int = 60
     photometric_size: int = 192  # px: render size for the polish (crop is resampled)
@@ -70,23 +73,21 @@ class CoarseSettings:
 
 @dataclass
 class CoarseResult:
-    """What the coarse stage hands on. Shapes: B faces, V vertices.
+    """What the coarse stage hands on. Shapes: B faces, V vertices, K landmarks.
 
-    ``id_coeffs`` (B, n_id), ``exp_coeffs`` (B, n_exp); ``rotation`` (B, 3, 3)
-    and ``translation`` (B, 3) mm, model -> camera; ``intrinsics`` (B, 4) of
-    the crop; ``vertices`` (B, V, 3) model frame, mm; ``light`` (B, 9, 3) SH
-    and ``albedo`` (B, V, 3) when the photometric polish ran;
-    ``landmark_error`` (B,) mean reprojection error in crop pixels over the
-    weighted landmarks; ``landmark_offsets`` (B, K, 3) mm, model frame: the
-    correspondence table's offsets at the fitted yaw (None: bare surface points).
+    ``camera``: the batch's crop cameras (pose fitted here, model -> camera);
+    ``vertices`` (B, V, 3) model frame, mm; ``id_coeffs`` (B, n_id),
+    ``exp_coeffs`` (B, n_exp); ``landmark_error`` (B,) mean reprojection error in
+    crop pixels over the weighted landmarks; ``light`` (B, 9, 3) SH and
+    ``albedo`` (B, V, 3) when the photometric polish ran; ``landmark_offsets``
+    (B, K, 3) mm, model frame: the correspondence table's offsets at the fitted
+    yaw (None: bare surface points).
     """
 
+    camera: Camera
+    vertices: torch.Tensor
     id_coeffs: torch.Tensor
     exp_coeffs: torch.Tensor
-    rotation: torch.Tensor
-    translation: torch.Tensor
-    intrinsics: torch.Tensor
-    vertices: torch.Tensor
     landmark_error: torch.Tensor
     light: Optional[torch.Tensor] = None
     albedo: Optional[torch.Tensor] = None
@@ -105,21 +106,9 @@ class CoarseResult:
         if self.landmark_offsets is None:
             return uv
         surface = corr.points(self.vertices)
-        shift = (camera_to_pixel(self.to_camera(surface + self.landmark_offsets.to(surface)), self.intrinsics)
-                 - camera_to_pixel(self.to_camera(surface), self.intrinsics))[..., :2]
+        shift = (self.camera.project(surface + self.landmark_offsets.to(surface))
+                 - self.camera.project(surface))[..., :2]
         return uv - shift.to(uv)
-
-    def to_camera(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3) model frame -> camera frame (``R X + t``), mm."""
-        return torch.einsum("bij,bkj->bki", self.rotation, points) + self.translation[:, None]
-
-    def vertices_camera(self) -> torch.Tensor:
-        """(B, V, 3) camera-frame vertices."""
-        return self.to_camera(self.vertices)
-
-    def euler_degrees(self) -> torch.Tensor:
-        """(B, 3) yaw, pitch, roll."""
-        return torch.stack(matrix_to_euler(self.rotation), -1)
 
 
 @dataclass
@@ -131,21 +120,6 @@ class CoarseInit:
     rotation: Optional[torch.Tensor] = None
     translation: Optional[torch.Tensor] = None
     albedo: Optional[torch.Tensor] = None
-
-
-def landmark_weights(batch: DetectionBatch, corr: Correspondence, settings: CoarseSettings,
-                     rotation: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(B, K) weights: group weight x validity, contour points faded by cos(yaw)^p."""
-    table = torch.tensor([settings.group_weights.get(n, 1.0) for n in GROUP_NAMES], dtype=torch.float32,
-                         device=batch.uv.device)
-    w = table[batch.groups] * corr.valid.to(batch.uv)
-    w = w[None].expand(len(batch), -1).clone()
-    if rotation is not None:
-        yaw = matrix_to_euler(rotation)[0] * (math.pi / 180.0)
-        fade = torch.cos(yaw).clamp_min(0.0) ** settings.contour_yaw_power
-        contour = batch.groups == GROUP_NAMES.index("contour")
-        w[:, contour] = w[:, contour] * fade[:, None]
-    return w
 
 
 def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspondence, settings: CoarseSettings,
@@ -170,7 +144,7 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     use_offsets = settings.landmark_offsets and corr.has_offsets
 
     def at_pose(rotation):
-        # MediaPipe's points shift with the head's yaw (fitting.correspondence): the basis at this pose
+        # MediaPipe's points shift with the head's yaw (fitting.stages.correspondence): the basis at this pose
         if not use_offsets:
             return lb, None
         offsets = corr.offsets_at(matrix_to_euler(rotation)[0]).to(dev)
@@ -196,8 +170,45 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     err = reprojection_residual(lb_pose.points(coeffs), rot, t, uv, k).norm(dim=-1)
     wmask = (w > 0).to(err)
     verts = model(coeffs[:, :n_id], coeffs[:, n_id:])
-    return CoarseResult(id_coeffs=coeffs[:, :n_id], exp_coeffs=coeffs[:, n_id:], rotation=rot, translation=t,
-                        intrinsics=k, vertices=verts, landmark_error=(err * wmask).sum(1) / wmask.sum(1),
-                        landmark_offsets=offsets,
+    camera = Camera(intrinsics=k, rotation=rot, translation=t, height=batch.size, width=batch.size)
+    return CoarseResult(camera=camera, vertices=verts, id_coeffs=coeffs[:, :n_id], exp_coeffs=coeffs[:, n_id:],
+                        landmark_error=(err * wmask).sum(1) / wmask.sum(1), landmark_offsets=offsets,
                         albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0)
+
+
+def run(context: "FitContext", batch: DetectionBatch, previous=None) -> CoarseResult:
+    """The coarse stage on a batch: the initialiser (if any), least squares, then the photometric
+    polish when ``settings.photometric``. ``previous`` is unused (the first stage)."""
+    settings: CoarseSettings = context.settings["coarse"]
+    coarse = fit_landmarks(context.model, batch, context.correspondence, settings,
+                           initial_guess(context, batch))
+    if settings.photometric:
+        from .photometric import photometric_refine
+        coarse = photometric_refine(context.model, batch, context.correspondence, coarse, settings,
+                                    context.renderer)
+    return coarse
+
+
+# Leading dimensions (after the batch) of each CoarseInit field, to tell one face's value from a batch.
+_INIT_DIMS = {"id_coeffs": 1, "exp_coeffs": 1, "rotation": 2, "translation": 1, "albedo": 2}
+
+
+def initial_guess(context: "FitContext", batch: DetectionBatch) -> Optional[CoarseInit]:
+    """Run the context's initialiser on each face and stack what it returned (a field counts only
+    if every face has it); None without an initialiser."""
+    if context.initializer is None:
+        return None
+    inits = [context.initializer(batch.images[i], torch.cat([batch.uv[i], batch.rel_depth[i, :, None]], 1),
+                                 context.model) for i in range(len(batch))]
+    fields = {}
+    for name, dims in _INIT_DIMS.items():
+        vals = [getattr(x, name) for x in inits]
+        if any(v is None for v in vals):
+            continue
+        vals = [torch.as_tensor(v) for v in vals]
+        fields[name] = torch.stack([v[0] if v.dim() == dims + 1 else v for v in vals]).to(context.device)
+    return CoarseInit(**fields)
+
+
+STAGE = Stage("coarse", CoarseSettings, run)
 

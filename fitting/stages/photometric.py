@@ -4,7 +4,7 @@ Optimises, per face, a small pose correction, the identity and expression
 coefficients, the 9x3 SH light and one skin colour so that the rendered
 face (``albedo * SH(normal)``, METHOD.md eq. 4-5 without specular) matches the
 photo inside the skin regions, while the landmark term of the least-squares
-fit is kept (in normalised pixels, see :mod:`fitting.landmark_fit`) and the
+fit is kept (in normalised pixels, see :mod:`fitting.stages.landmark_fit`) and the
 coefficients stay near their priors.
 
 Images are compared at ``settings.photometric_size`` (the crop resampled) to
@@ -13,7 +13,9 @@ CPU renderer's limitation), so the silhouette does not pull the shape.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,29 +26,46 @@ from morphable.geometry import vertex_normals
 from sfs.light import estimate_sh_light
 from sfs.sh import sh_irradiance
 
-from .coarse import CoarseResult, CoarseSettings, landmark_weights
-from .correspondence import Correspondence
-from .detections import DetectionBatch
-from .landmark_fit import NORMALISED_SIZE, _normaliser, reprojection_residual
-from .rotation import axis_angle_to_matrix
+from ..rotation import axis_angle_to_matrix
+from .landmark_fit import NORMALISED_SIZE, _normaliser, landmark_weights, reprojection_residual
+
+if TYPE_CHECKING:
+    from ..detections import DetectionBatch
+    from .coarse import CoarseResult, CoarseSettings
+    from .correspondence import Correspondence
 
 PHOTO_REGIONS = ("skin", "nose")  # smooth, roughly Lambertian: the regions the polish compares
 
+# Adam's step size per parameter group, as multiples of ``CoarseSettings.photometric_lr``. Adam's
+# steps are about lr in each parameter's own units, so these put one step on a comparable
+# footing: 0.05 coefficient units (a twentieth of one standard deviation of identity), 0.0005
+# rad of rotation (0.05 mm at the face's 100 mm radius), 0.05 mm of translation (through
+# TRANSLATION_STEP_MM) and 0.01 of SH light and albedo (in [0, 1] colour units).
+LR_COEFFS = 5.0
+LR_ROTATION = 0.05
+LR_TRANSLATION = 0.5
+LR_LIGHT = 1.0
+LR_ALBEDO = 1.0
+# The translation variable is in cm (mm per unit): its step is then balanced with the rotation's
+# (0.05 mm against 0.05 mm at the face's radius, above).
+TRANSLATION_STEP_MM = 10.0
 
-def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Correspondence, coarse: CoarseResult,
-                       settings: CoarseSettings, renderer) -> CoarseResult:
+
+def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Correspondence",
+                       coarse: "CoarseResult", settings: "CoarseSettings", renderer) -> "CoarseResult":
     t0 = time.perf_counter()
     dev = model.device
     b, s_full = len(batch), batch.size
     size = settings.photometric_size
     scale = size / s_full
-    k = coarse.intrinsics * torch.tensor([scale, scale, scale, scale], device=dev)
+    camera = coarse.camera
+    k = camera.intrinsics * scale
     target = F.interpolate(batch.images.permute(0, 3, 1, 2).to(dev), size=(size, size), mode="area").permute(0, 2, 3, 1)
     labels = F.interpolate(batch.region_labels[:, None].float().to(dev), size=(size, size), mode="nearest")[:, 0].long()
     region = in_regions(labels, PHOTO_REGIONS)
 
     uv = batch.uv.to(dev)
-    w_lm = landmark_weights(batch, corr, settings, coarse.rotation).to(dev)
+    w_lm = landmark_weights(batch, corr, settings, camera.rotation).to(dev)
     norm = _normaliser(uv, w_lm)
     id_c = coarse.id_coeffs.clone().requires_grad_(True)
     exp_c = coarse.exp_coeffs.clone().requires_grad_(True)
@@ -57,8 +76,8 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
 
     def camera_vertices():
         verts = model(id_c, exp_c * keep_exp)
-        rot = axis_angle_to_matrix(rotvec) @ coarse.rotation
-        t = coarse.translation + dt * 10.0  # translation step in cm units: balanced with the rotation
+        rot = axis_angle_to_matrix(rotvec) @ camera.rotation
+        t = camera.translation + dt * TRANSLATION_STEP_MM
         return verts, rot, t, torch.einsum("bij,bvj->bvi", rot, verts) + t[:, None]
 
     # Light by least squares with the mean skin colour as albedo (fine stage, step 1, at coarse resolution).
@@ -73,11 +92,12 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
     # away and leave the geometry nothing to learn from.
     light = light0.clone().requires_grad_(True)
     albedo = mean_col.clone().contiguous().requires_grad_(True)  # (B, 3)
-    opt = torch.optim.Adam([{"params": [id_c, exp_c], "lr": settings.photometric_lr * 5},
-                            {"params": [rotvec], "lr": settings.photometric_lr * 0.05},
-                            {"params": [dt], "lr": settings.photometric_lr * 0.5},
-                            {"params": [light], "lr": settings.photometric_lr},
-                            {"params": [albedo], "lr": settings.photometric_lr}])
+    lr = settings.photometric_lr
+    opt = torch.optim.Adam([{"params": [id_c, exp_c], "lr": lr * LR_COEFFS},
+                            {"params": [rotvec], "lr": lr * LR_ROTATION},
+                            {"params": [dt], "lr": lr * LR_TRANSLATION},
+                            {"params": [light], "lr": lr * LR_LIGHT},
+                            {"params": [albedo], "lr": lr * LR_ALBEDO}])
     lm_scale = settings.landmark_weight / (NORMALISED_SIZE ** 2)
     # The step sizes fall to zero along a cosine. At a constant rate Adam ends
     # anywhere in a ball of +-lr steps around the optimum, and rounding picks
@@ -94,7 +114,7 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
         img = albedo[:, None, None, :] * sh_irradiance(normals, light)
         mask = (frags.mask & region)[..., None].to(img)
         photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
-        res = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, coarse.intrinsics)
+        res = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, camera.intrinsics)
         res = res * norm[:, None, None]
         lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
         prior = (settings.lambda_id * (id_c ** 2).sum(1) + settings.lambda_exp * (exp_c ** 2).sum(1)) \
@@ -109,10 +129,10 @@ def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Corre
             albedo.clamp_(0.0, 1.0)
     with torch.no_grad():
         verts, rot, t, _ = camera_vertices()
-        err = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, coarse.intrinsics).norm(dim=-1)
+        err = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, camera.intrinsics).norm(dim=-1)
         wm = (w_lm > 0).to(err)
-        return CoarseResult(id_coeffs=id_c.detach(), exp_coeffs=exp_c.detach(), rotation=rot, translation=t,
-                            intrinsics=coarse.intrinsics, vertices=verts.detach(),
-                            landmark_error=(err * wm).sum(1) / wm.sum(1), light=light.detach(),
-                            albedo=albedo.detach()[:, None, :].expand(-1, model.n_vertices, -1).contiguous(),
-                            seconds=coarse.seconds + time.perf_counter() - t0, landmark_offsets=coarse.landmark_offsets)
+        return dataclasses.replace(
+            coarse, camera=camera.with_pose(rot, t), vertices=verts.detach(), id_coeffs=id_c.detach(),
+            exp_coeffs=exp_c.detach(), landmark_error=(err * wm).sum(1) / wm.sum(1), light=light.detach(),
+            albedo=albedo.detach()[:, None, :].expand(-1, model.n_vertices, -1).contiguous(),
+            seconds=coarse.seconds + time.perf_counter() - t0)

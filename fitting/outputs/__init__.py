@@ -1,0 +1,1 @@
+"""Writing results: mesh and picture files (``files``) and a whole result folder (``folder``)."""

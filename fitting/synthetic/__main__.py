@@ -1,0 +1,5 @@
+import sys
+
+from .faces import main
+
+sys.exit(main())
