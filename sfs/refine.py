@@ -52,7 +52,6 @@ from .sh import sh_irradiance
 
 _I255 = 255.0  # the paper's intensity scale
 
-
 # Depth (mm) given to an image whose mask has no valid depth at all: nothing is refined there, the
 # value only has to be a plausible, finite camera distance (a face at arm's length).
 EMPTY_MASK_DEPTH_MM = 500.0
