@@ -1,13 +1,17 @@
-"""OBJ/PLY export: what is read back equals what was written; failures leave nothing behind."""
+"""OBJ/PLY export: what is read back equals what was written, the fast OBJ writer writes what
+trimesh's did; failures leave nothing behind."""
 from __future__ import annotations
+
 
 import numpy as np
 import pytest
+import trimesh
 from PIL import Image
 
-from fitting.export import ExportError, load_mesh, save_image, save_obj, save_ply
+from fitting.export import ExportError, load_mesh, save_image, save_obj, save_ply, to_trimesh
 from fitting.mesh import Mesh
 from morphable.ict import LICENSE_PATH
+from morphable.obj_text import format_obj, format_rows
 
 
 def corners(vertices, triangles):
@@ -82,3 +86,61 @@ def test_failed_write_leaves_nothing_half_written(face_model, tmp_path, monkeypa
     with pytest.raises(ExportError, match="No space left"):
         save_obj(mesh, tmp_path / "out" / "coarse.obj")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# ---------------------------------------------------------------- the fast writer against trimesh's (issue 21)
+
+def trimesh_obj_files(mesh, folder, stem):
+    """The OBJ files as the exporter wrote them before (trimesh's export_obj); returns the OBJ path."""
+    text, files = trimesh.exchange.obj.export_obj(
+        to_trimesh(mesh, name=stem), include_normals=True, include_color=mesh.uvs is None,
+        include_texture=mesh.texture is not None, return_texture=True, mtl_name=f"{stem}.mtl", header="facefit")
+    folder.mkdir()
+    (folder / f"{stem}.obj").write_text(text)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder / f"{stem}.obj"
+
+
+def obj_rows(path, keyword):
+    """(N, K) numbers of an OBJ's ``keyword`` lines."""
+    rows = [line.split()[1:] for line in path.read_text().splitlines() if line.startswith(keyword + " ")]
+    assert rows, f"no {keyword} lines in {path}"
+    return np.array(rows, dtype=np.float64)
+
+
+@pytest.mark.parametrize("kind", ["textured", "model_topology", "vertex_colours"])
+def test_fast_obj_writer_matches_trimesh(face_model, textured, tmp_path, kind):
+    rng = np.random.default_rng(2)
+    mesh = {"textured": textured,
+            "model_topology": Mesh.from_model(face_model, textured.vertices),
+            "vertex_colours": Mesh(textured.vertices, textured.triangles,
+                                   vertex_colors=rng.random((len(textured.vertices), 3)))}[kind]
+    old = load_mesh(trimesh_obj_files(mesh, tmp_path / "old", "fine"))
+    new = load_mesh(save_obj(mesh, tmp_path / "new" / "fine.obj"))
+    np.testing.assert_allclose(new.vertices, old.vertices, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(new.faces, old.faces)
+    # trimesh recomputes normals on reading: compare the files' own vn lines
+    np.testing.assert_allclose(obj_rows(tmp_path / "new" / "fine.obj", "vn"), obj_rows(tmp_path / "old" / "fine.obj", "vn"),
+                               rtol=1e-6, atol=0)
+    if kind == "textured":
+        np.testing.assert_allclose(new.visual.uv, old.visual.uv, rtol=1e-6, atol=0)
+        assert (tmp_path / "new" / "fine.mtl").read_text() == (tmp_path / "old" / "fine.mtl").read_text()
+        # the same pixels (the zlib level differs, so not the same bytes)
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "new" / "fine.png")),
+                                      np.asarray(Image.open(tmp_path / "old" / "fine.png")))
+    if kind == "vertex_colours":
+        np.testing.assert_array_equal(new.visual.vertex_colors, old.visual.vertex_colors)
+    # beyond trimesh's reading: the text is the old text
+    old_text = (tmp_path / "old" / "fine.obj").read_text()
+    new_text = (tmp_path / "new" / "fine.obj").read_text()
+    assert new_text == old_text
+
+
+def test_format_obj_rows_and_empty_blocks():
+    verts = np.array([[0.5, -1.25, 3.0], [1e-9, 2.0, -0.0]], np.float32)
+    text = format_obj(verts, np.zeros((0, 3), np.int64), uvs=np.array([[0.0, 1.0], [0.25, 0.5]]))
+    assert text == "v 0.50000000 -1.25000000 3.00000000\nv 0.00000000 2.00000000 -0.00000000\n" \
+                   "vt 0.00000000 1.00000000\nvt 0.25000000 0.50000000\n\n"
+    with pytest.raises(ValueError, match="multiple of 2"):
+        format_rows("f", np.zeros((1, 3)), field="%d/%d")
