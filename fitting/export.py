@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Dict, Iterator, Optional, Union
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 import trimesh
 from PIL import Image
 
 from morphable.obj_text import format_mtl, format_obj
 
 from .mesh import Mesh
+from .renderer import uv_to_grid
 
 PathLike = Union[str, os.PathLike]
 
@@ -96,6 +99,27 @@ def _corner_pairs(mesh: Mesh):
     return unique // n_uv, unique % n_uv, inverse.reshape(-1).astype(np.int64)
 
 
+def colors_from_texture(mesh: Mesh) -> np.ndarray:
+    """(V, 3) float [0, 1]: the mesh's texture sampled bilinearly at each vertex's UV.
+
+    Texel centres sit at ((i + 0.5) / Wt, ...) and lookups past the edge clamp
+    to it, as in the renderer's texture lookup. A vertex on a UV seam has one
+    UV per side and gets the mean of its samples; a vertex no triangle uses gets 0.
+    """
+    if mesh.texture is None or mesh.uvs is None:
+        raise ValueError("colors_from_texture needs a mesh with a texture and UVs")
+    source, uv_index, _ = _corner_pairs(mesh)
+    tex = torch.from_numpy(mesh.texture).permute(2, 0, 1)[None]       # (1, 3, Ht, Wt)
+    grid = uv_to_grid(torch.from_numpy(mesh.uvs[uv_index]))[None, None]  # (1, 1, P, 2)
+    samples = F.grid_sample(tex, grid.to(tex), mode="bilinear", padding_mode="border",
+                            align_corners=False)[0, :, 0].T.double()     # (P, 3)
+    n = len(mesh.vertices)
+    src = torch.from_numpy(source)
+    sums = torch.zeros(n, 3, dtype=torch.float64).index_add_(0, src, samples)
+    counts = torch.zeros(n, dtype=torch.float64).index_add_(0, src, torch.ones(len(source), dtype=torch.float64))
+    return (sums / counts.clamp_min(1)[:, None]).numpy().astype(np.float32)
+
+
 def to_trimesh(mesh: Mesh, name: str = "material_0") -> trimesh.Trimesh:
     """A trimesh.Trimesh (process=False: vertex order kept) with UVs, texture and colours where present."""
     if mesh.uvs is not None:
@@ -129,7 +153,7 @@ def save_obj(mesh: Mesh, path: PathLike, notice: Optional[PathLike] = None) -> P
         # colours go through 8 bits, as in the PLY and as the files had them before
         colors = None if mesh.vertex_colors is None else _to_uint8(mesh.vertex_colors) / 255.0
     mtl_name, png_name = f"{stem}.mtl", f"{stem}.png"
-    text = format_obj(verts, faces, normals=normals, uvs=uvs if textured else None, vertex_colors=colors,
+    text = format_obj(verts, faces, normals=normals, uvs=uvs, vertex_colors=colors,
                       mtllib=mtl_name if textured else None, usemtl=stem if textured else None,
                       header=FILE_HEADER)
     targets = [path] + ([path.with_name(mtl_name), path.with_name(png_name)] if textured else [])
@@ -147,13 +171,18 @@ def save_obj(mesh: Mesh, path: PathLike, notice: Optional[PathLike] = None) -> P
 
 
 def save_ply(mesh: Mesh, path: PathLike, notice: Optional[PathLike] = None) -> Path:
-    """Write a binary PLY with vertex normals and, when the mesh has them, vertex colours.
+    """Write a binary little-endian PLY with vertex normals and, when the mesh has them,
+    vertex colours; a textured mesh without colours gets its texture sampled at its
+    UVs (:func:`colors_from_texture`).
 
     PLY has no separate UV indices: the mesh is written on its own vertices
     (texture and UVs are the OBJ's job).
     """
     path = Path(path)
-    colors = None if mesh.vertex_colors is None else _to_uint8(mesh.vertex_colors)
+    colors = mesh.vertex_colors
+    if colors is None and mesh.texture is not None and mesh.uvs is not None:
+        colors = colors_from_texture(mesh)
+    colors = None if colors is None else _to_uint8(colors)
     tm = trimesh.Trimesh(mesh.vertices, mesh.triangles, vertex_normals=mesh.vertex_normals(),
                          vertex_colors=colors, process=False)
     data = trimesh.exchange.ply.export_ply(tm, encoding="binary", vertex_normal=True)
