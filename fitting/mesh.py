@@ -17,7 +17,8 @@ class Mesh:
     - ``vertices`` (V, 3) float32, mm, in the frame the producer states
       (stages return model-frame meshes: +x subject's left, +y up, +z out of the face).
     - ``triangles`` (F, 3) int64, counter-clockwise seen from outside.
-    - ``uvs`` (T, 2) in [0, 1], v up; ``uv_triangles`` (F, 3) into ``uvs``.
+    - ``uvs`` (T, 2), v up; ``uv_triangles`` (F, 3) into ``uvs``. The ICT model's UVs lie on
+      two unit tiles side by side (u in [0, 2]); the fine mesh's atlas scales them into [0, 1].
     - ``texture`` (Ht, Wt, 3) float in [0, 1]; row 0 is the top of the image (v = 1).
     - ``vertex_colors`` (V, 3) float in [0, 1].
     - ``normals`` (V, 3) unit vertex normals; computed when absent.
