@@ -26,6 +26,7 @@ from PIL import Image as PILImage
 from landmarks import FaceMeshDetector, LandmarksError, load_image
 from morphable import MorphableModel, load_ict
 
+from .checks import STAGES, check_stages
 from .coarse import CoarseSettings
 from .correspondence import load_correspondence
 from .detections import DEFAULT_FOV_DEG, FaceCrop, crop_face
@@ -33,7 +34,6 @@ from .mesh import Mesh
 from .progress import StageProgress
 
 log = logging.getLogger(__name__)
-STAGES = ("coarse", "medium", "fine")
 ImageSource = Union[str, os.PathLike, np.ndarray, torch.Tensor, PILImage.Image]
 
 
@@ -78,7 +78,7 @@ class FitResult:
 class FaceFitter:
     """Loads the model, the detector and the landmark table once; fits any number of photos.
 
-    ``stages``: a prefix-closed subset of ("coarse", "medium", "fine").
+    ``stages``: a prefix-closed subset of ("coarse", "medium", "fine"), or one comma-separated string.
     ``device``: "auto" (CUDA with nvdiffrast when present), "cpu" or "cuda".
     ``initializer``: a name registered in :mod:`fitting.initializers` or a
     callable ``(image, landmarks) -> CoarseInit``; None: start from the mean face.
@@ -89,14 +89,7 @@ class FaceFitter:
                  batch_size: int = 4, face_index: int = 0, all_faces: bool = False,
                  fov_deg: float = DEFAULT_FOV_DEG, coarse: Optional[CoarseSettings] = None,
                  medium=None, fine=None, initializer=None, progress: bool = False):
-        stages = tuple(stages)
-        bad = [s for s in stages if s not in STAGES]
-        if bad:
-            raise ValueError(f"unknown stage {bad[0]!r}; stages are {', '.join(STAGES)}")
-        if not stages:
-            raise ValueError(f"no stages given; stages must start at coarse: {', '.join(STAGES)}")
-        if stages != STAGES[:len(stages)]:
-            raise ValueError(f"stages must start at coarse and not skip one: got {','.join(stages)}")
+        stages = check_stages(stages)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if int(face_index) < 0:
