@@ -304,7 +304,9 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, good_photos, cap
 
 
 def test_sigint_while_fitting(tmp_path, model_args, good_photos):
-    """A real Ctrl-C (SIGINT) once the coarse stage runs: one line, exit 130, no folder (a traceback of 20-40 lines before)."""
+    """A real Ctrl-C (SIGINT) once the coarse stage runs: one line, exit 130, no folder.
+
+    It printed a traceback of 20-40 lines."""
     out = tmp_path / "out"
     with_bars = [a for a in model_args if a != "--no-progress"]  # the bar says when a stage starts
     proc = subprocess.Popen([sys.executable, "-m", "fitting.cli", str(good_photos[0]), "--stages", "coarse,medium",

@@ -185,7 +185,8 @@ def test_not_an_archive_is_one_line(tmp_path):
     junk.write_bytes(b"this is not a tar archive" * 100)
     with pytest.raises(ModelLoadError) as exc_info:
         load_ict(junk, cache_dir=tmp_path / "cache", progress=False)
-    assert _one_line(exc_info) == f"cannot read model archive {junk}: not a tar archive (tried gzip, bzip2, xz and plain tar)"
+    assert _one_line(exc_info) == \
+        f"cannot read model archive {junk}: not a tar archive (tried gzip, bzip2, xz and plain tar)"
 
 
 def test_offline_says_how_to_use_a_local_copy(tmp_path):
