@@ -18,7 +18,8 @@ import csv
 import sys
 from pathlib import Path
 
-from fitting import FaceFitter
+from fitting.checks import folder_problem
+from fitting.stages import check_stages
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 COLUMNS = ["photo", "file", "ok", "error", "yaw_deg", "coarse_iod_pct", "medium_iod_pct", "psnr_db", "ssim", "seconds"]
@@ -40,18 +41,43 @@ def summary_row(result) -> dict:
 
 
 def main(argv=None) -> int:
+    try:
+        return run(argv)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for SIGINT (128 + 2)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="a folder of photos")
     ap.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     ap.add_argument("--stages", default="coarse,medium,fine", help="comma-separated stages, from coarse on")
     args = ap.parse_args(argv)
-    photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    # Checked before anything is created or loaded (the model and MediaPipe take seconds).
+    if not args.folder.is_dir():
+        return fail(f"{args.folder}: {'not a folder' if args.folder.exists() else 'no such folder'}")
+    try:
+        stages = check_stages(args.stages)
+        photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    except (ValueError, OSError) as exc:  # OSError: a folder that cannot be listed
+        return fail(str(exc))
     if not photos:
-        ap.error(f"no photos in {args.folder}")
+        return fail(f"no photos in {args.folder}")
+    problem = folder_problem(args.out)
+    if problem:
+        return fail(f"cannot write to {args.out}: {problem}")
+
+    from fitting import FaceFitter
 
     args.out.mkdir(parents=True, exist_ok=True)
     rows, failed = [], []
-    with FaceFitter(stages=args.stages.split(","), progress=True) as fitter:
+    with FaceFitter(stages=stages, progress=True) as fitter:
         # iter_fit hands over each result as it is done: save it, keep its row, let it go
         for result in fitter.iter_fit(photos):
             if result.ok:

@@ -43,7 +43,7 @@ __all__ = ["FaceFitter", "FitResult", "FitError", "ImageSource", "STAGES", "uniq
 class FaceFitter:
     """Loads the model, the detector and the landmark table once; fits any number of photos.
 
-    ``stages``: a prefix-closed subset of ("coarse", "medium", "fine").
+    ``stages``: a prefix-closed subset of ("coarse", "medium", "fine"), or one comma-separated string.
     ``device``: "auto" (CUDA with nvdiffrast when present), "cpu" or "cuda".
     ``initializer``: a name registered in :mod:`fitting.stages.initializers` or a
     callable ``(image, landmarks) -> CoarseInit``; None: start from the mean face.

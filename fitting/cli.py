@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from . import __version__
+from .checks import folder_problem, photo_problem
+from .stages import check_stages
 
 EPILOG = """\
 examples:
@@ -55,32 +56,47 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _unwritable(folder: Path):
-    """Why ``folder`` could not be created or written (None when it can), without creating it."""
-    p = folder.resolve()
-    while not p.exists():
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is not a folder"
-    if not os.access(p, os.W_OK | os.X_OK):
-        return f"{p} is not writable"
-    return None
+# The shell's exit status for a program ended by Ctrl-C (SIGINT, signal 2): 128 + 2.
+EXIT_INTERRUPTED = 130
 
 
 def main(argv=None) -> int:
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        # A fit in progress is dropped, a save in progress removes its temporary
+        # folder (outputs.save_result), the folders already written stay.
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(argv) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     out = Path(args.out)
-    missing = [p for p in args.images if not Path(p).is_file()]
-    for p in missing:
-        why = "a folder, not an image (pass the files in it, e.g. DIR/*.jpg)" if Path(p).is_dir() else "no such file"
-        print(f"error: {p}: {why}", file=sys.stderr)
 
-    problem = _unwritable(out)  # fail now, not after every fit; create nothing yet
+    # Every argument is checked before torch, MediaPipe and the model load (4-8 s)
+    # and before anything is created: a typo is reported in 0.2 s, all of them at once.
+    usage_errors = []
+    try:
+        stages = check_stages(args.stages)
+    except ValueError as exc:
+        usage_errors.append(str(exc))
+    missing = []
+    for p in args.images:
+        why = photo_problem(p)
+        if why:
+            missing.append(p)
+            print(f"error: {p}: {why}", file=sys.stderr)
+    problem = folder_problem(out)
     if problem:
-        print(f"error: cannot write to {out}: {problem}", file=sys.stderr)
+        usage_errors.append(f"cannot write to {out}: {problem}")
+    if args.model_dir and not Path(args.model_dir).expanduser().exists():
+        usage_errors.append(f"model path {args.model_dir} does not exist")
+    for message in usage_errors:
+        print(f"error: {message}", file=sys.stderr)
+    if usage_errors or len(missing) == len(args.images):  # nothing that could be fitted
         return 2
 
     from morphable import ModelLoadError

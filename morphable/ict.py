@@ -9,7 +9,12 @@ Where the model files are found, in order:
 3. the compact cache in the user's cache directory (``FACEFIT_CACHE_DIR``
    overrides it), and an archive downloaded there earlier;
 4. a download of the public repository archive at the pinned commit
-   (``FACEFIT_ICT_URL`` overrides the address), with a progress bar.
+   (``FACEFIT_ICT_URL`` overrides the address), with a progress bar; it
+   enters the cache only once read through whole, every model file matching
+   its SHA-256 (:func:`verify_archive`).
+
+A damaged archive is reported in one line; one in the cache is removed (the
+next run downloads it again), one the user named is left where it is.
 
 Every file used is checked against its SHA-256 (``morphable/data/ict_sha256.txt``,
 the upstream bytes of the pinned commit). The cache (one ``.npz`` per region,
@@ -23,8 +28,10 @@ copied beside every file derived from it that the toolkit writes.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
+import lzma
 import os
 import shutil
 import tarfile
@@ -32,9 +39,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -99,7 +107,25 @@ RegionSpec = Union[str, Sequence[Union[str, Tuple[int, int]]]]
 
 
 class ModelLoadError(RuntimeError):
-    """The model could not be found, read, verified or downloaded (message: one line)."""
+    """The model could not be found, read, verified or downloaded (message: one line).
+
+    A reason quoted from a library may span lines (tarfile lists every
+    compression it tried, one a line); the lines are joined with "; " so that
+    every caller can print the error as one line.
+    """
+
+    def __init__(self, message: str):
+        super().__init__("; ".join(line.strip() for line in str(message).splitlines() if line.strip()))
+
+
+# What reading a damaged or cut-short archive raises, by layer: tarfile's own
+# errors, gzip/bz2 (OSError), xz (LZMAError), a stream that ends early
+# (EOFError) and zlib (zlib.error), which tarfile does not always wrap.
+ARCHIVE_READ_ERRORS = (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error)
+
+# How to avoid the download, said wherever the model is missing or cannot be fetched.
+LOCAL_COPY_HINT = (f"to use a local copy, pass --model-dir or set {ENV_MODEL_DIR} to the ICT-FaceKit folder "
+                   "or its archive")
 
 
 # --------------------------------------------------------------------------- checksums
@@ -323,14 +349,19 @@ def _build_from_folder(root: Path, parts, verify: bool, progress: bool) -> Tuple
     return arrays, meta
 
 
+def _escapes(name: str) -> bool:
+    """An archive member name that would be written outside the folder it is unpacked into."""
+    path = PurePosixPath(name)
+    return path.is_absolute() or ".." in path.parts
+
+
 def _safe_members(tar: tarfile.TarFile, dest: Path) -> List[tarfile.TarInfo]:
     """Archive members the model needs, refusing any that would land outside ``dest``."""
     dest = dest.resolve()
     chosen = []
     for m in tar.getmembers():
         target = (dest / m.name).resolve()
-        if PurePosixPath(m.name).is_absolute() or ".." in PurePosixPath(m.name).parts or \
-                not str(target).startswith(str(dest) + os.sep):
+        if _escapes(m.name) or not str(target).startswith(str(dest) + os.sep):
             raise ModelLoadError(f"unsafe archive member {m.name!r}: it would be written outside {dest}")
         if m.issym() or m.islnk() or m.isdev():
             if "FaceXModel" in m.name:
@@ -345,21 +376,82 @@ def _safe_members(tar: tarfile.TarFile, dest: Path) -> List[tarfile.TarInfo]:
 
 
 def _build_from_archive(archive: Path, parts, verify: bool, progress: bool):
-    try:
-        tar = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise ModelLoadError(f"cannot read model archive {archive}: {exc}") from None
-    with tar, tempfile.TemporaryDirectory(prefix="facefit-ict-") as tmp:
-        members = _safe_members(tar, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="facefit-ict-") as tmp:
+        # Reading the member list decompresses the whole stream: a damaged or
+        # cut-short archive fails here or in extractall, never later.
         try:
-            tar.extractall(tmp, members=members, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ModelLoadError(f"cannot unpack model archive {archive}: {exc}") from None
+            with tarfile.open(archive, "r:*") as tar:
+                members = _safe_members(tar, Path(tmp))
+                tar.extractall(tmp, members=members, filter="data")
+        except tarfile.ReadError as exc:
+            raise ModelLoadError(f"cannot read model archive {archive}: {_read_error_reason(exc)}") from None
+        except ARCHIVE_READ_ERRORS as exc:
+            raise ModelLoadError(f"cannot read model archive {archive}: damaged or cut short ({_reason(exc)})") \
+                from None
         return _build_from_folder(Path(tmp), parts, verify, progress)
 
 
-def download_archive(url: str, dest: Path, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` (written as ``dest.part`` and renamed when complete)."""
+def _reason(exc: BaseException) -> str:
+    """An exception as one line of text: its message, or its type's name when it has none."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _read_error_reason(exc: tarfile.ReadError) -> str:
+    """tarfile's ReadError in words: "r:*" lists every compression it tried, one a line."""
+    if "could not be opened successfully" in str(exc):
+        return "not a tar archive (tried gzip, bzip2, xz and plain tar)"
+    if "unexpected end of data" in str(exc):
+        return "cut short (unexpected end of data)"
+    return f"damaged or cut short ({_reason(exc)})"
+
+
+def verify_archive(archive: Path, what: Optional[str] = None) -> None:
+    """Check that ``archive`` is a whole, unaltered ICT-FaceKit archive, or raise :class:`ModelLoadError`.
+
+    The upstream archive's own SHA-256 is not fixed (GitHub builds it on
+    request, and a mirror may recompress it), so the check is on its content:
+    one streaming pass reads every member, which fails on a damaged or
+    cut-short stream, and every ``FaceXModel/`` file of
+    ``morphable/data/ict_sha256.txt`` must be present with its upstream
+    SHA-256. ``what`` names the archive in messages (default: its path).
+    About 4 s for the 23 MB .tar.xz (400 MB of OBJ text) on one CPU core.
+    """
+    what = what or str(archive)
+    want = {name: digest for name, digest in known_checksums().items() if name.startswith("FaceXModel/")}
+    got: Dict[str, str] = {}
+    try:
+        with tarfile.open(archive, "r|*") as tar:  # "|": one pass, no seeking back
+            for member in tar:
+                if _escapes(member.name):
+                    raise ModelLoadError(f"unsafe archive member {member.name!r}: it would be written outside "
+                                         "the model folder")
+                rel = "/".join(PurePosixPath(member.name).parts[1:])  # below the top folder ICT-FaceKit-<commit>/
+                if rel in want and member.isfile():
+                    h = hashlib.sha256()
+                    f = tar.extractfile(member)
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                    got[rel] = h.hexdigest()
+    except tarfile.ReadError as exc:
+        raise ModelLoadError(f"cannot read model archive {what}: {_read_error_reason(exc)}") from None
+    except ARCHIVE_READ_ERRORS as exc:
+        raise ModelLoadError(f"cannot read model archive {what}: damaged or cut short ({_reason(exc)})") from None
+    missing = sorted(set(want) - set(got))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelLoadError(f"model archive {what} is incomplete: missing {missing[0]}{more}")
+    for name in sorted(want):
+        if got[name] != want[name]:
+            raise ModelLoadError(f"checksum mismatch for {name} in model archive {what}: "
+                                 f"expected {want[name][:16]}..., got {got[name][:16]}...")
+
+
+def download_archive(url: str, dest: Path, progress: bool = True, timeout: float = 60.0,
+                     check: Optional[Callable[[Path], None]] = None) -> Path:
+    """Download ``url`` to ``dest``: written as ``dest.part``, passed to ``check`` (which raises
+    :class:`ModelLoadError` to refuse it) and renamed to ``dest`` only when complete and accepted.
+    A refused or failed download leaves nothing behind."""
     from tqdm.auto import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -376,11 +468,17 @@ def download_archive(url: str, dest: Path, progress: bool = True, timeout: float
                     out.write(chunk)
                     bar.update(len(chunk))
             if total is not None and out.tell() != total:
-                raise ModelLoadError(f"download of {url} was cut short: {out.tell()} of {total} bytes")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+                raise ModelLoadError(f"download of {url} was cut short: {out.tell()} of {total} bytes; "
+                                     f"{LOCAL_COPY_HINT}")
+        if check is not None:
+            # Without a Content-Length a connection that drops looks like the end
+            # of the file: only reading the archive tells a whole one from a part.
+            check(part)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
-        raise ModelLoadError(f"cannot download the ICT Face Model from {url}: {reason}") from None
+        reason = _reason(getattr(exc, "reason", exc))
+        raise ModelLoadError(f"cannot download the ICT Face Model from {url}: {reason}; {LOCAL_COPY_HINT}") \
+            from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -472,14 +570,17 @@ def load_ict(path: Union[str, os.PathLike, None] = None, region: RegionSpec = "f
     archive = cache_dir / f"ICT-FaceKit-{ICT_COMMIT}.tar.gz"
     if not archive.is_file():
         if not download:
-            raise ModelLoadError("the ICT Face Model was not found: pass --model-dir, set "
-                                 f"{ENV_MODEL_DIR}, or allow the download")
-        download_archive(url or os.environ.get(ENV_URL) or ICT_URL, archive, progress)
+            raise ModelLoadError(f"the ICT Face Model was not found and the download is off; {LOCAL_COPY_HINT}")
+        source = url or os.environ.get(ENV_URL) or ICT_URL
+        download_archive(source, archive, progress,
+                         check=lambda part: verify_archive(part, what=f"downloaded from {source}"))
     try:
         arrays, meta = _build_from_archive(archive, parts, verify, progress)
-    except ModelLoadError:
-        archive.unlink(missing_ok=True)  # a bad download must not poison later runs
-        raise
+    except ModelLoadError as exc:
+        # An archive in the cache is ours (a download, or one left by an older
+        # version that did not check it): a bad one must not poison later runs.
+        archive.unlink(missing_ok=True)
+        raise ModelLoadError(f"{exc}; removed it from the cache, the next run downloads it again") from None
     meta["fingerprint"] = _fingerprint(archive)
     _write_cache(cache, arrays, meta)
     return _to_model(arrays, meta, source=str(archive))

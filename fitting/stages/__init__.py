@@ -13,7 +13,7 @@ A new stage is a new module here with a ``STAGE`` and one more name in
 from __future__ import annotations
 
 import importlib
-from typing import Tuple
+from typing import Sequence, Tuple, Union
 
 #: Stage names in order; each is the module ``fitting.stages.<name>``.
 STAGE_NAMES: Tuple[str, ...] = ("coarse", "medium", "fine")
@@ -27,8 +27,15 @@ def load_stage(name: str):
     return importlib.import_module(f"{__name__}.{name}").STAGE
 
 
-def check_stages(stages) -> Tuple[str, ...]:
-    """``stages`` as a tuple, or ValueError (one line) unless it is a non-empty prefix of STAGE_NAMES."""
+def check_stages(stages: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """The stages to run, from ``("coarse", "medium")`` or ``"coarse,medium"``; ValueError (one line)
+    unless they start at coarse and skip none (each stage starts from the previous one's result).
+
+    Standard library only, like this package's import: the CLI checks its arguments with it before
+    anything heavy loads.
+    """
+    if isinstance(stages, str):
+        stages = [s.strip() for s in stages.split(",") if s.strip()]
     stages = tuple(stages)
     bad = [s for s in stages if s not in STAGE_NAMES]
     if bad:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import List
 
@@ -20,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240
 
 
-def run_cli(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+def cli_env(**extra_env: str) -> dict:
     env = dict(os.environ, **extra_env)
     env["FACEFIT_CACHE_DIR"] = os.environ["FACEFIT_CACHE_DIR"]  # the session's private cache (tests/conftest.py)
     env.pop("FACEFIT_ICT_DIR", None)
@@ -28,8 +31,12 @@ def run_cli(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProc
     # this checkout's package first, whatever the venv's editable install points at
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run([sys.executable, "-m", "fitting.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fitting.cli", *args], cwd=cwd, env=cli_env(**extra_env),
+                          capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def error_lines(stderr: str) -> List[str]:
@@ -197,3 +204,174 @@ def test_fine_subdivisions_reach_the_fine_stage(tmp_path, monkeypatch, good_phot
     with pytest.raises(SystemExit) as exit_info:
         main(args + ["--fine-subdivisions", "-1"])
     assert exit_info.value.code == 2 and "--fine-subdivisions" in capsys.readouterr().err
+
+
+# Runs fit-face's main in a fresh interpreter and says on stdout which of the
+# slow imports (torch, MediaPipe: 4-8 s with the model) it made.
+LIGHT_PROBE = """
+import sys
+from fitting.cli import main
+rc = main(sys.argv[1:])
+print("heavy:", ",".join(sorted(m for m in ("torch", "mediapipe") if m in sys.modules)))
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("case", ["missing photo", "folder as photo", "unknown stage", "skipped stage",
+                                  "out under a file", "missing model folder"])
+def test_bad_arguments_are_refused_before_anything_loads(tmp_path, good_photos, case):
+    """Each: exit 2, one line, before torch, MediaPipe or the model load (they took 4-8 s) and before --out exists."""
+    photo = str(good_photos[0])
+    out = tmp_path / "out"
+    (tmp_path / "a_file").write_text("not a folder\n")
+    args, message = {
+        "missing photo": (["nope.jpg"], "error: nope.jpg: no such file"),
+        "folder as photo": ([str(good_photos[0].parent)], f"error: {good_photos[0].parent}: a folder, not an image"),
+        "unknown stage": ([photo, "--stages", "coarse,fnie"], "error: unknown stage 'fnie'; stages are coarse"),
+        "skipped stage": ([photo, "--stages", "coarse,fine"],
+                          "error: stages must start at coarse and not skip one: got coarse,fine"),
+        "out under a file": ([photo, "--out", str(tmp_path / "a_file" / "out")],
+                             f"error: cannot write to {tmp_path / 'a_file' / 'out'}: {tmp_path / 'a_file'} is not"),
+        "missing model folder": ([photo, "--model-dir", str(tmp_path / "nowhere")],
+                                 f"error: model path {tmp_path / 'nowhere'} does not exist"),
+    }[case]
+    started = time.perf_counter()
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    res = subprocess.run([sys.executable, "-c", LIGHT_PROBE, *args, "--no-progress"],
+                         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    seconds = time.perf_counter() - started
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), res.stderr
+    assert res.stdout.strip() == "heavy:", f"loaded before the check: {res.stdout} ({seconds:.1f} s)"
+    assert not out.exists()
+
+
+class StandInFitter:
+    """Stands in for FaceFitter: hands over ``results``, then Ctrl-C arrives (as during the next fit)."""
+
+    results = []
+
+    def __init__(self, stages, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def iter_fit(self, sources):
+        yield from self.results
+        raise KeyboardInterrupt
+
+
+def small_result(name):
+    import numpy as np
+    from fitting.api import FitResult
+    return FitResult(name=name, params={"units": "mm"}, images={"overlay": np.full((8, 8, 3), 0.5, np.float32)})
+
+
+def run_main_in_process(args):
+    from fitting.cli import main
+    try:
+        return main(args)
+    except KeyboardInterrupt:  # escaping, it would stop the whole pytest session
+        pytest.fail("Ctrl-C escaped fit-face's main as a KeyboardInterrupt traceback")
+
+
+@pytest.mark.parametrize("when", ["while fitting", "while saving"])
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, good_photos, capsys, when):
+    import fitting.api
+    import fitting.outputs.folder
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(fitting.api, "FaceFitter", StandInFitter)
+    monkeypatch.setattr(StandInFitter, "results", [small_result("first")])
+    if when == "while saving":
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(fitting.outputs.folder, "save_image", interrupted)
+    rc = run_main_in_process([str(good_photos[0]), "--out", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 130 and captured.err == "interrupted\n", captured.err
+    # a result saved before Ctrl-C stays whole; one being saved leaves nothing, not even a hidden folder
+    expected = ["first"] if when == "while fitting" else []
+    assert sorted(p.name for p in out.iterdir()) == expected
+    if expected:
+        assert (out / "first" / "params.json").is_file()
+
+
+def test_sigint_while_fitting(tmp_path, model_args, good_photos):
+    """A real Ctrl-C (SIGINT) once the coarse stage runs: one line, exit 130, no folder.
+
+    It printed a traceback of 20-40 lines."""
+    out = tmp_path / "out"
+    with_bars = [a for a in model_args if a != "--no-progress"]  # the bar says when a stage starts
+    proc = subprocess.Popen([sys.executable, "-m", "fitting.cli", str(good_photos[0]), "--stages", "coarse,medium",
+                             "--out", str(out), *with_bars], cwd=tmp_path, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while b"coarse:" not in b"".join(chunks):
+            assert proc.poll() is None, b"".join(chunks).decode(errors="replace")
+            assert time.monotonic() < deadline, "the coarse stage never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    stderr = b"".join(chunks).decode(errors="replace")
+    assert rc == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    # the progress bar redraws itself with carriage returns; every other line is a message
+    messages = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and
+                not line.startswith("fitting:")]
+    assert messages == ["interrupted"], stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_damaged_model_archive_is_one_line_and_kept(tmp_path, ict_archive_path, good_photos):
+    damaged = tmp_path / "mine" / ict_archive_path.name
+    damaged.parent.mkdir()
+    damaged.write_bytes(ict_archive_path.read_bytes()[:ict_archive_path.stat().st_size // 2])  # cut short
+    out = tmp_path / "out"
+    res = run_cli(str(good_photos[0]), "--stages", "coarse", "--out", str(out), "--model-dir", str(damaged),
+                  "--no-progress", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot read model archive {damaged}: "), res.stderr
+    assert damaged.is_file(), "the user's own archive is reported, never deleted"
+    assert not out.exists()
+
+
+def test_unreadable_photo_is_refused_before_loading(tmp_path, monkeypatch, capsys):
+    """A photo that exists but cannot be opened (permission denied; the tests run as root here, who may
+    open anything, so the refusal is simulated) counts as missing: alone, it is exit 2 before any load."""
+    import fitting.api
+    import fitting.checks
+
+    photo = tmp_path / "locked.jpg"
+    photo.write_bytes(b"\xff\xd8")
+    real_open = open
+
+    def refusing_open(path, *args, **kwargs):
+        if Path(path) == photo:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    def no_fitter(*args, **kwargs):
+        raise AssertionError("FaceFitter was created for a photo that cannot be read")
+
+    monkeypatch.setattr(fitting.checks, "open", refusing_open, raising=False)  # shadows the builtin there only
+    monkeypatch.setattr(fitting.api, "FaceFitter", no_fitter)
+    assert run_main_in_process([str(photo), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: {photo}: cannot open it (Permission denied)\n"
+    assert not (tmp_path / "out").exists()
