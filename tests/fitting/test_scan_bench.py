@@ -6,6 +6,8 @@ with copies of itself whose answer is known.
 """
 from __future__ import annotations
 
+import math
+import re
 
 import numpy as np
 import pytest
@@ -141,3 +143,38 @@ def test_the_uniform_look_is_one_albedo_under_order_2_light(reference):
     assert inner.sum() > 5000
     np.testing.assert_allclose(np.median(albedo, 0), SKIN_ALBEDO, rtol=2e-3)
     assert np.percentile(np.abs(albedo / np.asarray(SKIN_ALBEDO) - 1).max(1), 99) < 0.02
+
+
+# Today's code on the smoke run (yaw 0, uniform look, photo 384 px, crop 256 px): RMSE mean face 1.96,
+# coarse 1.63, medium 1.57, fine 1.55 mm; the fine stage's albedo spread 6.5 % (std/mean); normals
+# coarse 10.0, medium 11.2, fine 10.7 deg. The bounds below leave room for small changes and fail on
+# a broken protocol, camera or normal convention (a flipped normal map gives ~170 deg).
+ALBEDO_SPREAD_MAX_PERCENT = 9.0
+
+
+def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
+    """One yaw, one look, reduced sizes: a finite row, fits that beat the mean face, the albedo spread on
+    the uniform look within ALBEDO_SPREAD_MAX_PERCENT, and the error picture written."""
+    from fitting.bench.__main__ import main
+
+    assert main(["scan", "--yaws", "0", "--looks", "uniform", "--size", "384", "--crop-size", "256",
+                 "--model-dir", str(ict_dir), "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "CC BY 3.0" in out
+    lines = out.splitlines()
+    head = lines.index("look: uniform")
+    cells = lines[head + 3].split()
+    assert cells[0] == "0" and len(cells) == 14, cells
+    rmse = {m: float(c.split("/")[0]) for m, c in zip(("mean", "coarse", "neutral", "medium", "fine"), cells[2:7])}
+    normals = [tuple(float(x) for x in c.split("/")) for c in cells[7:10]]
+    spread = float(cells[10])
+    assert all(math.isfinite(v) for v in rmse.values())
+    assert 1.5 < rmse["mean"] < 2.5, rmse
+    for stage in ("coarse", "medium", "fine"):
+        assert rmse[stage] < rmse["mean"], rmse
+    for mean_deg, median_deg in normals:
+        assert 3.0 < mean_deg < 20.0 and median_deg <= mean_deg
+    assert 0.0 < spread < ALBEDO_SPREAD_MAX_PERCENT, spread
+    scale = float(re.search(r"scale (\d+\.\d+) mm per scan unit", out).group(1))
+    assert scale == pytest.approx(MM_PER_UNIT, rel=0.03)
+    assert (tmp_path / "scan_error_yaw0.png").is_file()
