@@ -46,14 +46,17 @@ class FaceFitter:
     ``stages``: a prefix-closed subset of ("coarse", "medium", "fine"), or one comma-separated string.
     ``device``: "auto" (CUDA with nvdiffrast when present), "cpu" or "cuda".
     ``initializer``: a name registered in :mod:`fitting.stages.initializers` or a
-    callable ``(image, landmarks) -> CoarseInit``; None: start from the mean face.
+    callable ``(image, landmarks, model) -> CoarseInit``; None: start from the mean face;
+    "auto" (default): the 3DDFA_V2 regressor when its files are on this machine, else None.
+    ``regressor_dir``: the folder of the 3DDFA_V2 regressor's files (``"3ddfa_v2"``, ``"auto"``).
     """
 
     def __init__(self, stages: Sequence[str] = STAGES, *, model: Optional[MorphableModel] = None,
                  model_dir: Optional[str] = None, device: str = "auto", crop_size: int = 512,
                  batch_size: int = 4, face_index: int = 0, all_faces: bool = False,
                  fov_deg: float = DEFAULT_FOV, coarse: Optional[CoarseSettings] = None,
-                 medium=None, fine=None, initializer=None, progress: bool = False):
+                 medium=None, fine=None, initializer="auto", regressor_dir: Optional[str] = None,
+                 progress: bool = False):
         stages = check_stages(stages)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -70,7 +73,7 @@ class FaceFitter:
         # Every stage gets its settings (the user's, or its defaults); a stage not run ignores them.
         settings = {name: given.get(name) or load_stage(name).settings_type() for name in stages}
         self.context = FitContext(model=model, correspondence=load_correspondence(), renderer=renderer, device=dev,
-                                  settings=settings, initializer=resolve_initializer(initializer))
+                                  settings=settings, initializer=resolve_initializer(initializer, regressor_dir))
         self.stages = stages
         self.detector = FaceMeshDetector()
         self.crop_size, self.batch_size, self.fov_deg = crop_size, batch_size, fov_deg

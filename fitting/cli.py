@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     faces = ap.add_mutually_exclusive_group()
     faces.add_argument("--face-index", type=_int_at_least(0), default=0, help="which face, largest first (default 0)")
     faces.add_argument("--all-faces", action="store_true", help="fit every face found")
-    ap.add_argument("--initializer", help="a registered initialiser, e.g. mediapipe_mesh")
+    ap.add_argument("--initializer", default="auto",
+                    help="the coarse stage's start: auto (default: 3ddfa_v2 when its files are on this machine, "
+                         "else none), 3ddfa_v2 (downloads its files on first use; non-commercial), "
+                         "mediapipe_mesh, none, or another registered one")
+    ap.add_argument("--3ddfa-dir", dest="regressor_dir", metavar="PATH",
+                    help="folder of the 3DDFA_V2 regressor's files (else $FACEFIT_3DDFA_DIR, the cache, a download)")
     ap.add_argument("--batch-size", type=_int_at_least(1), default=4, help="faces per stage batch (default 4)")
     ap.add_argument("--fine-subdivisions", type=_int_at_least(0), default=None, metavar="N",
                     help="subdivisions of fine.obj before its displacement, each x4 triangles (default 2: "
@@ -99,16 +104,19 @@ def _run(argv) -> int:
     if usage_errors or len(missing) == len(args.images):  # nothing that could be fitted
         return 2
 
+    from landmarks import LandmarksError
     from morphable import ModelLoadError
     from .api import FaceFitter
     from .stages.fine import FineSettings
     from .rendering.renderer import RendererUnavailable
     fine = None if args.fine_subdivisions is None else FineSettings(displaced_subdivisions=args.fine_subdivisions)
+    initializer = None if args.initializer == "none" else args.initializer
     try:
         fitter = FaceFitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
-                            all_faces=args.all_faces, initializer=args.initializer, batch_size=args.batch_size,
+                            all_faces=args.all_faces, initializer=initializer,
+                            regressor_dir=args.regressor_dir, batch_size=args.batch_size,
                             fine=fine, progress=not args.no_progress)
-    except (ModelLoadError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
+    except (ModelLoadError, LandmarksError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
         # str() of a KeyError is its repr, quotes and all; its message is the first argument
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 2

@@ -72,6 +72,7 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
     # The identity with every expression at 0: the face to rig with the model's blendshapes
     neutral = model(coarse.id_coeffs).detach()
     photo_cameras = [_photo_camera(camera, i, job.crop) for i, job in enumerate(jobs)]
+    points68 = _landmarks68(model, camera, model_meshes[last], last, [job.crop for job in jobs])
     out = []
     for i, job in enumerate(jobs):
         crop = job.crop
@@ -89,6 +90,7 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
         if "medium" in results:
             r.params["medium"] = {"max_laplacian_change_mm": float(results["medium"].max_laplacian_change[i])}
         r.camera = photo_cameras[i]
+        r.landmarks68 = points68[i]
         img, mask = shaded[last]
         photo = np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
         r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
@@ -109,6 +111,30 @@ def _photo_camera(camera, i: int, crop: FaceCrop) -> Dict[str, np.ndarray]:
             "translation": camera.translation[i].cpu().numpy(),
             "crop_intrinsics": camera.intrinsics[i].cpu().numpy(), "crop_box_xy_scale": crop.box,
             "photo_size_hw": np.array(crop.photo_size)}
+
+
+# What landmarks68.json says its points are.
+IBUG68_ORDER = ("iBUG 300-W / Multi-PIE 68 points: 0-16 jaw (the subject's right to left), 17-26 brows, "
+                "27-35 nose, 36-47 eyes, 48-67 mouth")
+
+
+def _landmarks68(model, camera, verts, stage: str, crops: List[FaceCrop]) -> List[Dict[str, object]]:
+    """Each face's 68 iBUG points on the fitted mesh ``verts`` (B, V, 3): the model's ``multipie68``
+    vertices in mm (model and camera frame) and projected into the photo (pixels, continuous frame).
+    Empty dicts for a model without that landmark set."""
+    ids = model.landmark_sets.get("multipie68")
+    if ids is None or len(ids) != 68:
+        return [{} for _ in crops]
+    pts = verts[:, ids.to(verts.device)]
+    cam = camera.to_camera(pts).cpu().numpy()
+    uvd = camera.project(pts).cpu().numpy()
+    out = []
+    for i, crop in enumerate(crops):
+        photo_uv = uvd[i, :, :2] / crop.scale + np.array([crop.x0, crop.y0])
+        out.append({"order": IBUG68_ORDER, "stage": stage, "units": "mm",
+                    "vertex_ids": ids.cpu().numpy(), "model_mm": pts[i].cpu().numpy(), "camera_mm": cam[i],
+                    "photo_px": photo_uv, "depth_mm": uvd[i, :, 2]})
+    return out
 
 
 def _add_fine(r: FitResult, fine, i: int) -> List[np.ndarray]:

@@ -38,6 +38,9 @@ class FitResult:
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the fine depth map
     timings: Dict[str, float] = field(default_factory=dict)
     licenses: Dict[str, str] = field(default_factory=dict)
+    # The 68 iBUG points on the last model-topology mesh (landmarks68.json): model_mm, camera_mm (68, 3),
+    # photo_px (68, 2), depth_mm (68,), vertex_ids (68,), the stage and the point order.
+    landmarks68: Dict[str, object] = field(default_factory=dict)
     source: Optional[str] = None  # the image's path as given (None for arrays and tensors)
     index: int = 0  # position of its photo in the sources given to fit_many / iter_fit
 

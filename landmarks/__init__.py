@@ -7,6 +7,11 @@ Main entry points::
     with FaceMeshDetector() as det:
         face = det.detect_one(img)               # FaceLandmarks: points (478, 3) = (u, v, z) pixels
     masks = region_masks(face)                   # {"skin", "brows", "eyes", "nose", "lips", "mouth_interior"}
+
+Optional, non-commercial (Basel Face Model bases): 3DDFA_V2's regressor, pose and 68 3D points::
+
+    from landmarks.regressor import FaceRegressor
+    faces = FaceRegressor()(pixels, boxes)       # RegressedFaces: points (N, 68, 3), rotation (N, 3, 3)
 """
 from .detector import FaceLandmarks, FaceMeshDetector
 from .errors import FaceIndexError, ImageLoadError, LandmarksError, NoFaceError

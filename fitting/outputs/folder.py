@@ -49,6 +49,8 @@ def save_result(result, folder: Path) -> Path:
                   "camera": {k: np.asarray(v).tolist() for k, v in result.camera.items()},
                   **_jsonable(result.params), "timings_s": result.timings}
         (tmp / "params.json").write_text(json.dumps(params, indent=1))
+        if result.landmarks68:
+            (tmp / "landmarks68.json").write_text(json.dumps(_jsonable(result.landmarks68), indent=1))
         for name, text in result.licenses.items():
             (tmp / name).write_text(text)
         if folder.exists():

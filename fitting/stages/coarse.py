@@ -198,8 +198,10 @@ def initial_guess(context: "FitContext", batch: DetectionBatch) -> Optional[Coar
     if every face has it); None without an initialiser."""
     if context.initializer is None:
         return None
+    camera = getattr(context.initializer, "needs_intrinsics", False)
     inits = [context.initializer(batch.images[i], torch.cat([batch.uv[i], batch.rel_depth[i, :, None]], 1),
-                                 context.model) for i in range(len(batch))]
+                                 context.model, **({"intrinsics": batch.intrinsics[i]} if camera else {}))
+             for i in range(len(batch))]
     fields = {}
     for name, dims in _INIT_DIMS.items():
         vals = [getattr(x, name) for x in inits]

@@ -7,6 +7,7 @@ An initialiser is a callable ``(image, landmarks, model) -> CoarseInit``:
   relative depth z (pixels, smaller = closer);
 - ``model``: the :class:`morphable.MorphableModel` in use;
 
+(and, when it has ``needs_intrinsics = True``, ``intrinsics=`` (4,) the crop's ``fx, fy, cx, cy``)
 and returns a :class:`fitting.stages.coarse.CoarseInit` with any of identity and
 expression coefficients, pose (rotation (3, 3), translation (3,) mm, model
 -> crop camera) and per-vertex albedo (V, 3). The coarse stage starts from
@@ -17,19 +18,28 @@ another package, through the entry-point group ``facefit.initializers``::
     facefit.initializers =
         my_net = my_package.module:my_initializer
 
-No initialiser is required: the default starts from the mean face.
+No initialiser is required. Built in: ``mediapipe_mesh`` (MediaPipe's own 3D mesh as the shape prior),
+``3ddfa_v2`` (3DDFA_V2's learned regressor as the pose start: optional, non-commercial, its files
+fetched on first use, see :mod:`landmarks.regressor_files`) and ``auto`` (the default of
+:class:`fitting.FaceFitter`: ``3ddfa_v2`` when its files are already on this machine, else none, i.e.
+the mean face and the stage's own pose solve).
 """
 from __future__ import annotations
 
+import logging
+import os
 from importlib import metadata
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Union
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
     from .coarse import CoarseInit
 
+log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "facefit.initializers"
+AUTO = "auto"
 _REGISTRY: Dict[str, Callable] = {}
 
 
@@ -48,14 +58,45 @@ def available_initializers() -> Dict[str, Callable]:
     return found
 
 
-def resolve_initializer(spec: Union[None, str, Callable]) -> Optional[Callable]:
+def resolve_initializer(spec: Union[None, str, Callable],
+                        regressor_dir: Union[str, os.PathLike, None] = None) -> Optional[Callable]:
+    """The initialiser named ``spec`` (or ``spec`` itself when callable; None: none).
+
+    ``"auto"``: the 3DDFA_V2 regressor when its files are found without a download (``regressor_dir``,
+    ``FACEFIT_3DDFA_DIR`` or the cache), else None. ``regressor_dir``: where the regressor's files
+    are, for ``"3ddfa_v2"`` and ``"auto"``. An initialiser with a ``prepare()`` method has it called
+    here, so that missing files fail now (one line), not in the middle of a batch.
+    """
     if spec is None or callable(spec):
         return spec
-    found = available_initializers()
-    if spec not in found:
-        raise KeyError(f"unknown initializer {spec!r}; available: {', '.join(sorted(found)) or 'none'}")
-    fn = found[spec]
-    return fn.load() if isinstance(fn, metadata.EntryPoint) else fn
+    if spec == AUTO:
+        return _auto_regressor(regressor_dir)
+    if spec == RegressorInitializer.name and regressor_dir is not None:
+        fn = RegressorInitializer(regressor_dir)
+    else:
+        found = available_initializers()
+        if spec not in found:
+            names = sorted([*found, AUTO])
+            raise KeyError(f"unknown initializer {spec!r}; available: {', '.join(names)}")
+        fn = found[spec]
+        fn = fn.load() if isinstance(fn, metadata.EntryPoint) else fn
+    if hasattr(fn, "prepare"):
+        fn.prepare()
+    return fn
+
+
+def _auto_regressor(folder) -> Optional[Callable]:
+    from landmarks.regressor_files import RegressorFilesError, find_regressor_files
+    try:
+        files = find_regressor_files(folder, download=False)
+    except RegressorFilesError as exc:  # present but unusable: say so, and fit as without it
+        log.warning("not using the 3DDFA_V2 initialiser: %s", exc)
+        return None
+    if files is None:
+        return None
+    fn = RegressorInitializer(files=files)
+    fn.prepare()
+    return fn
 
 
 # Ridge on the identity coefficients of the MediaPipe-mesh fit, in mm^2 per unit coefficient
@@ -99,3 +140,84 @@ def mediapipe_mesh_initializer(image: torch.Tensor, landmarks: torch.Tensor, mod
         coeffs = torch.linalg.solve(a.T @ a + ridge, a.T @ local.reshape(-1))
     return CoarseInit(id_coeffs=coeffs[None].clamp(-3, 3))
 
+
+
+class RegressorInitializer:
+    """3DDFA_V2's learned regressor (:mod:`landmarks.regressor`) as the coarse stage's pose start.
+
+    The regressor reads the working crop (its first crop from the bounding box of MediaPipe's points,
+    its second from its own 68 points) and returns the 68 iBUG points in 3D. The model's ``multipie68``
+    vertices of the mean face are aligned to them: rotation and scale by a similarity fit in 3D
+    (Umeyama), the distance from that scale and the crop's focal length, then a perspective
+    refinement on the 68 points' pixels. Where MediaPipe's mesh is wrong (heads turned past about
+    60 degrees) this start does not depend on it. Returns the pose only: the 68 points' shape is the
+    Basel Face Model's, not the ICT model's, and MediaPipe's dense points carry the identity.
+
+    ``folder``: where the regressor's files are (else ``FACEFIT_3DDFA_DIR``, the cache, a download);
+    ``files``: already found files. Its output is non-commercial (Basel Face Model terms).
+    """
+
+    name = "3ddfa_v2"
+    needs_intrinsics = True  # the coarse stage passes the crop's intrinsics (4,): a pose in mm needs the focal
+
+    def __init__(self, folder: Union[str, os.PathLike, None] = None, files=None, download: bool = True):
+        self.folder, self.files, self.download = folder, files, download
+        self.regressor = None
+
+    def prepare(self) -> None:
+        """Find (or download) and load the regressor; raises RegressorFilesError (one line)."""
+        if self.regressor is not None:
+            return
+        from landmarks.regressor import FaceRegressor
+        from landmarks.regressor_files import RegressorFilesError, find_regressor_files
+        files = self.files or find_regressor_files(self.folder, download=self.download)
+        if files is None:
+            raise RegressorFilesError("the 3DDFA_V2 regressor's files were not found (pass --3ddfa-dir, "
+                                      "set FACEFIT_3DDFA_DIR, or allow the download)")
+        self.files, self.regressor = files, FaceRegressor(files)
+
+    def read(self, image: torch.Tensor, landmarks: torch.Tensor):
+        """The regressor on one working crop: :class:`landmarks.regressor.RegressedFaces` of one face,
+        in crop pixels. ``image`` (S, S, 3) in [0, 1], ``landmarks`` (478, >=2) crop pixels."""
+        self.prepare()
+        uv = landmarks[:, :2].detach().cpu().numpy().astype(np.float64)
+        box = np.concatenate([uv.min(0), uv.max(0)])[None]
+        return self.regressor(image.detach().cpu().numpy().astype(np.float32), box)
+
+    def __call__(self, image: torch.Tensor, landmarks: torch.Tensor, model, intrinsics: torch.Tensor) -> "CoarseInit":
+        from .coarse import CoarseInit
+        found = self.read(image, landmarks)
+        rot, t = pose_from_points68(model, torch.as_tensor(found.points[0]), intrinsics)
+        return CoarseInit(rotation=rot, translation=t)
+
+
+# Perspective refinement steps on the 68 points after the similarity start (Levenberg-Marquardt converges
+# in a few from there; more change nothing measurable).
+POSE68_ITERATIONS = 10
+
+
+def pose_from_points68(model, points: torch.Tensor, intrinsics: torch.Tensor):
+    """Pose (rotation (3, 3), translation (3,) mm; model -> camera) of the model's mean face whose
+    ``multipie68`` vertices best match ``points`` (68, 3): pixels u, v (crop) and a relative depth in
+    pixels, larger = closer (as :class:`landmarks.regressor.RegressedFaces`). ``intrinsics`` (4,) of
+    the crop."""
+    from morphable.geometry import similarity_transform
+
+    from .landmark_fit import refine_pose
+    dtype = model.mean.dtype
+    k = torch.as_tensor(intrinsics, dtype=dtype).reshape(4)
+    src = model.mean[model.landmark_sets["multipie68"]].detach().cpu().to(dtype)  # (68, 3) mm
+    pts = torch.as_tensor(points, dtype=dtype)
+    view = torch.stack([pts[:, 0], -pts[:, 1], pts[:, 2]], -1)  # pixels -> x right, y up, z toward the viewer
+    scale, rot, _ = similarity_transform(src, view)  # scale: pixels per mm at the face's distance
+    depth = float(k[0]) / float(scale)
+    centre_uv = pts[:, :2].mean(0)
+    centre_cam = torch.stack([(centre_uv[0] - k[2]) / k[0] * depth, -(centre_uv[1] - k[3]) / k[1] * depth,
+                              torch.tensor(-depth, dtype=dtype)])
+    t = centre_cam - rot @ src.mean(0)
+    weights = torch.ones(1, len(src), dtype=dtype)
+    rot, t = refine_pose(src[None], pts[None, :, :2], weights, k[None], rot[None], t[None], POSE68_ITERATIONS)
+    return rot[0], t[0]
+
+
+register_initializer(RegressorInitializer.name)(RegressorInitializer())

@@ -174,7 +174,17 @@ def test_unknown_initializer_is_one_plain_line(tmp_path, model_args, good_photos
     res = run_cli(str(good_photos[0]), "--stages", "coarse", "--initializer", "nope", "--out", str(tmp_path / "o"),
                   *model_args, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
-    assert error_lines(res.stderr) == ["error: unknown initializer 'nope'; available: mediapipe_mesh"], res.stderr
+    assert error_lines(res.stderr) == ["error: unknown initializer 'nope'; available: 3ddfa_v2, auto, "
+                                       "mediapipe_mesh"], res.stderr
+
+
+def test_missing_regressor_folder_is_one_plain_line(tmp_path, model_args, good_photos):
+    out = tmp_path / "o"
+    res = run_cli(str(good_photos[0]), "--stages", "coarse", "--initializer", "3ddfa_v2", "--3ddfa-dir",
+                  str(tmp_path / "nowhere"), "--out", str(out), *model_args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert error_lines(res.stderr) == [f"error: 3DDFA folder {tmp_path / 'nowhere'} does not exist"], res.stderr
+    assert not out.exists()
 
 
 def test_fine_subdivisions_reach_the_fine_stage(tmp_path, monkeypatch, good_photos, capsys):
