@@ -258,7 +258,7 @@ def _load_photometric():
         return None, f"n/a (not available: {exc})"
     here = Path(fitting.__file__).resolve().parent
     where = Path(getattr(mod, "__file__", "") or "").resolve()
-    if where.parent != here:
+    if here not in where.parents:
         return None, f"n/a (not available in this tree; the import resolved to {where})"
     return mod.photometric_refine, None
 

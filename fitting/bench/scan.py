@@ -63,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scan", default=None, help="the scan (default: ../shared/scan/LeePerrySmith.glb)")
     p.add_argument("--model-dir", default=None, help="ICT-FaceKit folder or archive (default: the model cache)")
     p.add_argument("--out", default=None, help="write the error map per yaw (PNG) into this folder")
+    p.add_argument("--stages", default="coarse,medium,fine",
+                   help="stages to run (default all three; coarse,medium skips the slow fine stage)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
 
 
@@ -281,8 +283,8 @@ def run(args) -> int:
     scene = raycasting_scene(reference.vertices, reference.triangles)
     seconds_reference = time.perf_counter() - t0
 
-    fitter = FaceFitter(model_dir=args.model_dir, crop_size=args.crop_size)
-    model, corr = fitter.model, fitter.corr
+    fitter = FaceFitter(args.stages, model_dir=args.model_dir, crop_size=args.crop_size)
+    model, corr = fitter.model, fitter.context.correspondence
     mean = model.mean.detach().cpu().numpy().astype(np.float64)
     mean_lm = corr.points(torch.as_tensor(mean)[None])[0].numpy()
     mean_init = landmark_alignment(reference, mean_lm, landmark_mask(corr))
