@@ -113,6 +113,7 @@ class Row:
     normals_depth: Dict[str, np.ndarray] = field(default_factory=dict)  # coarse/medium from their depth maps
     albedo_spread: float = math.nan
     seconds: Dict[str, float] = field(default_factory=dict)
+    top_expression: tuple = ("", math.nan)  # the coarse fit's largest expression weight (the scan is neutral)
     error: Optional[str] = None
     crop_image: Optional[np.ndarray] = None
 
@@ -190,7 +191,7 @@ def _pair(a: float, b: float, fmt: str = "{:.2f}") -> str:
 def format_tables(rows: List[Row]) -> str:
     """One table per look: a row per yaw."""
     heads = (["yaw", "fit yaw"] + [f"{m} mm" for m in MESHES] + [f"{s} deg" for s in NORMAL_STAGES]
-             + ["albedo %", "s coarse", "s medium", "s fine"])
+             + ["albedo %", "top expression", "s coarse", "s medium", "s fine"])
     out = []
     for look in dict.fromkeys(r.look for r in rows):
         cells = []
@@ -203,6 +204,7 @@ def format_tables(rows: List[Row]) -> str:
             line += [_pair(np.mean(r.normals[s]), np.median(r.normals[s]), "{:.1f}") if r.normals.get(s) is not None
                      and r.normals[s].size else "n/a" for s in NORMAL_STAGES]
             line += ["n/a" if not np.isfinite(r.albedo_spread) else f"{r.albedo_spread:.1f}"]
+            line += [f"{r.top_expression[0]} {r.top_expression[1]:.2f}"]
             line += [f"{r.seconds.get(s, math.nan):.1f}" for s in ("coarse", "medium", "fine")]
             cells.append(line)
         widths = [max(len(h), *(len(c[i]) for c in cells if len(c) == len(heads))) + 2 for i, h in enumerate(heads)]
@@ -309,6 +311,7 @@ def run(args) -> int:
                     row.error = result.error
                     continue
                 row.fitted_yaw = float(result.params["pose_deg"]["yaw"])
+                row.top_expression = max(result.params["exp_coeffs"].items(), key=lambda kv: kv[1])
                 row.seconds = dict(result.timings)
                 row.crop_image = result.crop.image
                 row.shape["mean"] = mean_cmp
@@ -361,7 +364,8 @@ def run(args) -> int:
                   f"{SILHOUETTE_BAND_PX} px along the scan's silhouette ({int(np.mean(px))} px on average of the "
                   f"{args.crop_size} px crop); coarse/medium: their meshes rendered with the fit's camera.")
     print("albedo %: the fine stage's albedo on the uniform look (one true colour), std/mean over its mask, mean of "
-          f"the channels. s: seconds per face of each stage (FitResult.timings: a look's {len(yaws)} photos go "
+          "the channels. top expression: the coarse fit's largest expression weight (the scan is neutral, eyes "
+          f"closed). s: seconds per face of each stage (FitResult.timings: a look's {len(yaws)} photos go "
           f"through fit_many in chunks of {fitter.batch_size}, and a chunk's time is shared among its faces).")
     print(f"not timed in the table: scan reference {seconds_reference:.1f} s, rendering {seconds_render:.1f} s, fits "
           f"(detection included) {seconds_fit:.1f} s in all.")
