@@ -82,6 +82,8 @@ class FaceFitter:
     ``device``: "auto" (CUDA with nvdiffrast when present), "cpu" or "cuda".
     ``initializer``: a name registered in :mod:`fitting.initializers` or a
     callable ``(image, landmarks) -> CoarseInit``; None: start from the mean face.
+    ``medium``, ``fine``: the stages' settings (None: their defaults); ``medium_settings`` and
+    ``fine_settings`` stay None for a stage not in ``stages``.
     """
 
     def __init__(self, stages: Sequence[str] = STAGES, *, model: Optional[MorphableModel] = None,
@@ -112,11 +114,17 @@ class FaceFitter:
         self.detector = FaceMeshDetector()
         self.crop_size, self.batch_size, self.fov_deg = crop_size, batch_size, fov_deg
         self.face_index, self.all_faces = face_index, all_faces
-        from .medium import MediumSettings
-        from .fine import FineStageSettings
         self.coarse_settings = coarse or CoarseSettings()
-        self.medium_settings = medium or MediumSettings()
-        self.fine_settings = fine or FineStageSettings()
+        # A later stage's defaults only when it runs: its module brings SciPy's sparse solvers
+        # (medium) or trimesh (fine), which a coarse-only fit does not load. None: not run.
+        self.medium_settings = medium
+        if not medium and "medium" in stages:
+            from .medium import MediumSettings
+            self.medium_settings = MediumSettings()
+        self.fine_settings = fine
+        if not fine and "fine" in stages:
+            from .fine import FineStageSettings
+            self.fine_settings = FineStageSettings()
         from .initializers import resolve_initializer
         self.initializer = resolve_initializer(initializer)
         self.progress = progress

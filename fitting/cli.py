@@ -83,11 +83,19 @@ def main(argv=None) -> int:
         print(f"error: cannot write to {out}: {problem}", file=sys.stderr)
         return 2
 
+    existing = [p for p in args.images if p not in missing]
+    if not existing:  # nothing to fit: no model, detector or torch to load
+        return 1
+
+    # Imported here, not at the top: --help, --version and argument errors answer without torch,
+    # MediaPipe or the model. Each stage's own modules load when the stage first runs.
     from morphable import ModelLoadError
     from .api import FaceFitter
-    from .fine import FineStageSettings
     from .renderer import RendererUnavailable
-    fine = None if args.fine_subdivisions is None else FineStageSettings(displaced_subdivisions=args.fine_subdivisions)
+    fine = None
+    if args.fine_subdivisions is not None:
+        from .fine import FineStageSettings
+        fine = FineStageSettings(displaced_subdivisions=args.fine_subdivisions)
     try:
         fitter = FaceFitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
                             all_faces=args.all_faces, initializer=args.initializer, batch_size=args.batch_size,
@@ -115,7 +123,6 @@ def main(argv=None) -> int:
             failed += 1
             tqdm.write(f"error: {result.name}: {exc}", file=sys.stderr)
 
-    existing = [p for p in args.images if p not in missing]
     with fitter:
         for result in fitter.iter_fit(existing):  # saved and let go: memory stays flat over any number of photos
             save(result)
