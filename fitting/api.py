@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -58,7 +59,7 @@ class FitResult:
     camera: Dict[str, np.ndarray] = field(default_factory=dict)
     images: Dict[str, np.ndarray] = field(default_factory=dict)  # report pictures and fine-stage maps
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the fine depth map
-    timings: Dict[str, float] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)  # seconds: "detection", each stage, "results"
     source: Optional[str] = None  # the image's path as given (None for arrays and tensors)
     index: int = 0  # position of its photo in the sources given to fit_many / iter_fit
 
@@ -186,16 +187,20 @@ class FaceFitter:
         try:
             for i, (src, name) in enumerate(zip(sources, names)):
                 path = _path_of(src)
+                started = time.perf_counter()
                 try:
                     found = self._detect(src, name)
                 except (LandmarksError, FitError, ValueError, OSError) as exc:
                     found = []
                     bar.detected(0)
-                    yield FitResult(name=name, ok=False, error=_one_line(exc), source=path, index=i)
+                    yield FitResult(name=name, ok=False, error=_one_line(exc), source=path, index=i,
+                                    timings={"detection": time.perf_counter() - started})
                 else:
                     bar.detected(len(found))
-                for r in found:
+                detection = time.perf_counter() - started
+                for r in found:  # the photo's reading and detection, shared by its faces
                     r.source, r.index = path, i
+                    r.timings["detection"] = detection / len(found)
                 pending.extend(found)
                 while len(pending) >= self.batch_size:
                     yield from self._run_chunk(pending[:self.batch_size], bar)

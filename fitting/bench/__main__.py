@@ -11,6 +11,7 @@ COMMANDS = {
     "medium": "fitting.bench.medium",
     "fine": "fitting.bench.fine",
     "photos": "fitting.bench.photos",
+    "e2e": "fitting.bench.e2e",
 }
 
 
