@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import logging
 import os
@@ -94,6 +96,11 @@ def write_timings(path: Path, main_entry_unix: float, parts: dict, face_timings:
 
 def main(argv=None) -> int:
     main_entry_unix, started = time.time(), time.perf_counter()
+    # At exit the interpreter's last garbage collection walks every object torch, MediaPipe and
+    # open3d made: 1-2 s on this 2-core machine, after the work is done. Frozen objects are
+    # skipped by it (files are closed and outputs written long before). Once per process.
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
