@@ -57,13 +57,15 @@ class FaceCrop:
 
 @dataclass
 class FaceJob:
-    """One detected face to fit: its crop, its (unique) name, and the photo it came from
-    (``source``: the path, None for arrays; ``index``: the photo's position in the input)."""
+    """One detected face to fit: its crop, its (unique) name, the photo it came from (``source``:
+    the path, None for arrays; ``index``: the photo's position in the input) and the seconds spent
+    finding it."""
 
     name: str
     crop: FaceCrop
     source: Optional[str] = None
     index: int = 0
+    detection_seconds: float = 0.0  # reading the photo and finding its faces, shared by its faces
 
 
 def crop_face(image: np.ndarray, face: FaceLandmarks, size: int = 512, name: str = "",

@@ -59,6 +59,7 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
     # Stages whose vertices have the model's own topology: their meshes, landmark errors and previews.
     model_meshes = {name: r.vertices for name, r in results.items() if not hasattr(r, "topology")}
     fine = results.get("fine")
+    started = time.perf_counter()
 
     weights = landmark_weights(batch, corr, context.settings["coarse"], camera.rotation)
     shaded = {}
@@ -76,7 +77,8 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
     out = []
     for i, job in enumerate(jobs):
         crop = job.crop
-        r = FitResult(name=job.name, crop=crop, source=job.source, index=job.index, timings=dict(timings),
+        r = FitResult(name=job.name, crop=crop, source=job.source, index=job.index,
+                      timings={"detection": job.detection_seconds, **timings},
                       licenses={model.license_name: model.license_text} if model.license_name else {})
         valid = (weights[i] > 0).cpu().numpy()
         r.meshes["neutral"] = Mesh.from_model(model, neutral[i])
@@ -101,6 +103,8 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
             titles += ["fine (SfS normals)", "albedo", "shading"]
         r.images["report"] = report_sheet(panels, titles)
         out.append(r)
+    for r in out:  # the per-face pictures and meshes made here, shared by the batch's faces
+        r.timings["results"] = (time.perf_counter() - started) / len(out)
     return out
 
 

@@ -12,6 +12,7 @@ COMMANDS = {
     "fine": "fitting.bench.fine",
     "photos": "fitting.bench.photos",
     "scan": "fitting.bench.scan",
+    "e2e": "fitting.bench.e2e",
 }
 
 

@@ -135,3 +135,56 @@ def test_photos_bench_prints_a_row_per_photo(ict_dir, face_model, faces_dir, tmp
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no photos in"):
         main(["photos", "--faces", str(tmp_path / "empty"), "--no-astronaut", "--model-dir", str(ict_dir)])
+
+
+STUB_CLI = '''"""A fit-face of an older tree: no --timings; makes each photo's folder and nothing else."""
+import argparse
+from pathlib import Path
+
+ap = argparse.ArgumentParser(prog="fit-face")
+ap.add_argument("images", nargs="+")
+ap.add_argument("--out")
+ap.add_argument("--stages")
+ap.add_argument("--model-dir")
+ap.add_argument("--no-progress", action="store_true")
+args = ap.parse_args()
+for photo in args.images:
+    (Path(args.out) / Path(photo).stem).mkdir(parents=True)
+'''
+
+
+def test_e2e_bench_measures_the_cli_and_a_baseline_without_timings(ict_dir, face_model, faces_dir, tmp_path,
+                                                                   capsys):
+    """One photo, coarse only, in a fresh fit-face process: the parts come from the CLI's --timings and add up
+    to no more than the wall time; a baseline tree whose CLI lacks --timings gets its totals only; the
+    outputs are deleted after."""
+    from fitting.bench.__main__ import main
+    from fitting.bench.e2e import PARTS
+
+    stub = tmp_path / "old_tree"
+    (stub / "fitting").mkdir(parents=True)
+    (stub / "fitting" / "__init__.py").write_text("")
+    (stub / "fitting" / "cli.py").write_text(STUB_CLI)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "unrelated.txt").write_text("not the bench's")
+    assert main(["e2e", "--baseline", str(stub), "--photos", "1", "--stages", "coarse", "--faces", str(faces_dir),
+                 "--model-dir", str(ict_dir), "--out", str(out_dir), "--no-warmup"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["unrelated.txt"]  # its own outputs gone, nothing else
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("baseline ", "this "))}
+    assert set(rows) == {"baseline", "this"}
+    totals, _, parts = rows["this"].partition("|")
+    photos, stages, wall, cpu, peak_mib, per_min = totals.split()[1:]
+    assert (photos, stages) == ("1", "coarse")
+    wall, cpu, peak_mib, per_min = float(wall), float(cpu), float(peak_mib), float(per_min)
+    assert wall > 0 and cpu > 0 and peak_mib > 300  # torch alone holds more than 300 MiB
+    assert abs(per_min - 60 / wall) < 0.02 * per_min + 0.01
+    seconds = dict(zip(PARTS, map(float, parts.split())))
+    assert seconds["startup"] > 0 and seconds["load"] > 0 and seconds["detection"] > 0 and seconds["coarse"] > 0
+    assert seconds["medium"] == 0 and seconds["fine"] == 0 and seconds["writing"] > 0
+    assert seconds["other"] > -0.01 and seconds["exit"] > -0.01  # disjoint spans: none left negative
+    assert abs(sum(seconds.values()) - wall) < 0.05 + 0.01 * len(PARTS)  # the parts add up to the wall time
+    base_totals, _, base_parts = rows["baseline"].partition("|")
+    assert base_parts.split() == ["n/a"] * len(PARTS)
+    assert "baseline: " in out and "totals only" in out
