@@ -301,3 +301,26 @@ def test_unfold_flips_is_a_no_op_without_flips(face_model):
     ring = (uniform_laplacian(tris, len(v0)) != 0).astype(np.float64).tocsr()
     moved = v0 + [0.0, 0.0, 1.0]
     np.testing.assert_array_equal(unfold_flips(v0, moved, tris, ring, 12), moved)
+
+
+def test_landmark_facing_is_the_cosine_to_the_camera():
+    """A plane facing the camera gives 1 at every landmark; turned by 60 degrees about y, cos 60 = 0.5
+    (up to the perspective of the ray to each point); turned away, 0."""
+    import math
+
+    from fitting.stages.correspondence import Correspondence
+    from fitting.stages.medium import landmark_facing
+    # a 3x3 grid of vertices, two triangles per cell, counter-clockwise seen from +z
+    xs, ys = torch.meshgrid(torch.linspace(-10, 10, 3), torch.linspace(-10, 10, 3), indexing="xy")
+    grid = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.zeros(9)], -1)
+    idx = torch.arange(9).reshape(3, 3)
+    a, b, c, d = idx[:-1, :-1].reshape(-1), idx[:-1, 1:].reshape(-1), idx[1:, :-1].reshape(-1), idx[1:, 1:].reshape(-1)
+    tris = torch.cat([torch.stack([a, b, c], 1), torch.stack([b, d, c], 1)])
+    corr = Correspondence(vertex_ids=tris[:2], bary=torch.full((2, 3), 1 / 3), valid=torch.ones(2, dtype=torch.bool))
+    far = torch.tensor([0.0, 0.0, -1000.0])
+    for angle, expected in ((0.0, 1.0), (60.0, 0.5), (120.0, 0.0)):
+        t = math.radians(angle)
+        rot = torch.tensor([[math.cos(t), 0, math.sin(t)], [0, 1, 0], [-math.sin(t), 0, math.cos(t)]])
+        facing = landmark_facing((grid @ rot.T + far)[None], tris, corr)
+        assert facing.shape == (1, 2)
+        torch.testing.assert_close(facing, torch.full((1, 2), expected), atol=0.02, rtol=0)

@@ -120,6 +120,6 @@ runpy.run_module("fitting.cli", run_name="__main__")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     res = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "no_such.jpg")], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=TIMEOUT)
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == 2, res.stderr  # no photo to fit
     frozen = int(res.stdout.split("frozen at exit:")[1])
     assert frozen > 1000, res.stdout
