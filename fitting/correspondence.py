@@ -79,7 +79,10 @@ class Correspondence:
     def points(self, vertices: torch.Tensor, yaw_deg: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, V, 3) -> (B, K, 3) the landmark surface points; with ``yaw_deg`` (B,) the points MediaPipe
         sees at that yaw (surface point + :meth:`offsets_at`)."""
-        pts = (vertices[:, self.vertex_ids] * self.bary.to(vertices)[None, ..., None]).sum(2)
+        # index_select: its backward is repeatable with several threads (see morphable.geometry.face_normals)
+        corners = vertices.index_select(1, self.vertex_ids.reshape(-1).to(vertices.device))
+        pts = (corners.reshape(vertices.shape[0], *self.vertex_ids.shape, 3)
+               * self.bary.to(vertices)[None, ..., None]).sum(2)
         if yaw_deg is None or not self.has_offsets:
             return pts
         return pts + self.offsets_at(yaw_deg).to(pts)
