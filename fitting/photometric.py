@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from landmarks import in_regions
 from morphable import MorphableModel
 from morphable.geometry import vertex_normals
+from sfs.grad_mode import with_gradients
 from sfs.light import estimate_sh_light
 from sfs.sh import sh_irradiance
 
@@ -33,6 +34,7 @@ from .rotation import axis_angle_to_matrix
 PHOTO_REGIONS = ("skin", "nose")  # smooth, roughly Lambertian: the regions the polish compares
 
 
+@with_gradients  # Adam needs autograd even when the caller fits under no_grad or inference_mode
 def photometric_refine(model: MorphableModel, batch: DetectionBatch, corr: Correspondence, coarse: CoarseResult,
                        settings: CoarseSettings, renderer) -> CoarseResult:
     t0 = time.perf_counter()
