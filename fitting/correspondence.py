@@ -15,7 +15,13 @@ averaged in 3D over the renders where it landed on the face area. The
 average is snapped back to the nearest surface point. Contour points come
 from near-frontal renders only (their surface point moves with yaw), and
 iris points, which sit on the eyeball (not in the face area), are marked
-invalid and get zero weight.
+invalid and get zero weight, as are points that too few renders placed
+(385 and 386 on the left upper lid). Invalid rows still hold a real surface
+point for callers of ``points``: the mirror image (x -> -x) of the other
+eye's twin point (158, 159), or for the iris the lid point nearest its eye's
+centre (:func:`fitting.correspondence_build.stand_in_points`;
+``--fill-invalid`` redoes only that in a table). They had vertex 0 before;
+with zero weight they never entered a fit, so fits are unchanged.
 
 Pose-dependent offsets. MediaPipe's points are the projections of its own
 3D face mesh, not of the photographed surface, so a fixed surface point
@@ -157,8 +163,15 @@ def main(argv=None) -> int:
                     help="renders for the pose-dependent offsets (0: none)")
     ap.add_argument("--keep-table", action="store_true",
                     help="keep the surface-point table already in --out, remake only the offsets")
+    ap.add_argument("--fill-invalid", action="store_true",
+                    help="only give the invalid rows of the table in --out stand-in surface points "
+                         "(mirrored twins, eye centres); everything else is kept")
     ap.add_argument("--out", default=str(DATA_PATH))
     args = ap.parse_args(argv)
+    if args.fill_invalid:
+        from .correspondence_build import fill_invalid_rows
+        fill_invalid_rows(args.model_dir, Path(args.out))
+        return 0
     from .correspondence_build import build
     build(args.model_dir, args.n, args.seed, Path(args.out), args.n_offsets, args.keep_table)
     return 0
