@@ -9,7 +9,11 @@ def face_normals(verts: torch.Tensor, tris: torch.Tensor, normalize: bool = True
 
     Unnormalised normals have length twice the triangle area.
     """
-    v0, v1, v2 = (verts[:, tris[:, i]] for i in range(3))
+    # index_select, not verts[:, tris[:, i]]: the backward of advanced indexing accumulates with
+    # index_put, which on the CPU adds the repeated indices in thread order (results differ in the
+    # last bits from run to run with two threads or more); index_select's backward (index_add) does not.
+    tris = tris.to(verts.device)
+    v0, v1, v2 = (verts.index_select(1, tris[:, i]) for i in range(3))
     n = torch.cross(v1 - v0, v2 - v0, dim=-1)
     return torch.nn.functional.normalize(n, dim=-1, eps=1e-12) if normalize else n
 

@@ -45,6 +45,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .grad_mode import with_gradients
 from .light import estimate_sh_light
 from .normals import depth_to_normals
 from .rtv import image_gradients, masked_gaussian_blur, rtv
@@ -225,6 +226,7 @@ def _depth_prior(d, d0, gray_gx, gray_gy, mask, w_mask, lam):
 # main entry point
 # ----------------------------------------------------------------------------------------
 
+@with_gradients  # Adam needs autograd even when the caller fits under no_grad or inference_mode
 def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor,
                  region_labels: Optional[torch.Tensor] = None, settings: SfsSettings = SfsSettings(),
                  callback: Optional[Callable[[str, int, float], None]] = None,

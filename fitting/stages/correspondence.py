@@ -15,7 +15,13 @@ averaged in 3D over the renders where it landed on the face area. The
 average is snapped back to the nearest surface point. Contour points come
 from near-frontal renders only (their surface point moves with yaw), and
 iris points, which sit on the eyeball (not in the face area), are marked
-invalid and get zero weight.
+invalid and get zero weight, as are points that too few renders placed
+(385 and 386 on the left upper lid). Invalid rows still hold a real surface
+point for callers of ``points``: the mirror image (x -> -x) of the other
+eye's twin point (158, 159), or for the iris the lid point nearest its eye's
+centre (:func:`fitting.correspondence_build.stand_in_points`;
+``--fill-invalid`` redoes only that in a table). They had vertex 0 before;
+with zero weight they never entered a fit, so fits are unchanged.
 
 Pose-dependent offsets. MediaPipe's points are the projections of its own
 3D face mesh, not of the photographed surface, so a fixed surface point
@@ -77,7 +83,10 @@ class Correspondence:
     def points(self, vertices: torch.Tensor, yaw_deg: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, V, 3) -> (B, K, 3) the landmark surface points; with ``yaw_deg`` (B,) the points MediaPipe
         sees at that yaw (surface point + :meth:`offsets_at`)."""
-        pts = (vertices[:, self.vertex_ids] * self.bary.to(vertices)[None, ..., None]).sum(2)
+        # index_select: its backward is repeatable with several threads (see morphable.geometry.face_normals)
+        corners = vertices.index_select(1, self.vertex_ids.reshape(-1).to(vertices.device))
+        pts = (corners.reshape(vertices.shape[0], *self.vertex_ids.shape, 3)
+               * self.bary.to(vertices)[None, ..., None]).sum(2)
         if yaw_deg is None or not self.has_offsets:
             return pts
         return pts + self.offsets_at(yaw_deg).to(pts)

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from landmarks import FaceMeshDetector, NoFaceError
+from landmarks import indices as mp_index
 from landmarks.indices import GROUP_NAMES, point_groups
 from morphable import load_ict
 
@@ -30,6 +31,8 @@ OFFSET_YAW_STEP = 15.0  # deg: spacing of the offset bins
 # observe (depth, near frontal) stays near zero instead of fitting noise.
 OFFSET_RIDGE = 10.0
 OFFSET_SEED_BASE = 500_000  # offset renders use other seeds than the table's
+# The ICT rest shape is near-symmetric about the plane x = 0 (model frame): a point's left/right mirror.
+MIRROR = np.array([-1.0, 1.0, 1.0])
 
 
 def _closest_surface_points(verts: np.ndarray, tris: np.ndarray, points: np.ndarray):
@@ -91,7 +94,9 @@ def build_table(model, renderer, n: int, seed: int) -> dict:
             sums[ok] += p[ok]
             hits[ok] += 1
     valid = (hits >= MIN_HITS) & ~iris
-    mean_pts = np.where(valid[:, None], sums / np.maximum(hits, 1)[:, None], rest[0])
+    mean_pts = sums / np.maximum(hits, 1)[:, None]
+    # Rows left invalid keep zero weight but still get a real surface point (see stand_in_points).
+    mean_pts = np.where(valid[:, None], mean_pts, stand_in_points(mean_pts, valid))
     face_tris = tris_all[(tris_all < FACE_VERTICES).all(1)]
     prim, bary = _closest_surface_points(rest[:FACE_VERTICES], face_tris, mean_pts)
     vertex_ids = face_tris[prim]
@@ -99,6 +104,88 @@ def build_table(model, renderer, n: int, seed: int) -> dict:
                  hits=hits.astype(np.int32))
     print(f"table: {int(valid.sum())} of {k} landmarks valid (min hits {int(hits[~iris].min())}, renders {n})")
     return table
+
+
+def _from_outer_corner(loop, corner: int) -> np.ndarray:
+    """A closed MediaPipe outline as an index array starting at ``corner``."""
+    loop = list(loop)
+    i = loop.index(corner)
+    return np.array(loop[i:] + loop[:i])
+
+
+def eye_twins(points: np.ndarray, valid: np.ndarray) -> dict:
+    """Each MediaPipe eye-outline point -> the same point of the other eye (its left/right twin), both ways.
+
+    The two outlines are mirror images: walked from their outer corners, point i of one is the twin of
+    point i of the other walked one way round or the other. The way is the one under which the mirrored
+    valid points of the subject's right eye land nearest their twins: ``points`` (K, 3) rest-shape table
+    points, mm, model frame; ``valid`` (K,) bool.
+    """
+    right = _from_outer_corner(mp_index.RIGHT_EYE_LOOP, mp_index.RIGHT_EYE_OUTER_CORNER)
+    left = _from_outer_corner(mp_index.LEFT_EYE_LOOP, mp_index.LEFT_EYE_OUTER_CORNER)
+    ways = (left, np.concatenate([left[:1], left[1:][::-1]]))
+
+    def mismatch(other):
+        both = valid[right] & valid[other]
+        return np.linalg.norm(points[right[both]] * MIRROR - points[other[both]], axis=-1).mean()
+
+    other = min(ways, key=mismatch)
+    twins = dict(zip(right.tolist(), other.tolist()))
+    twins.update({b: a for a, b in twins.items()})
+    return twins
+
+
+def stand_in_points(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(K, 3) rest-shape positions (mm, model frame) for the rows that renders could not place.
+
+    Such rows keep zero weight, but a caller of ``Correspondence.points`` still gets a point where the
+    landmark belongs instead of an arbitrary vertex. For an invalid row k (``valid`` (K,) bool; the
+    other rows of ``points`` (K, 3) are read, the returned valid rows are ``points``' own):
+
+    1. an eye-outline point whose twin in the other eye is valid: the twin mirrored (x -> -x);
+    2. a face-mesh point with valid neighbours in MediaPipe's mesh: their mean;
+    3. an iris point (on the eyeball, which the face area lacks): the centre of its eye's outline.
+
+    Snap the result to the surface. Raises ValueError for a row none of these place.
+    """
+    out = np.array(points, dtype=np.float64)
+    placed = np.array(valid, dtype=bool)
+    for k, twin in eye_twins(out, placed).items():
+        if not placed[k] and valid[twin]:
+            out[k], placed[k] = out[twin] * MIRROR, True
+    tris = mp_index.MESH_TRIANGLES
+    for k in np.flatnonzero(~placed[:mp_index.NUM_MESH_LANDMARKS]):
+        around = np.unique(tris[(tris == k).any(1)])
+        around = around[(around != k) & placed[around]]
+        if around.size:
+            out[k], placed[k] = out[around].mean(0), True
+    for iris, outline in ((mp_index.LEFT_IRIS, mp_index.LEFT_EYE_LOOP), (mp_index.RIGHT_IRIS, mp_index.RIGHT_EYE_LOOP)):
+        iris, outline = np.array(iris), np.array(outline)
+        todo = iris[~placed[iris]]
+        if todo.size and placed[outline].all():
+            out[todo], placed[todo] = out[outline].mean(0), True
+    if not placed.all():
+        raise ValueError(f"no stand-in point for landmarks {np.flatnonzero(~placed).tolist()}")
+    return out
+
+
+def fill_invalid_rows(model_dir, out: Path) -> Path:
+    """Give the invalid rows of the table at ``out`` real surface points (:func:`stand_in_points`) and write it
+    back; the valid rows, the validity, the hit counts and the offsets stay as they are."""
+    model = load_ict(model_dir, region="face_closed")
+    rest = model.mean.numpy().astype(np.float64)[:FACE_VERTICES]
+    tris_all = model.triangles.numpy()
+    face_tris = tris_all[(tris_all < FACE_VERTICES).all(1)]
+    with np.load(out) as z:
+        table = {key: z[key] for key in z.files}
+    valid = table["valid"].astype(bool)
+    points = (rest[table["vertex_ids"]] * table["bary"][..., None]).sum(1)
+    stand_in = stand_in_points(points, valid)
+    prim, bary = _closest_surface_points(rest, face_tris, stand_in[~valid])
+    table["vertex_ids"][~valid] = face_tris[prim]
+    table["bary"][~valid] = bary
+    print(f"stand-in surface points for the {int((~valid).sum())} invalid rows: {np.flatnonzero(~valid).tolist()}")
+    return _write(out, table)
 
 
 def _write(out: Path, table: dict) -> Path:
@@ -176,8 +263,14 @@ def main(argv=None) -> int:
                     help="renders for the pose-dependent offsets (0: none)")
     ap.add_argument("--keep-table", action="store_true",
                     help="keep the surface-point table already in --out, remake only the offsets")
+    ap.add_argument("--fill-invalid", action="store_true",
+                    help="only give the invalid rows of the table in --out stand-in surface points "
+                         "(mirrored twins, eye centres); everything else is kept")
     ap.add_argument("--out", default=str(DATA_PATH))
     args = ap.parse_args(argv)
+    if args.fill_invalid:
+        fill_invalid_rows(args.model_dir, Path(args.out))
+        return 0
     build(args.model_dir, args.n, args.seed, Path(args.out), args.n_offsets, args.keep_table)
     return 0
 

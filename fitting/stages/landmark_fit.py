@@ -108,7 +108,12 @@ def affine_pose(points: torch.Tensor, uv: torch.Tensor, weights: torch.Tensor,
     xy = pixel_to_camera(uv, torch.ones_like(uv[..., 0]), intrinsics)[..., :2]
     ones = torch.ones_like(points[..., :1])
     sw = weights[..., None].sqrt()
-    sol = torch.linalg.lstsq(torch.cat([points, ones], -1) * sw, xy * sw).solution  # (B, 4, 2)
+    # driver "gels" (QR; the columns x, y, z, 1 of a face's points are independent), not the CPU
+    # default "gelsy", whose result depended by a few ulp on what freed memory held before the call
+    # (4 distinct answers for one system after 33 different leftovers; as if its column-pivot
+    # array, an input to gelsy, were not filled in). The alternation and the photometric polish
+    # after it amplified that to 0.18 mm between two fits of one photo (astronaut, one thread).
+    sol = torch.linalg.lstsq(torch.cat([points, ones], -1) * sw, xy * sw, driver="gels").solution  # (B, 4, 2)
     m = sol[:, :3].transpose(1, 2)  # (B, 2, 3): scaled first two rows of R
     shift = sol[:, 3]  # (B, 2)
     scale = 0.5 * (m[:, 0].norm(dim=-1) + m[:, 1].norm(dim=-1))

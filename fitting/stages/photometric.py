@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from landmarks import in_regions
 from morphable import MorphableModel
 from morphable.geometry import vertex_normals
+from sfs.grad_mode import with_gradients
 from sfs.light import estimate_sh_light
 from sfs.sh import sh_irradiance
 
@@ -51,6 +52,7 @@ LR_ALBEDO = 1.0
 TRANSLATION_STEP_MM = 10.0
 
 
+@with_gradients  # Adam needs autograd even when the caller fits under no_grad or inference_mode
 def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Correspondence",
                        coarse: "CoarseResult", settings: "CoarseSettings", renderer) -> "CoarseResult":
     t0 = time.perf_counter()

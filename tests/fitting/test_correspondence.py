@@ -67,6 +67,70 @@ def test_shipped_table_has_offsets_for_the_valid_points_only():
     assert float(size.max()) < 25.0
 
 
+# Where the invalid rows' stand-in points must sit (mm, rest shape): a mirrored twin's own spot, up to
+# the model's small asymmetry; an iris point on the lid nearest its eye's centre (the eye opening,
+# half the lid gap of about 10 mm, has no surface).
+MIRROR_TOLERANCE_MM = 2.0
+IRIS_TO_EYE_CENTRE_MM = 8.0
+MIRROR = np.array([-1.0, 1.0, 1.0])
+
+
+def _rest_points(c: Correspondence, face_model) -> np.ndarray:
+    return c.points(face_model.mean[None])[0].double().numpy()
+
+
+def test_no_row_is_a_placeholder_vertex(face_model):
+    """Invalid rows used to point at vertex 0 with weight 1: a plausible wrong point for any caller."""
+    c = load_correspondence()
+    single = c.bary.max(1).values > 0.999
+    at_vertex_0 = single & (c.vertex_ids[torch.arange(len(c.bary)), c.bary.argmax(1)] == 0)
+    assert not bool(at_vertex_0.any()), f"rows {torch.nonzero(at_vertex_0).flatten().tolist()} sit on vertex 0"
+    pts = _rest_points(c, face_model)
+    assert np.isfinite(pts).all()
+
+
+def test_invalid_rows_keep_zero_weight_and_get_real_points(face_model):
+    from fitting.stages.correspondence_build import eye_twins
+    from landmarks import indices as mp_index
+
+    c = load_correspondence()
+    invalid = sorted(torch.nonzero(~c.valid).flatten().tolist())
+    # the same rows as ever stay out of every fit (their weight stays 0)
+    assert invalid == [385, 386] + list(range(468, 478))
+    pts = _rest_points(c, face_model)
+    twins = eye_twins(pts, c.valid.numpy())
+    assert twins[385] == 158 and twins[386] == 159 and twins[263] == 33  # upper lid to upper lid
+    for k in (385, 386):
+        gap = np.linalg.norm(pts[k] - pts[twins[k]] * MIRROR)
+        assert gap < MIRROR_TOLERANCE_MM, f"{k}: {gap:.2f} mm from its mirrored twin {twins[k]}"
+    for iris, outline in ((mp_index.LEFT_IRIS, mp_index.LEFT_EYE_LOOP), (mp_index.RIGHT_IRIS, mp_index.RIGHT_EYE_LOOP)):
+        centre = pts[list(outline)].mean(0)
+        gaps = np.linalg.norm(pts[list(iris)] - centre, axis=1)
+        assert (gaps < IRIS_TO_EYE_CENTRE_MM).all(), f"iris {iris}: {gaps.round(1)} mm from its eye's centre"
+
+
+def test_stand_in_points_leave_valid_rows_and_mirror_twins():
+    from fitting.stages.correspondence_build import stand_in_points
+    from landmarks import indices as mp_index
+
+    rng = np.random.default_rng(0)
+    k = mp_index.NUM_LANDMARKS
+    right = np.array(mp_index.RIGHT_EYE_LOOP)
+    left = np.array(mp_index.LEFT_EYE_LOOP)
+    pts = rng.normal(size=(k, 3)) * 40.0
+    # a symmetric pair of eyes: each left point the mirror of its right twin (walked from the outer corners)
+    r0, l0 = list(right).index(mp_index.RIGHT_EYE_OUTER_CORNER), list(left).index(mp_index.LEFT_EYE_OUTER_CORNER)
+    right, left = np.roll(right, -r0), np.roll(left, -l0)
+    pts[left] = pts[right] * MIRROR
+    valid = np.ones(k, bool)
+    valid[[385, 386]] = False
+    valid[468:] = False
+    out = stand_in_points(np.where(valid[:, None], pts, np.nan), valid)
+    np.testing.assert_array_equal(out[valid], pts[valid])
+    np.testing.assert_allclose(out[[385, 386]], pts[[385, 386]])
+    np.testing.assert_allclose(out[468], pts[list(mp_index.RIGHT_EYE_LOOP)].mean(0))
+
+
 @pytest.fixture(scope="module")
 def turned_faces(closed_model, face_model):
     """Synthetic faces at |yaw| 20-40 deg (seeds the table's offset renders do not use), MediaPipe points in
