@@ -164,7 +164,7 @@ def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
     lines = out.splitlines()
     head = lines.index("look: uniform")
     cells = lines[head + 3].split()
-    assert cells[0] == "0" and len(cells) == 14, cells
+    assert cells[0] == "0" and len(cells) == 16, cells  # the top expression is a name and a weight
     rmse = {m: float(c.split("/")[0]) for m, c in zip(("mean", "coarse", "neutral", "medium", "fine"), cells[2:7])}
     normals = [tuple(float(x) for x in c.split("/")) for c in cells[7:10]]
     spread = float(cells[10])
@@ -175,6 +175,8 @@ def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
     for mean_deg, median_deg in normals:
         assert 3.0 < mean_deg < 20.0 and median_deg <= mean_deg
     assert 0.0 < spread < ALBEDO_SPREAD_MAX_PERCENT, spread
+    expression, weight = cells[11], float(cells[12])
+    assert expression.replace("_", "").isalnum() and 0.0 <= weight <= 1.0, cells[11:13]
     scale = float(re.search(r"scale (\d+\.\d+) mm per scan unit", out).group(1))
     assert scale == pytest.approx(MM_PER_UNIT, rel=0.03)
     assert (tmp_path / "scan_error_yaw0.png").is_file()
