@@ -63,7 +63,11 @@ class CoarseSettings:
     landmark_offsets: bool = True
     # Photometric polish (Adam through the renderer); see fitting.stages.photometric.
     photometric: bool = True
-    photometric_steps: int = 60
+    # Adam steps of the polish, its step sizes annealed to zero along a cosine over them. Measured
+    # 60 -> 30 steps: bench coarse (20 faces) shape error 3.201 -> 3.195 mm (20 steps: 3.191);
+    # bench photos coarse 2.21 -> 2.20 % IOD, PSNR 36.57 -> 36.55 dB, SSIM 0.9345 -> 0.9347;
+    # half the polish's time.
+    photometric_steps: int = 30
     photometric_size: int = 192  # px: render size for the polish (crop is resampled)
     photometric_lr: float = 0.01
     # Landmark term during the polish, relative to the photometric term: at 1 the
