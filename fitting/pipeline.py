@@ -13,6 +13,7 @@ import time
 from typing import Dict, List, Sequence
 
 import numpy as np
+import torch
 
 from .detections import DetectionBatch, FaceCrop, FaceJob
 from .mesh import Mesh, grid_mesh
@@ -131,13 +132,14 @@ def _landmarks68(model, camera, verts, stage: str, crops: List[FaceCrop]) -> Lis
         return [{} for _ in crops]
     pts = verts[:, ids.to(verts.device)]
     cam = camera.to_camera(pts).cpu().numpy()
-    uvd = camera.project(pts).cpu().numpy()
     out = []
     for i, crop in enumerate(crops):
-        photo_uv = uvd[i, :, :2] / crop.scale + np.array([crop.x0, crop.y0])
+        # the face's photo camera: its crop camera uncropped (photos of a batch differ in size)
+        photo = camera[i].uncrop(torch.as_tensor(crop.box)[None], *crop.photo_size)
+        uvd = photo.project(pts[i:i + 1])[0].cpu().numpy()
         out.append({"order": IBUG68_ORDER, "stage": stage, "units": "mm",
                     "vertex_ids": ids.cpu().numpy(), "model_mm": pts[i].cpu().numpy(), "camera_mm": cam[i],
-                    "photo_px": photo_uv, "depth_mm": uvd[i, :, 2]})
+                    "photo_px": uvd[:, :2], "depth_mm": uvd[:, 2]})
     return out
 
 
