@@ -71,7 +71,8 @@ class FaceFitter:
         dev = torch.device("cuda") if renderer.backend == "nvdiffrast" else torch.device("cpu")
         model = (model if model is not None else load_ict(model_dir, region="face", progress=progress)).to(dev)
         given = {"coarse": coarse, "medium": medium, "fine": fine}
-        # Every stage gets its settings (the user's, or its defaults); a stage not run ignores them.
+        # Each stage of this run gets its settings (the user's, or its defaults); a stage not run has
+        # none, and its module (SciPy for medium, trimesh for fine) is not imported.
         settings = {name: given.get(name) or load_stage(name).settings_type() for name in stages}
         self.context = FitContext(model=model, correspondence=load_correspondence(), renderer=renderer, device=dev,
                                   settings=settings, initializer=resolve_initializer(initializer, regressor_dir))
