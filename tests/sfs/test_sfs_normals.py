@@ -68,3 +68,45 @@ def test_batched_and_isolated_pixels():
     assert valid[0].all() and not valid[1].any()
     # fronto-parallel plane -> (0, 0, 1)
     torch.testing.assert_close(n[0], torch.tensor([0.0, 0.0, 1.0]).expand(h, w, 3))
+
+
+def _normals_by_crossing_point_differences(depth, intrinsics, mask):
+    """The definition the closed form of sfs.normals rests on: back-project every pixel, difference the
+    3-D points (central where both neighbours are in the mask, one-sided where one is), cross v with u."""
+    from sfs.projection import depth_map_to_points
+    p = depth_map_to_points(depth, intrinsics)
+
+    def diff(axis):
+        m = mask
+        nxt = torch.zeros_like(m)
+        prv = torch.zeros_like(m)
+        p_next = torch.zeros_like(p)
+        p_prev = torch.zeros_like(p)
+        if axis == 2:
+            nxt[:, :, :-1], prv[:, :, 1:] = m[:, :, 1:], m[:, :, :-1]
+            p_next[:, :, :-1], p_prev[:, :, 1:] = p[:, :, 1:], p[:, :, :-1]
+        else:
+            nxt[:, :-1], prv[:, 1:] = m[:, 1:], m[:, :-1]
+            p_next[:, :-1], p_prev[:, 1:] = p[:, 1:], p[:, :-1]
+        nxt, prv = (nxt & m)[..., None], (prv & m)[..., None]
+        return torch.where(nxt & prv, 0.5 * (p_next - p_prev),
+                           torch.where(nxt, p_next - p, torch.where(prv, p - p_prev, torch.zeros_like(p))))
+
+    n = torch.linalg.cross(diff(1), diff(2), dim=-1)
+    valid = mask & (n.norm(dim=-1) > 0)
+    n = torch.nn.functional.normalize(n, dim=-1)
+    return torch.where(valid[..., None], n, torch.tensor([0.0, 0.0, 1.0], dtype=depth.dtype)), valid
+
+
+def test_the_closed_form_equals_crossing_the_point_differences():
+    """depth_to_normals works on depth differences only; on random depth, a ragged mask (holes, one-pixel
+    islands and lines) and three different cameras it gives the normals of the 3-D point differences."""
+    g = torch.Generator().manual_seed(3)
+    b, h, w = 3, 37, 53
+    mask = torch.rand(b, h, w, generator=g) > 0.2
+    depth = (400 + 80 * torch.rand(b, h, w, generator=g)).double()
+    k = torch.tensor([[300.0, 320.0, 20.0, 15.0], [500, 480, 30, 10], [200, 210, 26, 19]], dtype=torch.float64)
+    want, want_valid = _normals_by_crossing_point_differences(depth, k, mask)
+    got, valid = depth_to_normals(depth, k, mask, return_valid=True)
+    assert torch.equal(valid, want_valid) and 0 < int((~valid & mask).sum())  # some mask pixels lack a neighbour
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
