@@ -70,15 +70,15 @@ def bake_albedo(renderer, verts_cam, tris, atlas_uvs, uv_tris, intrinsics, albed
     b = verts_cam.shape[0]
     width = tiles * height
     # One UV "vertex" per (triangle corner): rasterise uv_tris, interpolate positions through tris.
-    texel = uv_to_texel(atlas_uvs, height, width)[None].expand(b, -1, -1)
-    frags = renderer.rasterize_pixels(texel, uv_tris, height, width)
-    pos = renderer.interpolate(verts_cam, frags, tris)  # (B, Ht, Wt, 3) camera frame
+    # The atlas is every face's: rasterised once, each face's positions interpolated on it.
+    frags = renderer.rasterize_pixels(uv_to_texel(atlas_uvs, height, width)[None], uv_tris, height, width)
+    pos = torch.cat([renderer.interpolate(verts_cam[i], frags, tris) for i in range(b)])  # (B, Ht, Wt, 3) camera
     flat = pos.reshape(b, -1, 3)
     uvd = camera_to_pixel(flat, intrinsics)
     col = sample_at_pixels(albedo, uvd[..., :2])
     d_map = sample_at_pixels(depth[..., None], uvd[..., :2])[..., 0]
     inside = sample_at_pixels(mask[..., None].float(), uvd[..., :2])[..., 0] > 0.999
-    seen = inside & ((d_map - uvd[..., 2]).abs() < tolerance_mm) & frags.mask.reshape(b, -1)
+    seen = inside & ((d_map - uvd[..., 2]).abs() < tolerance_mm) & frags.mask.reshape(1, -1)
     mean = (albedo * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
     filled = fill_unseen(col.reshape(b, height, width, 3), seen.reshape(b, height, width), mean)
     return filled.clamp(0, 1)
