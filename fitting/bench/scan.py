@@ -1,6 +1,6 @@
 """Head-scan bench: a real head scan rendered as photos, fitted by the API, every stage's mesh scored against it.
 
-    python -m fitting.bench scan [--yaws 0,20,40,60] [--looks uniform,textured] [--size 640] [--out DIR]
+    python -m fitting.bench scan [--yaws 0,20,40,60] [--looks uniform,textured] [--size 640] [--out DIR] [--oracle]
 
 The scan (``../shared/scan``, :mod:`fitting.bench.scan_protocol`; CC BY 3.0,
 credit printed with the results) is rendered per look and yaw
@@ -21,7 +21,9 @@ Printed per look and yaw:
 - albedo spread (uniform look, where the true albedo is one colour): the
   coefficient of variation (std / mean, %, mean of the channels) of the fine
   stage's albedo map over its mask; 0 would be flat;
-- seconds per face of each stage (``FitResult.timings``).
+- seconds per face of each stage (``FitResult.timings``);
+- ``--oracle``: the fine stage's shape from shading started from the scan's own depth map
+  (:func:`score_from_truth`): what shading gives when the start shape is right.
 
 ``--out DIR`` writes a picture per yaw: the error on the scan, seen from the
 front, per look (rows) and mesh (columns).
@@ -65,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the error map per yaw (PNG) into this folder")
     p.add_argument("--stages", default="coarse,medium,fine",
                    help="stages to run (default all three; coarse,medium skips the slow fine stage)")
+    p.add_argument("--oracle", action="store_true",
+                   help="also run the fine stage's shape from shading from the scan's own depth map (one more SfS "
+                        "per photo): what shading recovers when the start shape is right")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
 
 
@@ -111,6 +116,9 @@ class Row:
     shape: Dict[str, object] = field(default_factory=dict)  # mesh -> ScanComparison
     normals: Dict[str, np.ndarray] = field(default_factory=dict)  # stage -> per-pixel angles, degrees
     normals_depth: Dict[str, np.ndarray] = field(default_factory=dict)  # coarse/medium from their depth maps
+    normal_mask: Optional[np.ndarray] = None  # (S, S) bool: the crop pixels the normal errors are over
+    # the oracle (score_from_truth): "depth" the scan depth map's own normals, "fine" after the fine stage's SfS
+    normals_truth: Dict[str, np.ndarray] = field(default_factory=dict)
     albedo_spread: float = math.nan
     seconds: Dict[str, float] = field(default_factory=dict)
     top_expression: tuple = ("", math.nan)  # the coarse fit's largest expression weight (the scan is neutral)
@@ -218,6 +226,26 @@ def format_tables(rows: List[Row]) -> str:
     return "\n".join(out)
 
 
+def score_from_truth(row: Row, result, scan_depth: np.ndarray, scan_normals: np.ndarray, scan_mask: np.ndarray,
+                     settings) -> None:
+    """The oracle row: the fine stage's shape from shading (``settings``: its ``SfsSettings``) on the fit's
+    crop, camera and mask, started from the scan's own (S, S) depth map (mm) instead of the medium mesh's.
+    ``row.normals_truth``: per-pixel angles to the scan's normals over ``row.normal_mask`` of that depth map's
+    own normals ("depth": the finite-difference floor) and of the refined depth ("fine"). What shading gives
+    when the base shape is right: the gap to the fine column is the start shape's, not the shading's."""
+    from sfs.normals import depth_to_normals
+    from sfs.refine import refine_depth
+
+    k = torch.as_tensor(result.camera["crop_intrinsics"], dtype=torch.float32)[None]
+    image = torch.as_tensor(result.crop.image, dtype=torch.float32)[None]
+    depth = torch.as_tensor(scan_depth, dtype=torch.float32)[None]
+    mask = torch.from_numpy(np.asarray(result.arrays["mask"], bool) & scan_mask)[None]
+    refined = refine_depth(image, depth, mask, k, settings=settings)
+    scored = row.normal_mask & mask[0].numpy()
+    for name, normals in (("depth", depth_to_normals(depth, k, mask)), ("fine", refined.normals)):
+        row.normals_truth[name] = angles_deg(normals[0].numpy()[scored], scan_normals[scored])
+
+
 # --------------------------------------------------------------------------- run
 
 def score_shapes(row: Row, result, reference, corr, scene) -> None:
@@ -253,6 +281,7 @@ def score_normals(row: Row, result, scan_normals: np.ndarray, scan_mask: np.ndar
                                                                    result.camera, size)
         mask &= covered
     maps["fine"] = 2.0 * np.asarray(result.images["normals"], np.float64) - 1.0  # stored as (n + 1) / 2
+    row.normal_mask = mask
     for stage in NORMAL_STAGES:
         row.normals[stage] = angles_deg(maps[stage][mask], scan_normals[mask])
     for stage, n in depth_maps.items():
@@ -267,7 +296,7 @@ def run(args) -> int:
     from fitting.rendering.renderer import Renderer
     from .scan_protocol import (CROP_RADIUS_MM, INTERCANTHAL_MM, SCAN_CREDIT, raycasting_scene, compare_with_scan,
                                 head_size_mm, landmark_alignment, load_scan, make_reference)
-    from .scan_render import LOOKS, normal_map, procedural_albedo, read_frontal_view, render_photo
+    from .scan_render import LOOKS, depth_map, normal_map, procedural_albedo, read_frontal_view, render_photo
 
     yaws = [float(y) for y in args.yaws.split(",") if y.strip()]
     looks = [s.strip() for s in args.looks.split(",") if s.strip()]
@@ -321,6 +350,10 @@ def run(args) -> int:
                     scan_n, scan_m = normal_map(reference, photo.camera, result.camera["crop_intrinsics"], size,
                                                 renderer)
                     score_normals(row, result, scan_n, scan_m, renderer)
+                    if args.oracle:
+                        scan_d, _ = depth_map(reference, photo.camera, result.camera["crop_intrinsics"], size,
+                                              renderer)
+                        score_from_truth(row, result, scan_d, scan_n, scan_m, fitter.settings("fine").sfs)
                 say(f"  {look} yaw {photo.yaw_deg:g}: scored")
     finally:
         fitter.close()
@@ -358,6 +391,14 @@ def run(args) -> int:
             print("normals of the rendered depth instead of the vertex normals (coarse, medium; what the fine stage "
                   "starts from), mean deg: " + "; ".join(f"{look} {yaw:g}: {np.mean(d['coarse']):.1f}, "
                                                          f"{np.mean(d['medium']):.1f}" for look, yaw, d in depth))
+        truth = [r for r in ok if r.normals_truth]
+        if truth:
+            print("oracle, the fine stage's SfS started from the scan's own depth map (same crop, camera, mask and "
+                  "settings; no region labels, no fixed-depth pixels), normals mean deg, that depth's own -> "
+                  "refined (the fine column, from the medium mesh, for comparison): "
+                  + "; ".join(f"{r.look} {r.yaw:g}: {np.mean(r.normals_truth['depth']):.1f} -> "
+                              f"{np.mean(r.normals_truth['fine']):.1f} ({np.mean(r.normals['fine']):.1f})"
+                              for r in truth))
         px = [r.normals["fine"].size for r in ok if r.normals.get("fine") is not None]
         if px:
             print(f"normals: mean/median angle to the scan's normals over the fine stage's mask less "

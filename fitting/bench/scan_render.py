@@ -146,6 +146,15 @@ def normal_map(reference: ScanReference, camera: Camera, intrinsics, size: int,
     return surf.image(surf.normals, (0.0, 0.0, 0.0)).numpy(), surf.frags.mask[0].numpy()
 
 
+def depth_map(reference: ScanReference, camera: Camera, intrinsics, size: int,
+              renderer: Optional[Renderer] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The scan's depth (``d = -z``, the scan's units: mm after :func:`make_reference`) seen as
+    :func:`normal_map` sees it: ((S, S) depth, 0 where uncovered; (S, S) bool covered)."""
+    surf = see(renderer or Renderer("cpu"), reference.vertices, reference.triangles, reference.normals, camera,
+               size, size, intrinsics)
+    return -surf.image(surf.points[:, 2:3], (0.0,))[..., 0].numpy(), surf.frags.mask[0].numpy()
+
+
 # --------------------------------------------------------------------------- looks
 
 def uniform_light(dtype=torch.float64) -> torch.Tensor:

@@ -146,19 +146,21 @@ def test_the_uniform_look_is_one_albedo_under_order_2_light(reference):
 
 
 # Today's code on the smoke run (yaw 0, uniform look, photo 384 px, crop 256 px): RMSE mean face 1.96,
-# coarse 1.63, medium 1.57, fine 1.55 mm; the fine stage's albedo spread 6.5 % (std/mean); normals
-# coarse 10.0, medium 11.2, fine 10.7 deg. The bounds below leave room for small changes and fail on
+# coarse 1.65, medium 1.60, fine 1.58 mm; the fine stage's albedo spread 6.5 % (std/mean); normals
+# coarse 10.1, medium 11.2, fine 10.7 deg. The bounds below leave room for small changes and fail on
 # a broken protocol, camera or normal convention (a flipped normal map gives ~170 deg).
 ALBEDO_SPREAD_MAX_PERCENT = 9.0
 
 
 def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
     """One yaw, one look, reduced sizes: a finite row, fits that beat the mean face, the albedo spread on
-    the uniform look within ALBEDO_SPREAD_MAX_PERCENT, and the error picture written."""
+    the uniform look within ALBEDO_SPREAD_MAX_PERCENT, the error picture written, and the oracle: shape
+    from shading started from the scan's own depth map brings that depth's normals closer to the scan's
+    (measured 3.5 -> 2.3 deg here; a sign or unit error in the depth map or the SfS gives far more)."""
     from fitting.bench.__main__ import main
 
     assert main(["scan", "--yaws", "0", "--looks", "uniform", "--size", "384", "--crop-size", "256",
-                 "--model-dir", str(ict_dir), "--out", str(tmp_path), "--no-progress"]) == 0
+                 "--model-dir", str(ict_dir), "--out", str(tmp_path), "--oracle", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "CC BY 3.0" in out
     lines = out.splitlines()
@@ -180,3 +182,5 @@ def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
     scale = float(re.search(r"scale (\d+\.\d+) mm per scan unit", out).group(1))
     assert scale == pytest.approx(MM_PER_UNIT, rel=0.03)
     assert (tmp_path / "scan_error_yaw0.png").is_file()
+    start, refined, fine = (float(x) for x in re.search(r"uniform 0: (\d+\.\d) -> (\d+\.\d) \((\d+\.\d)\)", out).groups())
+    assert refined < start < 6.0 and fine == normals[2][0], (start, refined, fine)
