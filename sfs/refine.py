@@ -25,7 +25,7 @@ Rescaling of the paper's weights (stated once, used in :class:`SfsSettings`):
    :class:`SfsSettings` shows the paper's number and the factor used.
 3. Image size. All terms are *means* over the masked pixels (not sums), so the weights do
    not depend on the crop size; derivatives are per pixel at the working resolution
-   (default 384 px on the long side for speed, see SfsSettings.working_size).
+   (default 256 px on the long side, see SfsSettings.working_size).
 
 Performance note: on a busy 2-core CPU torch's OpenMP with 2 threads was 3-10x slower than
 one thread (OMP_NUM_THREADS=1 / torch.set_num_threads(1)); this module does not change
@@ -63,9 +63,13 @@ class SfsSettings:
     """All settings of the fine stage. Paper defaults (METHOD.md) are quoted per field."""
 
     # --- resolution, robustness -------------------------------------------------------
-    working_size: int = 384              # px, long side the optimisation runs at (input is resized if larger,
-                                         # the depth change is upsampled back). 512 gives ~5 points better normals
-                                         # on the synthetic test but takes ~30 s on 2 CPU cores; 384 ~14 s.
+    working_size: int = 256              # px, long side the optimisation runs at (input is resized if larger,
+                                         # the depth change is upsampled back). Measured 384 -> 256 (with
+                                         # depth_iters (40, 40) -> (30, 30)): `bench scan` fine normal error lower at
+                                         # all 8 yaws and looks (uniform yaw 0 11.0 -> 10.9 deg, textured 12.3 -> 12.0),
+                                         # `bench fine` (8 synthetic faces, wrinkles in the geometry only) 10.66 ->
+                                         # 10.68 deg, and the stage 3.5 x faster. Most of the error left is smooth
+                                         # shape the medium mesh gets wrong, which resolution does not change.
     saturation: float = 0.98             # [0,1] intensity; pixels with a channel >= this are left out of
                                          # the light fit and the photometric terms
     dark: float = 0.0                    # [0,1] intensity; pixels with all channels <= this are left out too
@@ -103,7 +107,7 @@ class SfsSettings:
     # Ours: d3 kept (intensity^2 on both sides); d4 mm -> [0,1] intensity: /255; d1 and d2 retuned on the
     # synthetic test (the /255^2 intensity rule left the depth unconstrained and made normals worse):
     # d1 = 3 x paper, d2 = 0.02 x paper (keeps the paper's phase-2/phase-1 ratio 0.6).
-    depth_iters: tuple = (40, 40)        # Adam steps of phase 1 and phase 2
+    depth_iters: tuple = (30, 30)        # Adam steps of phase 1 and phase 2 (see working_size)
     lambda_depth_1: tuple = (0.001 * 3, 0.05 * 0.02, 0.001, 0.001 / _I255)
     lambda_depth_2: tuple = (0.001 * 3, 0.03 * 0.02, 0.025, 2.5 / _I255)
     lr_depth: tuple = (0.015, 0.05)      # mm per Adam step; paper 0.015 and 0.05 (depth unit assumed mm)
