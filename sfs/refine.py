@@ -45,6 +45,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .adam import Adam
 from .grad_mode import with_gradients
 from .light import estimate_sh_light
 from .normals import depth_to_normals
@@ -315,7 +316,7 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
 
     # ---- 2. albedo, eq. 6 (eps = 0, normals of d0) ----------------------------------------
     albedo = gamma_avg.clone().requires_grad_(True)
-    opt_a = torch.optim.Adam([albedo], lr=s.lr_albedo_init)
+    opt_a = Adam([albedo], lr=s.lr_albedo_init)
     for it in prog.iterate(s.albedo_iters, "albedo"):
         opt_a.zero_grad(set_to_none=True)
         e = _photometric(albedo * shading0, img, w_photo) + _albedo_prior(albedo, gamma_avg, m, w_mask, s)
@@ -339,7 +340,7 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     ggx, ggy = image_gradients(gray, m)
     bound = float(s.max_depth_change_mm)
     delta = torch.zeros_like(d0, requires_grad=True)
-    opt_ab = torch.optim.Adam([{"params": [albedo], "lr": s.lr_albedo},
+    opt_ab = Adam([{"params": [albedo], "lr": s.lr_albedo},
                                {"params": [beta], "lr": s.lr_specular}])
 
     w_free = w_mask if fixed is None else w_mask * (~fixed).to(dtype)
@@ -349,7 +350,7 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
 
     for phase, (iters, lam, lr) in enumerate(zip(s.depth_iters, (s.lambda_depth_1, s.lambda_depth_2), s.lr_depth)):
         name = f"depth{phase + 1}"
-        opt_d = torch.optim.Adam([delta], lr=lr)
+        opt_d = Adam([delta], lr=lr)
         for it in prog.iterate(int(iters), name):
             opt_d.zero_grad(set_to_none=True)
             opt_ab.zero_grad(set_to_none=True)

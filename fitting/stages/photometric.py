@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from landmarks import in_regions
 from morphable import MorphableModel
 from morphable.geometry import vertex_normals
+from sfs.adam import Adam, cosine_annealed
 from sfs.grad_mode import with_gradients
 from sfs.light import estimate_sh_light
 from sfs.sh import sh_irradiance
@@ -95,7 +96,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     light = light0.clone().requires_grad_(True)
     albedo = mean_col.clone().contiguous().requires_grad_(True)  # (B, 3)
     lr = settings.photometric_lr
-    opt = torch.optim.Adam([{"params": [id_c, exp_c], "lr": lr * LR_COEFFS},
+    opt = Adam([{"params": [id_c, exp_c], "lr": lr * LR_COEFFS},
                             {"params": [rotvec], "lr": lr * LR_ROTATION},
                             {"params": [dt], "lr": lr * LR_TRANSLATION},
                             {"params": [light], "lr": lr * LR_LIGHT},
@@ -107,8 +108,8 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     # 0.85-3.4 mm apart (0.2-0.43 mm mean per vertex); annealed, 0.001-0.3 mm
     # (at most 0.07 mm mean) in 7 runs. Synthetic bench, 20 faces: mean apart
     # 0.038 -> 0.022 mm, shape error 3.214 -> 3.205 mm.
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, settings.photometric_steps))
-    for _ in range(settings.photometric_steps):
+    base_lrs = [group["lr"] for group in opt.param_groups]
+    for step in range(settings.photometric_steps):
         opt.zero_grad()
         verts, rot, t, vc = camera_vertices()
         frags = renderer.rasterize(vc, tris, k, size, size)
@@ -124,7 +125,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         loss = (photo + lm + prior).sum()
         loss.backward()
         opt.step()
-        sched.step()
+        cosine_annealed(opt, base_lrs, step + 1, settings.photometric_steps)
         with torch.no_grad():
             lo, hi = settings.exp_bounds
             exp_c.clamp_(lo, hi)

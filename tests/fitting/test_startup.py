@@ -86,6 +86,8 @@ def test_coarse_only_fit_loads_no_later_stage(tmp_path, ict_dir, face_model, goo
     loaded = set(found["modules"])
     assert "open3d" in loaded and "fitting.stages.photometric" in loaded  # the polish did render: the probe is live
     assert not loaded & LATER_STAGE_MODULES, sorted(loaded & LATER_STAGE_MODULES)
+    # Adam steps without torch.optim, whose optimisers import the compiler torch._dynamo (1.2 s; sfs.adam)
+    assert "torch._dynamo" not in loaded
     assert set(found["timings"]) == {"detection", "coarse", "results"}  # what --timings sums: seconds per face
     assert all(seconds > 0 for seconds in found["timings"].values())
 
