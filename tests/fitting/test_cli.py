@@ -319,9 +319,12 @@ def test_sigint_while_fitting(tmp_path, model_args, good_photos):
     It printed a traceback of 20-40 lines."""
     out = tmp_path / "out"
     with_bars = [a for a in model_args if a != "--no-progress"]  # the bar says when a stage starts
+    # A test run started as a background job (`cmd &`, nohup) inherits SIGINT ignored, and Python then
+    # keeps it ignored: the child gets the default disposition back, as a terminal's foreground job has.
     proc = subprocess.Popen([sys.executable, "-m", "fitting.cli", str(good_photos[0]), "--stages", "coarse,medium",
                              "--out", str(out), *with_bars], cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     chunks = []
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
     reader.start()
