@@ -346,7 +346,7 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     bound = float(s.max_depth_change_mm)
     delta = torch.zeros_like(d0, requires_grad=True)
     opt_ab = Adam([{"params": [albedo], "lr": s.lr_albedo},
-                               {"params": [beta], "lr": s.lr_specular}])
+                   {"params": [beta], "lr": s.lr_specular}])
 
     w_free = w_mask if fixed is None else w_mask * (~fixed).to(dtype)
 

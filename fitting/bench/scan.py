@@ -296,7 +296,7 @@ def run(args) -> int:
     from fitting.rendering.renderer import Renderer
     from .scan_protocol import (CROP_RADIUS_MM, INTERCANTHAL_MM, SCAN_CREDIT, raycasting_scene, compare_with_scan,
                                 head_size_mm, landmark_alignment, load_scan, make_reference)
-    from .scan_render import LOOKS, depth_map, normal_map, procedural_albedo, read_frontal_view, render_photo
+    from .scan_render import LOOKS, procedural_albedo, read_frontal_view, render_photo, surface_maps
 
     yaws = [float(y) for y in args.yaws.split(",") if y.strip()]
     looks = [s.strip() for s in args.looks.split(",") if s.strip()]
@@ -347,12 +347,10 @@ def run(args) -> int:
                 score_shapes(row, result, reference, corr, scene)
                 if "normals" in result.images:  # the fine stage ran
                     size = result.crop.image.shape[0]
-                    scan_n, scan_m = normal_map(reference, photo.camera, result.camera["crop_intrinsics"], size,
-                                                renderer)
+                    scan_n, scan_d, scan_m = surface_maps(reference, photo.camera, result.camera["crop_intrinsics"],
+                                                          size, renderer)
                     score_normals(row, result, scan_n, scan_m, renderer)
                     if args.oracle:
-                        scan_d, _ = depth_map(reference, photo.camera, result.camera["crop_intrinsics"], size,
-                                              renderer)
                         score_from_truth(row, result, scan_d, scan_n, scan_m, fitter.settings("fine").sfs)
                 say(f"  {look} yaw {photo.yaw_deg:g}: scored")
     finally:

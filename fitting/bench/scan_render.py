@@ -136,23 +136,23 @@ def see(renderer: Renderer, vertices: np.ndarray, triangles: np.ndarray, normals
     return Surface(frags, points, n, tris[frags.pix_tri], frags.pix_bary.to(torch.float64))
 
 
+def surface_maps(reference: ScanReference, camera: Camera, intrinsics, size: int,
+                 renderer: Optional[Renderer] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scan seen through ``camera``'s frame with ``intrinsics`` (4,) at ``size`` (for example a fit's
+    crop), from one rasterisation: ((S, S, 3) its exact unit normals, camera frame, +z toward the camera;
+    (S, S) its depth ``d = -z``, mm after :func:`make_reference`, 0 where uncovered; (S, S) bool covered).
+    No antialiasing: each pixel is its centre's surface point."""
+    surf = see(renderer or Renderer("cpu"), reference.vertices, reference.triangles, reference.normals, camera,
+               size, size, intrinsics)
+    return (surf.image(surf.normals, (0.0, 0.0, 0.0)).numpy(), -surf.image(surf.points[:, 2:3], (0.0,))[..., 0].numpy(),
+            surf.frags.mask[0].numpy())
+
+
 def normal_map(reference: ScanReference, camera: Camera, intrinsics, size: int,
                renderer: Optional[Renderer] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """The scan's exact normals seen through ``camera``'s frame with ``intrinsics`` (4,) at ``size``
-    (for example a fit's crop): ((S, S, 3) unit camera-frame normals, +z toward the camera; (S, S) bool
-    covered). No antialiasing: each pixel is its centre's surface point."""
-    surf = see(renderer or Renderer("cpu"), reference.vertices, reference.triangles, reference.normals, camera,
-               size, size, intrinsics)
-    return surf.image(surf.normals, (0.0, 0.0, 0.0)).numpy(), surf.frags.mask[0].numpy()
-
-
-def depth_map(reference: ScanReference, camera: Camera, intrinsics, size: int,
-              renderer: Optional[Renderer] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """The scan's depth (``d = -z``, the scan's units: mm after :func:`make_reference`) seen as
-    :func:`normal_map` sees it: ((S, S) depth, 0 where uncovered; (S, S) bool covered)."""
-    surf = see(renderer or Renderer("cpu"), reference.vertices, reference.triangles, reference.normals, camera,
-               size, size, intrinsics)
-    return -surf.image(surf.points[:, 2:3], (0.0,))[..., 0].numpy(), surf.frags.mask[0].numpy()
+    """:func:`surface_maps` without the depth: ((S, S, 3) normals, (S, S) bool covered)."""
+    normals, _, covered = surface_maps(reference, camera, intrinsics, size, renderer)
+    return normals, covered
 
 
 # --------------------------------------------------------------------------- looks

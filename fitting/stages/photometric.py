@@ -97,10 +97,10 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     albedo = mean_col.clone().contiguous().requires_grad_(True)  # (B, 3)
     lr = settings.photometric_lr
     opt = Adam([{"params": [id_c, exp_c], "lr": lr * LR_COEFFS},
-                            {"params": [rotvec], "lr": lr * LR_ROTATION},
-                            {"params": [dt], "lr": lr * LR_TRANSLATION},
-                            {"params": [light], "lr": lr * LR_LIGHT},
-                            {"params": [albedo], "lr": lr * LR_ALBEDO}])
+                {"params": [rotvec], "lr": lr * LR_ROTATION},
+                {"params": [dt], "lr": lr * LR_TRANSLATION},
+                {"params": [light], "lr": lr * LR_LIGHT},
+                {"params": [albedo], "lr": lr * LR_ALBEDO}])
     lm_scale = settings.landmark_weight / (NORMALISED_SIZE ** 2)
     # The step sizes fall to zero along a cosine. At a constant rate Adam ends
     # anywhere in a ball of +-lr steps around the optimum, and rounding picks
