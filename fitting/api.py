@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 import os
-from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -28,6 +27,7 @@ from morphable import MorphableModel, load_ict
 
 from .camera import DEFAULT_FOV
 from .detections import FaceJob, crop_face
+from .naming import name_of as _name_of, path_of as _path_of, unique_names
 from .progress import StageProgress
 from .result import FitError, FitResult
 from .stages import STAGE_NAMES, check_stages, load_stage
@@ -139,20 +139,22 @@ class FaceFitter:
         out.sort(key=lambda r: r.index)  # stable: a photo's faces stay in face order
         return out
 
-    def iter_fit(self, sources: Sequence[ImageSource], names: Optional[Sequence[str]] = None
-                 ) -> Iterator[FitResult]:
+    def iter_fit(self, sources: Sequence[ImageSource], names: Optional[Sequence[str]] = None,
+                 progress=None) -> Iterator[FitResult]:
         """Fit several photos, yielding each result as soon as it is complete; nothing is kept.
 
         Faces are fitted in chunks of ``batch_size``, so results come in the order they are
         done: a photo that cannot be read comes out at once, before the chunk of earlier
         photos. ``result.index`` is its photo's position in ``sources``. Save each result and
         let it go, and memory stays flat however many photos there are (the CLI does this).
+        ``progress``: an object with :class:`fitting.progress.StageProgress`'s methods to tell
+        instead of this fitter's own bar (a worker process tells its parent's bar through it).
         """
         if names is not None and len(names) != len(sources):
             raise ValueError(f"{len(names)} names for {len(sources)} images")
         names = unique_names(list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)])
         pending: List[FaceJob] = []
-        bar = StageProgress(len(sources), self.stages, enabled=self.progress)
+        bar = progress if progress is not None else StageProgress(len(sources), self.stages, enabled=self.progress)
         try:
             for i, (src, name) in enumerate(zip(sources, names)):
                 path = _path_of(src)
@@ -210,37 +212,6 @@ class FaceFitter:
             bar.skipped(len(chunk) * len(self.stages) - (bar.done - before))
             return [FitResult(name=j.name, ok=False, error=_one_line(exc), crop=j.crop, source=j.source,
                               index=j.index) for j in chunk]
-
-
-def unique_names(names: Sequence[str]) -> List[str]:
-    """``names`` with repeats made distinct: the first keeps its name, later ones get -2, -3, ...
-
-    Two photos called face.jpg in different folders must not write to the
-    same output folder; a suffix that is itself taken is skipped.
-    """
-    taken = set(names)
-    used: set = set()
-    out = []
-    for name in names:
-        unique, k = name, 1
-        while unique in used or (unique != name and unique in taken):
-            k += 1
-            unique = f"{name}-{k}"
-        used.add(unique)
-        out.append(unique)
-    return out
-
-
-def _path_of(source: ImageSource) -> Optional[str]:
-    """The file an image came from: a path as given, a Pillow image's file; None for arrays and tensors."""
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    return getattr(source, "filename", None) or None  # "" for a Pillow image made in memory
-
-
-def _name_of(source: ImageSource, i: int) -> str:
-    path = _path_of(source)
-    return Path(path).stem if path else f"image_{i:03d}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--3ddfa-dir", dest="regressor_dir", metavar="PATH",
                     help="folder of the 3DDFA_V2 regressor's files (else $FACEFIT_3DDFA_DIR, the cache, a download)")
     ap.add_argument("--batch-size", type=_int_at_least(1), default=4, help="faces per stage batch (default 4)")
+    ap.add_argument("--workers", type=_int_at_least(1), default=None, metavar="N",
+                    help="processes fitting photos side by side, each with its share of the CPU cores (default: "
+                         "one per core, at most one per photo; 1 where a GPU may be used)")
     ap.add_argument("--fine-subdivisions", type=_int_at_least(0), default=None, metavar="N",
                     help="subdivisions of fine.obj before its displacement, each x4 triangles (default 2: "
                          "about 300k triangles, 30 MB; 0: the model's own mesh)")
@@ -138,6 +141,11 @@ def _run(argv) -> int:
         return 2
 
     existing = [p for p in args.images if p not in missing]
+    from .workers import cpu_cores, default_workers
+    workers = min(args.workers or default_workers(len(existing), args.device), len(existing))
+    if workers > 1:
+        return _run_in_workers(args, stages, existing, workers, max(1, cpu_cores() // workers), out,
+                               len(missing), main_entry_unix, started)
 
     # Imported here, not at the top: --help, --version and argument errors answer without torch,
     # MediaPipe or the model. Each stage's own modules load when the stage first runs.
@@ -192,6 +200,53 @@ def _run(argv) -> int:
         print(folder)
     if args.timings:
         parts["total"] = time.perf_counter() - started
+        write_timings(Path(args.timings), main_entry_unix, parts, face_timings, faces=len(written))
+    return 1 if failed else 0
+
+
+def _run_in_workers(args, stages, photos, workers: int, threads: int, out: Path, failed: int,
+                    main_entry_unix: float, started: float) -> int:
+    """The photos fitted by ``workers`` processes (fitting.workers); reports and exit codes as in-process."""
+    from tqdm.auto import tqdm
+    from .naming import name_of, unique_names
+    from .workers import WorkerStartError, plan_tasks, run_workers
+
+    parts = {"imports": time.perf_counter() - started}
+    names = unique_names([name_of(p, i) for i, p in enumerate(photos)])
+    tasks = plan_tasks(photos, names, workers, args.batch_size)
+    fitter_kwargs = dict(stages=stages, device=args.device, face_index=args.face_index, all_faces=args.all_faces,
+                         initializer=None if args.initializer == "none" else args.initializer,
+                         regressor_dir=args.regressor_dir, batch_size=args.batch_size,
+                         fine_subdivisions=args.fine_subdivisions, progress=False)
+    written, face_timings = [], []
+
+    def on_outcome(outcome) -> None:
+        nonlocal failed
+        face_timings.append(outcome.timings)
+        if outcome.ok:
+            written.append(outcome.folder)
+        else:
+            failed += 1
+            tqdm.write(f"error: {outcome.name}: {outcome.error}", file=sys.stderr)
+
+    try:
+        stats = run_workers(tasks, workers=min(workers, len(tasks)), threads=threads, out=out,
+                            model_dir=args.model_dir, fitter_kwargs=fitter_kwargs, stages=stages,
+                            progress=not args.no_progress, on_outcome=on_outcome)
+    except WorkerStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    position = {name: i for i, name in enumerate(names)}  # printed in the photos' order, as in-process
+    for folder in sorted(written, key=lambda f: (position.get(Path(f).name.split("#face")[0], len(names)), f)):
+        print(folder)
+    if args.timings:
+        # Parts summed over the workers, which ran side by side: they add up to more than the wall time.
+        parts["load"] = max(s.imports_s + s.load_s for s in stats)
+        parts["writing"] = sum(s.writing_s for s in stats)
+        parts["total"] = time.perf_counter() - started
+        parts["workers"] = len(stats)
+        parts["threads_per_worker"] = threads
+        parts["workers_peak_mib"] = sum(s.peak_mib for s in stats)
         write_timings(Path(args.timings), main_entry_unix, parts, face_timings, faces=len(written))
     return 1 if failed else 0
 

@@ -65,16 +65,19 @@ class Run:
     tree: str
     photos: int
     stages: str
+    workers_asked: str  # the CLI's --workers, or "auto"
     returncode: int
     wall_s: float
     cpu_s: float
     peak_mib: float
     parts: Optional[Dict[str, float]] = None  # None: the tree's CLI has no --timings
+    workers: Optional[int] = None  # the processes that fitted, from --timings (None: not reported)
     error: str = ""
 
     @property
     def photos_per_min(self) -> float:
-        return 60.0 * self.photos / self.wall_s
+        """Photos fitted per minute of wall time; NaN for a run that failed (its wall time fitted nothing)."""
+        return 60.0 * self.photos / self.wall_s if self.returncode == 0 else float("nan")
 
 
 @dataclass
@@ -97,6 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for the fits' outputs (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the outputs (default: deleted after)")
     p.add_argument("--no-warmup", action="store_true", help="no untimed warm-up per tree")
+    p.add_argument("--workers", nargs="+", default=["auto"],
+                   help="the CLI's --workers for each run; auto: its default (one per core, at most one per "
+                        "photo), leaving the option out (default: auto; e.g. 1 auto for before and after)")
 
 
 def tree_env(root: Path) -> Dict[str, str]:
@@ -131,7 +137,10 @@ def parts_of(report: dict, spawned_unix: float, wall_s: float) -> Dict[str, floa
     parts = {"startup": interpreter + report["imports"]}
     for name in PARTS[1:-2]:
         parts[name] = float(report.get(name, 0.0))
-    parts["other"] = report["total"] - report["imports"] - sum(parts[name] for name in PARTS[1:-2])
+    if report.get("workers", 1) > 1:  # parts summed over processes that ran side by side: no remainder
+        parts["other"] = float("nan")
+    else:
+        parts["other"] = report["total"] - report["imports"] - sum(parts[name] for name in PARTS[1:-2])
     parts["exit"] = wall_s - interpreter - report["total"]
     return parts
 
@@ -149,7 +158,10 @@ def measure_tree(tree: Tree, photos: List[Path], args, out_root: Path) -> None:
                                                 folder / "help.out", folder / "help.err")
     if code != 0:
         raise SystemExit(f"e2e bench: {tree.root}: fit-face --help failed: {_tail(folder / 'help.err')}")
-    tree.has_timings = "--timings" in (folder / "help.out").read_text()
+    help_text = (folder / "help.out").read_text()
+    tree.has_timings = "--timings" in help_text
+    # a tree from before --workers fits in one process whatever is asked: measured once
+    worker_settings = args.workers if "--workers" in help_text else ["auto"]
     model_args = ["--model-dir", args.model_dir] if args.model_dir else []
     if not args.no_warmup:
         code, *_ = spawn_and_wait([sys.executable, "-c", WARMUP.format(model_dir=args.model_dir)], tree.root, env,
@@ -158,22 +170,29 @@ def measure_tree(tree: Tree, photos: List[Path], args, out_root: Path) -> None:
             print(f"e2e bench: warm-up of {tree.label} failed ({_tail(folder / 'warmup.err')}); runs go on cold")
     for n in args.photos:
         for stages in args.stages:
-            run_dir = folder / f"{n}-photos-{stages.replace(',', '-')}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            timings = run_dir / "timings.json"
-            cmd = [sys.executable, "-m", "fitting.cli", *map(str, photos[:n]), "--stages", stages,
-                   "--out", str(run_dir / "out"), "--no-progress", *model_args]
-            if tree.has_timings:
-                cmd += ["--timings", str(timings)]
-            print(f"e2e bench: {tree.label}: {n} photo(s), --stages {stages} ...", flush=True)
-            code, wall, cpu, peak, spawned = spawn_and_wait(cmd, tree.root, env, run_dir / "stdout.txt",
-                                                            run_dir / "stderr.txt")
-            run = Run(tree.label, n, stages, code, wall, cpu, peak)
-            if code != 0:
-                run.error = _tail(run_dir / "stderr.txt")
-            if timings.is_file():
-                run.parts = parts_of(json.loads(timings.read_text()), spawned, wall)
-            tree.runs.append(run)
+            for workers in worker_settings:
+                run_dir = folder / f"{n}-photos-{stages.replace(',', '-')}-workers-{workers}"
+                run_dir.mkdir(parents=True, exist_ok=True)
+                timings = run_dir / "timings.json"
+                cmd = [sys.executable, "-m", "fitting.cli", *map(str, photos[:n]), "--stages", stages,
+                       "--out", str(run_dir / "out"), "--no-progress", *model_args]
+                if workers != "auto":
+                    cmd += ["--workers", workers]
+                if tree.has_timings:
+                    cmd += ["--timings", str(timings)]
+                print(f"e2e bench: {tree.label}: {n} photo(s), --stages {stages}, --workers {workers} ...", flush=True)
+                code, wall, cpu, peak, spawned = spawn_and_wait(cmd, tree.root, env, run_dir / "stdout.txt",
+                                                                run_dir / "stderr.txt")
+                run = Run(tree.label, n, stages, workers, code, wall, cpu, peak)
+                if code != 0:
+                    run.error = _tail(run_dir / "stderr.txt")
+                if timings.is_file():
+                    report = json.loads(timings.read_text())
+                    run.parts = parts_of(report, spawned, wall)
+                    run.workers = int(report.get("workers", 1))
+                    # wait4 gives the largest process's peak; workers run side by side: their sum
+                    run.peak_mib = max(run.peak_mib, float(report.get("workers_peak_mib", 0.0)))
+                tree.runs.append(run)
 
 
 def _commit(root: Path) -> str:
@@ -183,13 +202,15 @@ def _commit(root: Path) -> str:
 
 
 def format_table(trees: Sequence[Tree]) -> str:
-    head = (f"{'tree':10s} {'photos':>6s} {'stages':18s} {'wall s':>7s} {'cpu s':>7s} {'peak MiB':>8s} "
+    head = (f"{'tree':10s} {'photos':>6s} {'stages':18s} {'workers':>7s} {'wall s':>7s} {'cpu s':>7s} {'peak MiB':>8s} "
             f"{'photo/min':>9s} | " + " ".join(f"{p.replace('detection', 'detect'):>7s}" for p in PARTS))
     lines = [head, "-" * len(head)]
     for tree in trees:
         for r in tree.runs:
-            parts = " ".join(f"{r.parts[p]:7.2f}" if r.parts else f"{'n/a':>7s}" for p in PARTS)
-            lines.append(f"{tree.label:10s} {r.photos:6d} {r.stages:18s} {r.wall_s:7.1f} {r.cpu_s:7.1f} "
+            parts = " ".join(f"{r.parts[p]:7.2f}" if r.parts and r.parts[p] == r.parts[p] else f"{'n/a':>7s}"
+                             for p in PARTS)
+            workers = str(r.workers) if r.workers is not None else r.workers_asked
+            lines.append(f"{tree.label:10s} {r.photos:6d} {r.stages:18s} {workers:>7s} {r.wall_s:7.1f} {r.cpu_s:7.1f} "
                          f"{r.peak_mib:8.0f} {r.photos_per_min:9.2f} | {parts}")
             if r.returncode != 0:
                 lines.append(f"{'':10s} exit {r.returncode}: {r.error}")
@@ -245,5 +266,8 @@ def run(args) -> int:
     print(format_table(trees))
     print("Seconds. start-up: spawn to the end of the CLI's imports; load: model, detector, renderer; detection, "
           "coarse, medium, fine, results, writing: summed over the photos; other: the rest of the CLI's time; "
-          "exit: after the CLI returned. A part includes the imports first made in it; the parts add up to wall.")
+          "exit: after the CLI returned. A part includes the imports first made in it; the parts add up to wall.\n"
+          "With several workers (processes side by side, each with its share of the cores), load is the slowest "
+          "worker's imports and load, the other parts are summed over the workers (more than wall), and peak MiB "
+          "is the sum of the workers' peaks.")
     return 1 if any(r.returncode != 0 for t in trees for r in t.runs) else 0

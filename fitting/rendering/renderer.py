@@ -143,7 +143,8 @@ class Renderer:
 
     ``device``: ``"auto"`` (nvdiffrast when CUDA and ``nvdiffrast.torch`` work,
     else CPU), ``"cpu"`` or ``"cuda"``. ``backend`` is ``"cpu"`` or ``"nvdiffrast"``.
-    ``threads``: Open3D ray-casting threads (0 = all cores).
+    ``threads``: Open3D ray-casting threads (0 = torch's intra-op thread count, so that one setting,
+    ``torch.set_num_threads``, governs a process: a worker given one core keeps to it).
     """
 
     def __init__(self, device: str = "auto", threads: int = 0):
@@ -259,7 +260,7 @@ class Renderer:
             scene.add_triangles(o3d.core.Tensor.from_numpy(np.ascontiguousarray(
                 scene_verts[i].cpu().numpy(), dtype=np.float32)), o3d.core.Tensor.from_numpy(tris_np))
             rays = rays_for(i, rows, cols).cpu().numpy().astype(np.float32)
-            hit = scene.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self.threads)
+            hit = scene.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self.threads or torch.get_num_threads())
             prim = hit["primitive_ids"].numpy()
             ok = prim != _INVALID
             sel = torch.from_numpy(np.nonzero(ok)[0])

@@ -175,8 +175,8 @@ def test_e2e_bench_measures_the_cli_and_a_baseline_without_timings(ict_dir, face
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("baseline ", "this "))}
     assert set(rows) == {"baseline", "this"}
     totals, _, parts = rows["this"].partition("|")
-    photos, stages, wall, cpu, peak_mib, per_min = totals.split()[1:]
-    assert (photos, stages) == ("1", "coarse")
+    photos, stages, workers, wall, cpu, peak_mib, per_min = totals.split()[1:]
+    assert (photos, stages, workers) == ("1", "coarse", "1")  # one photo: fitted in the CLI's own process
     wall, cpu, peak_mib, per_min = float(wall), float(cpu), float(peak_mib), float(per_min)
     assert wall > 0 and cpu > 0 and peak_mib > 300  # torch alone holds more than 300 MiB
     assert abs(per_min - 60 / wall) < 0.02 * per_min + 0.01
