@@ -103,3 +103,48 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(tmp_path, mod
         for _ in range(50):
             os.killpg(proc.pid, 0)
             time.sleep(0.1)
+
+
+def _worker_pids(pid: int) -> list:
+    """The CLI's worker processes (spawned interpreters), not multiprocessing's resource tracker."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        for child in open(f"/proc/{pid}/task/{task}/children").read().split():
+            cmdline = open(f"/proc/{child}/cmdline", "rb").read()
+            if b"spawn_main" in cmdline:
+                found.append(int(child))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc to find the workers")
+def test_a_killed_worker_fails_only_its_own_photo(tmp_path, model_args, good_photos):
+    out = tmp_path / "out"
+    with_bars = [a for a in model_args if a != "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "fitting.cli", *map(str, good_photos[:2]), "--workers", "2",
+                             "--stages", "coarse,medium", "--out", str(out), *with_bars], cwd=tmp_path,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while b"coarse:" not in b"".join(chunks):
+            assert proc.poll() is None, b"".join(chunks).decode(errors="replace")
+            assert time.monotonic() < deadline, "the coarse stage never started"
+            time.sleep(0.05)
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        stdout, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(timeout=10)
+    stderr = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 1, stderr
+    errors = error_lines(stderr.replace("\r", "\n"))
+    assert len(errors) == 1 and "worker process ended unexpectedly" in errors[0], stderr
+    written = stdout.decode().split()
+    assert len(written) == 1 and (out / os.path.basename(written[0]) / "medium.obj").is_file(), stdout
+    assert sorted(p.name for p in out.iterdir()) == [os.path.basename(written[0])]
