@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fine-subdivisions", type=_int_at_least(0), default=None, metavar="N",
                     help="subdivisions of fine.obj before its displacement, each x4 triangles (default 2: "
                          "about 300k triangles, 30 MB; 0: the model's own mesh)")
+    ray = ap.add_argument_group("on a Ray cluster (pip install -e \".[ray]\")")
+    ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="fit on Ray: a cluster's ADDRESS, or without one a local Ray on this machine; IMG may "
+                          "then also be folders and manifests (.txt, .csv, .parquet lists of paths); photos "
+                          "already in --out are skipped; OUT/summary.csv lists every photo")
+    ray.add_argument("--threads-per-worker", type=_int_at_least(1), default=1, metavar="N",
+                     help="with --ray: torch threads (CPUs) per worker (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F",
+                     help="with --ray: GPUs per worker (default 0: CPU workers; 1: one worker per GPU, CUDA)")
+    ray.add_argument("--retries", type=_int_at_least(0), default=2, metavar="N",
+                     help="with --ray: how often a task whose worker died is tried again (default 2)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--timings", metavar="FILE",
                     help="write the run's seconds per part (imports, load, detection, each stage, writing) "
@@ -121,10 +132,13 @@ def _run(argv) -> int:
     # Every argument is checked before torch, MediaPipe and the model load (4-8 s)
     # and before anything is created: a typo is reported in 0.2 s, all of them at once.
     usage_errors = []
+    stages = None
     try:
         stages = check_stages(args.stages)
     except ValueError as exc:
         usage_errors.append(str(exc))
+    if args.ray is not None:
+        return _run_on_ray(args, stages, usage_errors, out)
     missing = []
     for p in args.images:
         why = photo_problem(p)
@@ -209,6 +223,49 @@ def _run(argv) -> int:
         parts["total"] = time.perf_counter() - started
         write_timings(Path(args.timings), main_entry_unix, parts, face_timings, faces=len(written))
     return 1 if failed else 0
+
+
+def _run_on_ray(args, stages, usage_errors: list, out: Path) -> int:
+    """``--ray``: inputs expanded (files, folders, manifests), fitted by Ray actors (fitting.distributed)."""
+    from .distributed import RayUnavailable, expand_inputs, run_on_ray, write_summary
+    photos = []
+    try:
+        photos = expand_inputs(args.images)
+    except ValueError as exc:
+        usage_errors.append(str(exc))
+    problem = folder_problem(out)
+    if problem:
+        usage_errors.append(f"cannot write to {out}: {problem}")
+    if args.model_dir and not Path(args.model_dir).expanduser().exists():
+        usage_errors.append(f"model path {args.model_dir} does not exist")
+    if not photos and not usage_errors:
+        usage_errors.append("no photos in the inputs given")
+    for message in usage_errors:
+        print(f"error: {message}", file=sys.stderr)
+    if usage_errors:
+        return 2
+    fitter_kwargs = dict(stages=stages, device=args.device, face_index=args.face_index, all_faces=args.all_faces,
+                         initializer=None if args.initializer == "none" else args.initializer,
+                         regressor_dir=args.regressor_dir, batch_size=args.batch_size,
+                         fine_subdivisions=args.fine_subdivisions, progress=False)
+    try:
+        rows = run_on_ray(photos, out, address=args.ray or None, workers=args.workers,
+                          threads=args.threads_per_worker, gpus_per_worker=args.gpus_per_worker,
+                          batch_size=args.batch_size, model_dir=args.model_dir, fitter_kwargs=fitter_kwargs,
+                          retries=args.retries, progress=not args.no_progress)
+    except RayUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_summary(rows, out / "summary.csv")
+    for row in rows:
+        if row.status == "failed":
+            print(f"error: {row.name}: {row.error}", file=sys.stderr)
+        elif row.status == "fitted":
+            print(row.folder)
+    done_before = sum(r.status == "done before" for r in rows)
+    if done_before:
+        print(f"{done_before} photo(s) already in {out}: skipped", file=sys.stderr)
+    return 1 if any(r.status == "failed" for r in rows) else 0
 
 
 def _run_in_workers(args, stages, photos, workers: int, threads: int, out: Path, failed: int,
