@@ -135,12 +135,14 @@ class FaceMeshRunner:
         self._mesh = TFLiteModel(read_data_file(MESH_MODEL_FILE), CUSTOM_OPS, num_threads=num_threads)
         self._table = read_json("facemesh_refinement.json")
 
-    def process(self, frame: np.ndarray) -> list[np.ndarray]:
+    def process(self, frame: np.ndarray, max_faces: int | None = None) -> list[np.ndarray]:
         """Face meshes in ``frame`` (``(H, W, 3)`` uint8 RGB): a list of ``(478, 3)`` float32 ``(x, y, z)``,
-        normalised as ``mediapipe.solutions.face_mesh`` gives them (module docstring)."""
+        normalised as ``mediapipe.solutions.face_mesh`` gives them (module docstring). ``max_faces``
+        overrides the constructor's for this call (one runner serves both of the detector's passes)."""
         h, w = frame.shape[:2]
+        k = self.max_faces if max_faces is None else int(max_faces)
         det = self.detector(frame)
-        det = Detections(det.boxes[:self.max_faces], det.keypoints[:self.max_faces], det.scores[:self.max_faces])
+        det = Detections(det.boxes[:k], det.keypoints[:k], det.scores[:k])
         faces = []
         for roi in _drop_overlapping(detection_rois(det, w, h)):
             rect = (roi[0] * w, roi[1] * h, roi[2] * w, roi[3] * h)
