@@ -7,7 +7,16 @@ in normalised frame coordinates (x = u / W, y = v / H):
   a list of ``(478, 3)`` float32 ``(x, y, z)``, z in frame widths;
 * ``boxes(frame)``: the full-range detector's face boxes ``(xmin, ymin, xmax, ymax)``;
 * ``face_score(frame)``: the short-range detector's best score (0 if none
-  above 0.05): how face-like the frame is.
+  reaches 0.5): how face-like the frame is.
+
+Score thresholds of the two detectors: mediapipe 0.10.21's ``FaceDetection``
+takes ``min_detection_confidence`` but never applies it: the subgraph's own
+option wins (checked: 0.05, 0.5 and 0.95 give the same detections), so its
+short-range detector always cut at 0.5 and its full-range one at 0.6, the
+graphs' defaults. Our backend uses those same fixed thresholds, so that the
+boxes (a weighted mean over every box above the threshold) and the
+orientation check come out as before. ``min_confidence`` applies to the
+face mesh's detector, where mediapipe did apply it.
 
 ``"litert"`` (:mod:`landmarks.face_mesh`, :mod:`landmarks.face_detection`)
 runs the model files shipped in ``landmarks/data`` on ``ai_edge_litert``;
@@ -18,10 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BACKENDS", "make_backend", "UPRIGHT_MIN_SCORE"]
+__all__ = ["BACKENDS", "make_backend"]
 
 BACKENDS = ("litert", "mediapipe")
-UPRIGHT_MIN_SCORE = 0.05   # the orientation check wants a score even for a poor face
 
 
 class LitertBackend:
@@ -33,8 +41,9 @@ class LitertBackend:
         from .face_detection import FULL_RANGE, SHORT_RANGE, FaceDetector
         from .face_mesh import FaceMeshRunner
         self._mesh = FaceMeshRunner(max_faces, min_confidence)
-        self._full_range = FaceDetector(FULL_RANGE, min_confidence)
-        self._short_range = FaceDetector(SHORT_RANGE, UPRIGHT_MIN_SCORE)
+        # the graphs' own thresholds, 0.6 and 0.5 (module docstring)
+        self._full_range = FaceDetector(FULL_RANGE)
+        self._short_range = FaceDetector(SHORT_RANGE)
 
     def mesh(self, frame: np.ndarray, max_faces: int) -> list[np.ndarray]:
         return self._mesh.process(frame, max_faces)
@@ -68,8 +77,9 @@ class MediaPipeBackend:
         self._meshes = {max_faces: mesh(max_faces)}
         if 2 not in self._meshes:
             self._meshes[2] = mesh(2)
-        self._full_range = FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
-        self._short_range = FaceDetection(model_selection=0, min_detection_confidence=UPRIGHT_MIN_SCORE)
+        # min_detection_confidence has no effect on these two (module docstring)
+        self._full_range = FaceDetection(model_selection=1)
+        self._short_range = FaceDetection(model_selection=0)
         # The graphs open their calculators on worker threads, which log as they do; one blank
         # frame each waits for that to finish inside the caller's stderr silencing.
         blank = np.zeros((64, 64, 3), np.uint8)

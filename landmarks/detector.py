@@ -45,8 +45,9 @@ chin's points on the forehead; 90 and 270 degrees they get right. The crop
 pass therefore asks the short-range detector how face-like the crop is as
 it stands and turned by 180 degrees (upright faces: 0.79-0.95 against
 0.00-0.72 turned, on the shared photos; the upside-down one: 0.72 against
-0.94) and runs Face Mesh on the turned crop when that scores higher by
-more than ``UPSIDE_DOWN_MARGIN``, turning the points back.
+0.94; a crop scoring under the detector's 0.5 threshold counts as 0, see
+:mod:`landmarks.backends`) and runs Face Mesh on the turned crop when that
+scores higher by more than ``UPSIDE_DOWN_MARGIN``, turning the points back.
 """
 from __future__ import annotations
 
@@ -288,15 +289,9 @@ class FaceMeshDetector:
             raise RuntimeError("FaceMeshDetector is closed")
         img = load_image(image)
         h, w = img.size
-        scale = min(1.0, self.working_size / max(h, w))
-        if scale < 1.0:
-            small_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = cv2.resize(img.pixels, small_wh, interpolation=cv2.INTER_AREA)
-        else:
-            small = img.pixels
         # Normalised MediaPipe coords are resolution independent: x * W of the
         # original image is the original-pixel u whatever size it ran on.
-        small = to_uint8(small)  # once, for Face Mesh and the full-range detector
+        small = self._working_copy(img)
         first = [n * np.array([w, h, w], np.float32) for n in self._run(small, self.max_faces)]
 
         faces = []
@@ -330,6 +325,32 @@ class FaceMeshDetector:
         return faces[face_index]
 
     # ------------------------------------------------------------- internals
+    def _working_copy(self, img: LoadedImage) -> np.ndarray:
+        """The detection pass's frame: ``img`` shrunk (INTER_AREA) to at most ``working_size`` on its
+        longer side, uint8 RGB (once, for Face Mesh and the full-range detector)."""
+        h, w = img.size
+        scale = min(1.0, self.working_size / max(h, w))
+        if scale < 1.0:
+            small_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+            return to_uint8(cv2.resize(img.pixels, small_wh, interpolation=cv2.INTER_AREA))
+        return to_uint8(img.pixels)
+
+    def _crop_frame(self, img: LoadedImage, x0: int, y0: int, side: int) -> np.ndarray | None:
+        """The square ``[x0, x0 + side) x [y0, y0 + side)`` of the original pixels, black outside the
+        image, resized to ``crop_size`` (float RGB); None if it misses the image."""
+        h, w = img.size
+        crop = img.pixels[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
+        if crop.size == 0:
+            return None
+        # Faces near the border: pad to a full square so the crop -> image map
+        # stays a pure scale + shift. Black padding: no fake texture.
+        pad = (max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w))
+        if any(pad):
+            crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_CONSTANT, value=(0.0, 0.0, 0.0))
+        r = self.crop_size
+        interp = cv2.INTER_AREA if side > r else cv2.INTER_CUBIC
+        return cv2.resize(crop, (r, r), interpolation=interp)   # cubic may overshoot; to_uint8 clips
+
     def _run(self, pixels: np.ndarray, max_faces: int) -> list[np.ndarray]:
         """Face Mesh on ``(h, w, 3)`` RGB (float in [0, 1], or uint8) -> list of ``(478, 3)`` normalised
         (x, y, z) arrays."""
@@ -362,20 +383,15 @@ class FaceMeshDetector:
         u0, v0, u1, v1 = bbox
         side = int(math.ceil(self.crop_scale * max(u1 - u0, v1 - v0)))
         side = max(side, 8)
-        # Integer crop origin so the crop is a plain slice of the pixel grid.
+        # Integer crop origin so the crop is a plain slice of the pixel grid. (So a first-pass box
+        # that moves by a hundredth of a pixel can move the crop by one pixel, and Face Mesh's points
+        # by about that much: the two backends agree to 0.01 px on the same frame, but not always
+        # on the same crop; see tests/landmarks/test_mediapipe_agreement.py.)
         x0 = int(math.floor(0.5 * (u0 + u1) - 0.5 * side))
         y0 = int(math.floor(0.5 * (v0 + v1) - 0.5 * side))
-        crop = img.pixels[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
-        if crop.size == 0:
+        crop = self._crop_frame(img, x0, y0, side)
+        if crop is None:
             return None
-        # Faces near the border: pad to a full square so the crop -> image map
-        # stays a pure scale + shift. Black padding: no fake texture.
-        pad = (max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w))
-        if any(pad):
-            crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_CONSTANT, value=(0.0, 0.0, 0.0))
-        r = self.crop_size
-        interp = cv2.INTER_AREA if side > r else cv2.INTER_CUBIC
-        crop = cv2.resize(crop, (r, r), interpolation=interp)   # cubic may overshoot; to_uint8 clips
 
         turned = self._upside_down(crop)
         if turned:
