@@ -41,9 +41,11 @@ class LitertBackend:
         from .face_detection import FULL_RANGE, SHORT_RANGE, FaceDetector
         from .face_mesh import FaceMeshRunner
         self._mesh = FaceMeshRunner(max_faces, min_confidence)
-        # the graphs' own thresholds, 0.6 and 0.5 (module docstring)
+        # the graphs' own thresholds, 0.6 and 0.5 (module docstring); the mesh's detector is the same
+        # short-range one when it cuts at 0.5 too
         self._full_range = FaceDetector(FULL_RANGE)
-        self._short_range = FaceDetector(SHORT_RANGE)
+        same = self._mesh.detector.min_score == SHORT_RANGE.min_score
+        self._short_range = self._mesh.detector if same else FaceDetector(SHORT_RANGE)
 
     def mesh(self, frame: np.ndarray, max_faces: int) -> list[np.ndarray]:
         return self._mesh.process(frame, max_faces)
@@ -56,7 +58,8 @@ class LitertBackend:
         return float(scores.max()) if len(scores) else 0.0
 
     def close(self) -> None:
-        pass
+        # the interpreters go with the last reference to them
+        self._mesh = self._full_range = self._short_range = None
 
 
 class MediaPipeBackend:
