@@ -1,5 +1,11 @@
 """Face landmarks from a photo: MediaPipe Face Mesh, two passes, any image size.
 
+The models are MediaPipe's (face detectors and the 478-point attention face
+mesh, shipped in ``landmarks/data``), run by our own runner on
+``ai_edge_litert`` (:mod:`landmarks.face_mesh`); ``backend="mediapipe"``
+runs ``mediapipe==0.10.21`` itself instead, as a cross-check
+(:mod:`landmarks.backends`).
+
 Frames and units of the results (:class:`FaceLandmarks`):
 
 * ``u, v``: pixels of the *original* (EXIF-upright) image, u right, v down,
@@ -39,8 +45,9 @@ chin's points on the forehead; 90 and 270 degrees they get right. The crop
 pass therefore asks the short-range detector how face-like the crop is as
 it stands and turned by 180 degrees (upright faces: 0.79-0.95 against
 0.00-0.72 turned, on the shared photos; the upside-down one: 0.72 against
-0.94) and runs Face Mesh on the turned crop when that scores higher by
-more than ``UPSIDE_DOWN_MARGIN``, turning the points back.
+0.94; a crop scoring under the detector's 0.5 threshold counts as 0, see
+:mod:`landmarks.backends`) and runs Face Mesh on the turned crop when that
+scores higher by more than ``UPSIDE_DOWN_MARGIN``, turning the points back.
 """
 from __future__ import annotations
 
@@ -158,13 +165,13 @@ _saved_stderr_fd = -1       # the real fd 2 while silenced
 def _native_stderr_silenced(enabled: bool):
     """While active, file descriptor 2 goes to the null device.
 
-    MediaPipe's C++ side (absl, TFLite) writes notices such as "Created
-    TensorFlow Lite XNNPACK delegate" or "Feedback manager requires a model
-    with a single signature" straight to fd 2 on graph creation and on the
-    first frames; environment variables (GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL)
-    do not reach it in mediapipe 0.10.21. Errors still arrive: as Python
-    exceptions, which do not use fd 2. Counted across threads (detectors in
-    two threads): the first to enter redirects, the last to leave restores.
+    The TFLite runtime (ai_edge_litert, and mediapipe's C++ side) writes
+    notices such as "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    straight to fd 2 when an interpreter is made (mediapipe also on its first
+    frames); no environment variable (TF_CPP_MIN_LOG_LEVEL, GLOG_minloglevel)
+    reaches that logger. Errors still arrive: as Python exceptions, which do
+    not use fd 2. Counted across threads (detectors in two threads): the
+    first to enter redirects, the last to leave restores.
     """
     global _silence_depth, _saved_stderr_fd
     if not enabled:
@@ -197,9 +204,9 @@ def _native_stderr_silenced(enabled: bool):
 class FaceMeshDetector:
     """MediaPipe Face Mesh (478 points, iris included) for photos of any size.
 
-    Keep one detector for many images: the MediaPipe graphs are built once
-    and reused. Close it (or use ``with FaceMeshDetector() as det:``) to free
-    them. Not thread-safe: use one detector per thread.
+    Keep one detector for many images: the models are loaded once (about
+    half a second) and reused. Close it (or use ``with FaceMeshDetector() as
+    det:``) to free them. Not thread-safe: use one detector per thread.
 
     Args:
         max_faces: most faces reported per image (>= 1).
@@ -209,12 +216,19 @@ class FaceMeshDetector:
         crop_scale: crop side / larger side of the first-pass face box; > 1
             leaves context around the face, which MediaPipe's detector needs.
         refine: run the refinement pass (``False``: detection pass only).
-        quiet: keep MediaPipe's native log lines off the terminal (they go to
-            file descriptor 2 directly; see ``_native_stderr_silenced``).
+        quiet: keep the TFLite runtime's native log lines off the terminal (they
+            go to file descriptor 2 directly; see ``_native_stderr_silenced``).
+        backend: ``"litert"`` (default: our runner of the shipped models) or
+            ``"mediapipe"`` (mediapipe 0.10.21 itself; optional extra).
+
+    Raises:
+        ModelFileError: a model file of ``landmarks/data`` is missing or damaged.
+        ImportError: ``backend="mediapipe"`` without mediapipe 0.10.21 installed.
     """
 
     def __init__(self, max_faces: int = 5, min_confidence: float = 0.5, working_size: int = 1024,
-                 crop_size: int = 512, crop_scale: float = 1.7, refine: bool = True, quiet: bool = True):
+                 crop_size: int = 512, crop_scale: float = 1.7, refine: bool = True, quiet: bool = True,
+                 backend: str = "litert"):
         if int(max_faces) < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         if not 0.0 < float(min_confidence) <= 1.0:
@@ -223,10 +237,9 @@ class FaceMeshDetector:
             raise ValueError(f"working_size and crop_size must be >= 64, got {working_size}, {crop_size}")
         if float(crop_scale) < 1.0:
             raise ValueError(f"crop_scale must be >= 1, got {crop_scale}")
-        # Imported here: pulling in mediapipe costs ~1 s, and code that only
-        # uses load_image / regions should not pay it.
-        from mediapipe.python.solutions.face_detection import FaceDetection
-        from mediapipe.python.solutions.face_mesh import FaceMesh
+        # Imported here: the TFLite runtime (or mediapipe) costs import time that code using only
+        # load_image / regions should not pay.
+        from .backends import make_backend
 
         self.max_faces = int(max_faces)
         self.min_confidence = float(min_confidence)
@@ -236,33 +249,15 @@ class FaceMeshDetector:
         self.refine = bool(refine)
         self.quiet = bool(quiet)
         with _native_stderr_silenced(self.quiet):
-            self._full = FaceMesh(static_image_mode=True, max_num_faces=self.max_faces,
-                                  refine_landmarks=True, min_detection_confidence=self.min_confidence)
-            # The crop may also show part of a neighbouring face; ask for two and
-            # keep the one overlapping the first-pass box.
-            self._crop = FaceMesh(static_image_mode=True, max_num_faces=2,
-                                  refine_landmarks=True, min_detection_confidence=self.min_confidence)
-            # model_selection=1: the full-range model (faces up to about 5 m away), for small faces
-            self._boxes = FaceDetection(model_selection=1, min_detection_confidence=self.min_confidence)
-            # short-range: scores how face-like a crop is, as it stands and upside down
-            self._upright = FaceDetection(model_selection=0, min_detection_confidence=0.05)
-            # The graphs open their calculators on worker threads, which log
-            # as they do; one blank frame each waits for that to finish here.
-            blank = np.zeros((64, 64, 3), np.uint8)
-            self._full.process(blank)
-            self._crop.process(blank)
-            self._boxes.process(blank)
-            self._upright.process(blank)
+            self._models = make_backend(backend, self.max_faces, self.min_confidence)
+        self.backend = backend
         self._closed = False
 
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Release the MediaPipe graphs. Idempotent; ``detect`` afterwards raises RuntimeError."""
+        """Release the models. Idempotent; ``detect`` afterwards raises RuntimeError."""
         if not self._closed:
-            self._full.close()
-            self._crop.close()
-            self._boxes.close()
-            self._upright.close()
+            self._models.close()
             self._closed = True
 
     @property
@@ -294,16 +289,10 @@ class FaceMeshDetector:
             raise RuntimeError("FaceMeshDetector is closed")
         img = load_image(image)
         h, w = img.size
-        scale = min(1.0, self.working_size / max(h, w))
-        if scale < 1.0:
-            small_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = cv2.resize(img.pixels, small_wh, interpolation=cv2.INTER_AREA)
-        else:
-            small = img.pixels
         # Normalised MediaPipe coords are resolution independent: x * W of the
         # original image is the original-pixel u whatever size it ran on.
-        small = to_uint8(small)  # once, for Face Mesh and the full-range detector
-        first = [n * np.array([w, h, w], np.float32) for n in self._run(self._full, small)]
+        small = self._working_copy(img)
+        first = [n * np.array([w, h, w], np.float32) for n in self._run(small, self.max_faces)]
 
         faces = []
         for pts in first:
@@ -336,48 +325,20 @@ class FaceMeshDetector:
         return faces[face_index]
 
     # ------------------------------------------------------------- internals
-    def _run(self, mesh, pixels: np.ndarray) -> list[np.ndarray]:
-        """Face Mesh on ``(h, w, 3)`` RGB (float in [0, 1], or uint8) -> list of ``(478, 3)`` normalised
-        (x, y, z) arrays."""
-        frame = to_uint8(pixels)
-        with _native_stderr_silenced(self.quiet):
-            result = mesh.process(frame)
-        found = result.multi_face_landmarks or []
-        return [np.array([(p.x, p.y, p.z) for p in f.landmark], np.float32) for f in found]
-
-    def _small_face_boxes(self, pixels: np.ndarray, size_hw: tuple[int, int]) -> list[tuple]:
-        """The full-range detector's face boxes on ``pixels`` (the shrunk copy, RGB float or uint8), as
-        ``(u0, v0, u1, v1)`` in original pixels of an image of ``size_hw``."""
-        h, w = size_hw
-        with _native_stderr_silenced(self.quiet):
-            result = self._boxes.process(to_uint8(pixels))
-        boxes = []
-        for det in result.detections or []:
-            b = det.location_data.relative_bounding_box
-            boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
-        return boxes
-
-    def _upside_down(self, crop: np.ndarray) -> bool:
-        """Whether the face in ``crop`` (a square around one face) is upside down."""
-        small = to_uint8(cv2.resize(crop, (256, 256), interpolation=cv2.INTER_AREA))
-
-        def score(frame):
-            with _native_stderr_silenced(self.quiet):
-                found = self._upright.process(np.ascontiguousarray(frame)).detections or []
-            return max((d.score[0] for d in found), default=0.0)
-
-        return score(small[::-1, ::-1]) > score(small) + UPSIDE_DOWN_MARGIN
-
-    def _refine(self, img: LoadedImage, bbox: tuple) -> FaceLandmarks | None:
-        """Face Mesh on a crop of the original pixels around ``bbox`` ``(u0, v0, u1, v1)``; the face
-        found there that overlaps ``bbox`` best, in original pixels (None if none does)."""
+    def _working_copy(self, img: LoadedImage) -> np.ndarray:
+        """The detection pass's frame: ``img`` shrunk (INTER_AREA) to at most ``working_size`` on its
+        longer side, uint8 RGB (once, for Face Mesh and the full-range detector)."""
         h, w = img.size
-        u0, v0, u1, v1 = bbox
-        side = int(math.ceil(self.crop_scale * max(u1 - u0, v1 - v0)))
-        side = max(side, 8)
-        # Integer crop origin so the crop is a plain slice of the pixel grid.
-        x0 = int(math.floor(0.5 * (u0 + u1) - 0.5 * side))
-        y0 = int(math.floor(0.5 * (v0 + v1) - 0.5 * side))
+        scale = min(1.0, self.working_size / max(h, w))
+        if scale < 1.0:
+            small_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+            return to_uint8(cv2.resize(img.pixels, small_wh, interpolation=cv2.INTER_AREA))
+        return to_uint8(img.pixels)
+
+    def _crop_frame(self, img: LoadedImage, x0: int, y0: int, side: int) -> np.ndarray | None:
+        """The square ``[x0, x0 + side) x [y0, y0 + side)`` of the original pixels, black outside the
+        image, resized to ``crop_size`` (float RGB); None if it misses the image."""
+        h, w = img.size
         crop = img.pixels[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
         if crop.size == 0:
             return None
@@ -388,13 +349,57 @@ class FaceMeshDetector:
             crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_CONSTANT, value=(0.0, 0.0, 0.0))
         r = self.crop_size
         interp = cv2.INTER_AREA if side > r else cv2.INTER_CUBIC
-        crop = cv2.resize(crop, (r, r), interpolation=interp)   # cubic may overshoot; to_uint8 clips
+        return cv2.resize(crop, (r, r), interpolation=interp)   # cubic may overshoot; to_uint8 clips
+
+    def _run(self, pixels: np.ndarray, max_faces: int) -> list[np.ndarray]:
+        """Face Mesh on ``(h, w, 3)`` RGB (float in [0, 1], or uint8) -> list of ``(478, 3)`` normalised
+        (x, y, z) arrays."""
+        frame = np.ascontiguousarray(to_uint8(pixels))
+        with _native_stderr_silenced(self.quiet):
+            return self._models.mesh(frame, max_faces)
+
+    def _small_face_boxes(self, pixels: np.ndarray, size_hw: tuple[int, int]) -> list[tuple]:
+        """The full-range detector's face boxes on ``pixels`` (the shrunk copy, RGB float or uint8), as
+        ``(u0, v0, u1, v1)`` in original pixels of an image of ``size_hw``."""
+        h, w = size_hw
+        with _native_stderr_silenced(self.quiet):
+            found = self._models.boxes(np.ascontiguousarray(to_uint8(pixels)))
+        return [(x0 * w, y0 * h, x1 * w, y1 * h) for x0, y0, x1, y1 in found]
+
+    def _upside_down(self, crop: np.ndarray) -> bool:
+        """Whether the face in ``crop`` (a square around one face) is upside down."""
+        small = to_uint8(cv2.resize(crop, (256, 256), interpolation=cv2.INTER_AREA))
+
+        def score(frame):
+            with _native_stderr_silenced(self.quiet):
+                return self._models.face_score(np.ascontiguousarray(frame))
+
+        return score(small[::-1, ::-1]) > score(small) + UPSIDE_DOWN_MARGIN
+
+    def _refine(self, img: LoadedImage, bbox: tuple) -> FaceLandmarks | None:
+        """Face Mesh on a crop of the original pixels around ``bbox`` ``(u0, v0, u1, v1)``; the face
+        found there that overlaps ``bbox`` best, in original pixels (None if none does)."""
+        h, w = img.size
+        u0, v0, u1, v1 = bbox
+        side = int(math.ceil(self.crop_scale * max(u1 - u0, v1 - v0)))
+        side = max(side, 8)
+        # Integer crop origin so the crop is a plain slice of the pixel grid. (So a first-pass box
+        # that moves by a hundredth of a pixel can move the crop by one pixel, and Face Mesh's points
+        # by about that much: the two backends agree to 0.01 px on the same frame, but not always
+        # on the same crop; see tests/landmarks/test_mediapipe_agreement.py.)
+        x0 = int(math.floor(0.5 * (u0 + u1) - 0.5 * side))
+        y0 = int(math.floor(0.5 * (v0 + v1) - 0.5 * side))
+        crop = self._crop_frame(img, x0, y0, side)
+        if crop is None:
+            return None
 
         turned = self._upside_down(crop)
         if turned:
             crop = np.ascontiguousarray(crop[::-1, ::-1])
         best, best_iou = None, 0.3   # below this overlap the crop found some other face
-        for n in self._run(self._crop, crop):
+        # The crop may also show part of a neighbouring face; ask for two and
+        # keep the one overlapping the first-pass box.
+        for n in self._run(crop, 2):
             if turned:  # back from the turned crop: x -> 1 - x, y -> 1 - y; depth unchanged
                 n = np.column_stack([1.0 - n[:, 0], 1.0 - n[:, 1], n[:, 2]]).astype(np.float32)
             # crop pixel = x * r; original = x0 + crop_pixel * side / r = x0 + x * side.

@@ -20,3 +20,7 @@ class NoFaceError(LandmarksError):
 
 class FaceIndexError(LandmarksError, IndexError):
     """``face_index`` asked for a face that was not detected."""
+
+
+class ModelFileError(LandmarksError):
+    """A face model or data file of ``landmarks/data`` is missing or not the file it should be."""

@@ -8,8 +8,10 @@ Indices 0..467 are the face mesh, 468..477 the iris points added by
 *image right* in a frontal, unmirrored photo (``FACEMESH_LEFT_EYE`` holds
 points 263/362, which have the larger u).
 
-Every group is derived from MediaPipe's own edge sets in
-``mediapipe.solutions.face_mesh_connections`` rather than typed by hand:
+Every group is derived from MediaPipe's own edge sets
+(``mediapipe.solutions.face_mesh_connections`` of mediapipe 0.10.21, stored
+in ``landmarks/data/facemesh_edges.json`` by ``tools/make_facemesh_data.py``;
+:data:`EDGES`) rather than typed by hand:
 
 * ``*_LOOP`` tuples are closed polygons, vertices in walking order (the last
   vertex connects back to the first) - ready for ``cv2.fillPoly``.
@@ -27,7 +29,8 @@ from collections import defaultdict
 from typing import Iterable, Mapping
 
 import numpy as np
-from mediapipe.python.solutions import face_mesh_connections as _fmc
+
+from .model_files import read_json
 
 __all__ = [
     "NUM_LANDMARKS", "NUM_MESH_LANDMARKS",
@@ -36,8 +39,14 @@ __all__ = [
     "FACE_OVAL_LOOP", "LEFT_EYE_LOOP", "RIGHT_EYE_LOOP", "LIPS_OUTER_LOOP", "LIPS_INNER_LOOP",
     "LEFT_BROW_CHAINS", "RIGHT_BROW_CHAINS", "LEFT_BROW", "RIGHT_BROW",
     "LEFT_IRIS", "RIGHT_IRIS", "NOSE", "MESH_TRIANGLES", "mesh_ring_distance", "GROUPS",
-    "GROUP_NAMES", "point_groups", "group_weights",
+    "GROUP_NAMES", "point_groups", "group_weights", "EDGES",
 ]
+
+EDGES: dict[str, frozenset[tuple[int, int]]] = {
+    name: frozenset((int(a), int(b)) for a, b in pairs)
+    for name, pairs in read_json("facemesh_edges.json")["edges"].items()}
+"""MediaPipe's ``FACEMESH_*`` edge sets by name (e.g. ``EDGES["FACEMESH_LIPS"]``): directed ``(a, b)`` pairs,
+as ``face_mesh_connections`` defines them."""
 
 NUM_LANDMARKS = 478
 NUM_MESH_LANDMARKS = 468
@@ -105,29 +114,29 @@ def _brow_chains(edges) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(parts[0]), tuple(parts[1])
 
 
-FACE_OVAL_LOOP = _single_loop(_fmc.FACEMESH_FACE_OVAL)
-LEFT_EYE_LOOP = _single_loop(_fmc.FACEMESH_LEFT_EYE)
-RIGHT_EYE_LOOP = _single_loop(_fmc.FACEMESH_RIGHT_EYE)
+FACE_OVAL_LOOP = _single_loop(EDGES["FACEMESH_FACE_OVAL"])
+LEFT_EYE_LOOP = _single_loop(EDGES["FACEMESH_LEFT_EYE"])
+RIGHT_EYE_LOOP = _single_loop(EDGES["FACEMESH_RIGHT_EYE"])
 
 # FACEMESH_LIPS holds two loops. The outer one is the one through point 0
 # (top of the upper lip's vermilion border, under the philtrum); the inner one
 # runs along the mouth opening.
-_lip_loops = _walk(_fmc.FACEMESH_LIPS)
+_lip_loops = _walk(EDGES["FACEMESH_LIPS"])
 if len(_lip_loops) != 2:
     raise ValueError(f"expected two lip loops, got {len(_lip_loops)}")
 LIPS_OUTER_LOOP = tuple(next(p for p in _lip_loops if 0 in p))
 LIPS_INNER_LOOP = tuple(next(p for p in _lip_loops if 0 not in p))
 
-LEFT_BROW_CHAINS = _brow_chains(_fmc.FACEMESH_LEFT_EYEBROW)
-RIGHT_BROW_CHAINS = _brow_chains(_fmc.FACEMESH_RIGHT_EYEBROW)
+LEFT_BROW_CHAINS = _brow_chains(EDGES["FACEMESH_LEFT_EYEBROW"])
+RIGHT_BROW_CHAINS = _brow_chains(EDGES["FACEMESH_RIGHT_EYEBROW"])
 LEFT_BROW = tuple(sorted(set(LEFT_BROW_CHAINS[0]) | set(LEFT_BROW_CHAINS[1])))
 RIGHT_BROW = tuple(sorted(set(RIGHT_BROW_CHAINS[0]) | set(RIGHT_BROW_CHAINS[1])))
 
 # Iris rims come as 4-edge loops without the centre; add the centre point.
-LEFT_IRIS = (LEFT_IRIS_CENTER,) + _single_loop(_fmc.FACEMESH_LEFT_IRIS)
-RIGHT_IRIS = (RIGHT_IRIS_CENTER,) + _single_loop(_fmc.FACEMESH_RIGHT_IRIS)
+LEFT_IRIS = (LEFT_IRIS_CENTER,) + _single_loop(EDGES["FACEMESH_LEFT_IRIS"])
+RIGHT_IRIS = (RIGHT_IRIS_CENTER,) + _single_loop(EDGES["FACEMESH_RIGHT_IRIS"])
 
-NOSE = tuple(sorted({i for e in _fmc.FACEMESH_NOSE for i in e}))
+NOSE = tuple(sorted({i for e in EDGES["FACEMESH_NOSE"] for i in e}))
 
 
 def _adjacency(edges) -> dict[int, set[int]]:
@@ -155,12 +164,12 @@ def _triangles(edges) -> np.ndarray:
     return np.array(faces, dtype=np.int64)
 
 
-MESH_TRIANGLES = _triangles(_fmc.FACEMESH_TESSELATION)
+MESH_TRIANGLES = _triangles(EDGES["FACEMESH_TESSELATION"])
 
 
 def mesh_ring_distance(sources: Iterable[int]) -> np.ndarray:
     """(468,) int: how many mesh edges each point is from the nearest of ``sources`` (0 on them)."""
-    adj = _adjacency(_fmc.FACEMESH_TESSELATION)
+    adj = _adjacency(EDGES["FACEMESH_TESSELATION"])
     dist = np.full(NUM_MESH_LANDMARKS, -1, dtype=np.int64)
     frontier = sorted(set(sources))
     dist[frontier] = 0

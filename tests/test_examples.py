@@ -65,14 +65,14 @@ def test_fit_folder_example(ict_dir, faces_dir, tmp_path, monkeypatch, capsys):
 
 
 # Runs fit_folder.py's main in a fresh interpreter and says on stdout which of
-# the slow imports (torch, MediaPipe: seconds, then the model) it made.
+# the slow imports (torch, the face-model runtime ai_edge_litert or mediapipe: seconds, then the model) it made.
 LIGHT_PROBE = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("fit_folder", sys.argv[1])
 example = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(example)
 rc = example.main(sys.argv[2:])
-print("heavy:", ",".join(sorted(m for m in ("torch", "mediapipe") if m in sys.modules)))
+print("heavy:", ",".join(sorted(m for m in ("torch", "ai_edge_litert", "mediapipe") if m in sys.modules)))
 sys.exit(rc)
 """
 

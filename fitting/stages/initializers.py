@@ -109,7 +109,9 @@ MESH_FIT_RIDGE = 50.0
 def mediapipe_mesh_initializer(image: torch.Tensor, landmarks: torch.Tensor, model) -> "CoarseInit":
     """MediaPipe's own 3D face mesh as the shape prior.
 
-    MediaPipe's (u, v, z) points form a 3D mesh in pixel units (x right, y
+    The mesh is the 478 points the landmark step found (MediaPipe's attention
+    Face Mesh model, run by :mod:`landmarks.face_mesh`; mediapipe itself is
+    not needed). Its (u, v, z) points form a 3D mesh in pixel units (x right, y
     down, z away from the camera). Flipped to the model's axes it is fitted by
     a similarity transform and the identity coefficients by ridge regression
     in 3D, which gives a full 3D shape start (depth included) instead of the

@@ -55,12 +55,16 @@ def test_umeyama_recovers_a_similarity():
 def test_coarse_and_medium_benches_print_finite_tables(ict_dir, face_model, closed_model, capsys):
     from fitting.bench.__main__ import main
 
+    import importlib.util
+
+    # eos-py (the test extra) has no wheel past Python 3.12: there the bench runs without its row
+    has_eos = importlib.util.find_spec("eos") is not None
     common = ["--n", "2", "--seed", "0", "--model-dir", str(ict_dir), "--size", "384", "--no-progress"]
-    assert main(["coarse", *common, "--no-photometric"]) == 0
+    assert main(["coarse", *common, "--no-photometric"] + ([] if has_eos else ["--no-eos"])) == 0
     out = capsys.readouterr().out
     rows = _table_rows(out, "coarse bench:")
     assert "MediaPipe found 2/2" in out
-    for name in ("mean shape (Umeyama-aligned)", "ours, least squares", "eos-py (identity only)"):
+    for name in ("mean shape (Umeyama-aligned)", "ours, least squares") + (("eos-py (identity only)",) * has_eos):
         _assert_finite(rows[name])
         assert rows[name][-1] == "2"
     assert "not run (--no-photometric)" in " ".join(rows["ours + photometric"])

@@ -217,12 +217,12 @@ def test_fine_subdivisions_reach_the_fine_stage(tmp_path, monkeypatch, good_phot
 
 
 # Runs fit-face's main in a fresh interpreter and says on stdout which of the
-# slow imports (torch, MediaPipe: 4-8 s with the model) it made.
+# slow imports (torch, the face-model runtime ai_edge_litert or mediapipe: 4-8 s with the model) it made.
 LIGHT_PROBE = """
 import sys
 from fitting.cli import main
 rc = main(sys.argv[1:])
-print("heavy:", ",".join(sorted(m for m in ("torch", "mediapipe") if m in sys.modules)))
+print("heavy:", ",".join(sorted(m for m in ("torch", "ai_edge_litert", "mediapipe") if m in sys.modules)))
 sys.exit(rc)
 """
 

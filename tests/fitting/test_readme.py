@@ -40,9 +40,10 @@ def test_package_exports_the_api_lazily():
     import sys
 
     # Importing the package (e.g. for fitting.camera) must not load the API's heavy dependencies.
-    probe = "import sys, fitting; print('mediapipe' in sys.modules, 'fitting.api' in sys.modules)"
+    probe = ("import sys, fitting; print('ai_edge_litert' in sys.modules, 'mediapipe' in sys.modules, "
+             "'fitting.api' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"]
+    assert out == ["False", "False", "False"]
     import fitting
     from fitting.api import FaceFitter, FitError, FitResult
 

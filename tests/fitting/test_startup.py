@@ -18,7 +18,7 @@ TIMEOUT = 240
 
 # What --help, --version and the errors found before fitting answer without: the libraries a
 # fit loads (torch alone takes over a second to import).
-FIT_LIBRARIES = {"numpy", "torch", "mediapipe", "open3d", "cv2", "trimesh", "PIL", "scipy", "skimage",
+FIT_LIBRARIES = {"numpy", "torch", "ai_edge_litert", "mediapipe", "open3d", "cv2", "trimesh", "PIL", "scipy", "skimage",
                  "morphable", "landmarks", "sfs"}
 # What a coarse-only fit never runs: the medium stage (SciPy's sparse solvers through
 # fitting.stages.laplacian), the fine stage (fitting.stages.fine, its texture baking, the SfS solver

@@ -237,9 +237,9 @@ def test_close_and_bad_arguments():
 
 
 @pytest.mark.parametrize("quiet", [True, False])
-def test_mediapipe_native_log_lines_stay_off_the_terminal(quiet):
-    # In a fresh process: MediaPipe writes its notices to fd 2 from C++ worker
-    # threads, once per process and graph, which pytest's capture cannot see.
+def test_native_log_lines_stay_off_the_terminal(quiet):
+    # In a fresh process: the TFLite runtime writes its notices to fd 2 from C++
+    # when an interpreter is made, which pytest's capture cannot see.
     import subprocess
     import sys
     code = ("import skimage.data\n"
@@ -250,7 +250,7 @@ def test_mediapipe_native_log_lines_stay_off_the_terminal(quiet):
     assert run.returncode == 0, run.stderr[-2000:]
     if quiet:
         assert run.stderr == ""
-    else:   # the control: the lines this hides do exist in this mediapipe
+    else:   # the control: the lines this hides do exist in this runtime
         assert "XNNPACK" in run.stderr or "W0000" in run.stderr
 
 

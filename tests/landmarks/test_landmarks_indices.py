@@ -1,11 +1,26 @@
 """Landmark index groups: derived from MediaPipe's edge sets, consistent, disjoint."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
-from mediapipe.python.solutions import face_mesh_connections as fmc
 
 from landmarks import indices as I
+
+# MediaPipe's edge sets as stored in landmarks/data (no mediapipe needed); see the cross-check below.
+fmc = SimpleNamespace(**I.EDGES)
+
+
+def test_stored_edge_sets_are_mediapipes():
+    """landmarks/data/facemesh_edges.json holds exactly mediapipe 0.10.21's face_mesh_connections."""
+    mp = pytest.importorskip("mediapipe.python.solutions.face_mesh_connections",
+                             reason="mediapipe==0.10.21 not installed (optional extra)")
+    names = sorted(n for n in dir(mp) if n.startswith("FACEMESH_"))
+    assert names == sorted(I.EDGES)
+    for name in names:
+        assert I.EDGES[name] == frozenset(getattr(mp, name)), name
+    assert len(I.EDGES["FACEMESH_TESSELATION"]) == 2556
 
 
 def _undirected(edges):

@@ -1,0 +1,129 @@
+"""Run a TFLite model with ``ai_edge_litert``, its custom operators done in numpy.
+
+MediaPipe's attention face mesh (``face_landmark_with_attention.tflite``)
+contains three custom operators (``Landmarks2TransformMatrix``,
+``TransformTensorBilinear``, ``TransformLandmarks``) that MediaPipe registers
+from C++; ``ai_edge_litert``'s Python interpreter can only load custom
+operators from compiled code. So the model is cut, in memory, at its custom
+operators: each run of built-in operators between them becomes a model of
+its own (same tensors, same weight buffers, only that slice of the operator
+list; its inputs are the tensors it reads that earlier slices or custom
+operators produce), run by a normal interpreter, and the custom operators
+in between are numpy functions (:mod:`landmarks.mediapipe_ops`). The file
+on disk stays byte for byte the one MediaPipe ships.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["TFLiteModel", "CustomOp"]
+
+# A custom operator: (input arrays, its parsed flexbuffer options, output shapes) -> output arrays.
+CustomOp = Callable[[Sequence[np.ndarray], dict, Sequence[tuple]], Sequence[np.ndarray]]
+
+
+def _interpreter(content: bytes, num_threads: int | None):
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=content, num_threads=num_threads)
+    it.allocate_tensors()
+    return it
+
+
+class TFLiteModel:
+    """A TFLite model (first subgraph) whose custom operators are numpy functions.
+
+    Args:
+        content: the ``.tflite`` file's bytes.
+        custom_ops: custom code (e.g. ``"TransformLandmarks"``) -> numpy implementation.
+        num_threads: threads per interpreter (None: the runtime's default).
+
+    Call :meth:`run` with the model's input arrays; it returns the outputs in
+    the model's output order (float32 arrays of the shapes the model declares).
+    A model without custom operators runs as one interpreter, unchanged.
+    """
+
+    def __init__(self, content: bytes, custom_ops: Mapping[str, CustomOp] | None = None,
+                 num_threads: int | None = None):
+        from ai_edge_litert import schema_py_generated as schema
+        custom_ops = dict(custom_ops or {})
+        model = schema.ModelT.InitFromPackedBuf(content, 0)
+        graph = model.subgraphs[0]
+        codes = [c.customCode.decode() if c.customCode else None for c in model.operatorCodes]
+        self.inputs = [int(i) for i in graph.inputs]
+        self.outputs = [int(i) for i in graph.outputs]
+        self.output_shapes = [tuple(int(d) for d in graph.tensors[i].shape) for i in self.outputs]
+        ops = graph.operators
+        custom_at = [k for k, op in enumerate(ops) if codes[op.opcodeIndex] is not None]
+        missing = sorted({codes[ops[k].opcodeIndex] for k in custom_at} - set(custom_ops))
+        if missing:
+            raise ValueError(f"the model needs custom operators with no implementation given: {missing}")
+        if not custom_at:
+            self._steps = [("model", _interpreter(content, num_threads), self.inputs, self.outputs)]
+            return
+
+        from flatbuffers import flexbuffers
+        # Tensors that must survive a slice: read by a later operator or a model output.
+        needed_after: list[set[int]] = [set() for _ in ops]
+        later = set(self.outputs)
+        for k in range(len(ops) - 1, -1, -1):
+            needed_after[k] = set(later)
+            later |= {int(t) for t in ops[k].inputs if t >= 0}
+        constant = {t for t, ten in enumerate(graph.tensors)
+                    if ten.buffer > 0 and model.buffers[ten.buffer].data is not None
+                    and len(model.buffers[ten.buffer].data) > 0}
+
+        self._steps = []
+        start = 0
+        for k in custom_at + [len(ops)]:
+            if k > start:   # built-in operators start..k-1 as a model of their own
+                part = ops[start:k]
+                made = {int(t) for op in part for t in op.outputs}
+                read = [int(t) for op in part for t in op.inputs if t >= 0]
+                ins = sorted({t for t in read if t not in made and t not in constant})
+                outs = sorted(t for t in made if t in needed_after[k - 1])
+                self._steps.append(("model", _interpreter(self._slice(model, part, ins, outs), num_threads),
+                                    ins, outs))
+            if k < len(ops):
+                op = ops[k]
+                options = flexbuffers.Loads(bytes(op.customOptions)) if op.customOptions is not None else {}
+                outs = [int(t) for t in op.outputs]
+                self._steps.append(("custom", (custom_ops[codes[op.opcodeIndex]], options,
+                                               [tuple(int(d) for d in graph.tensors[t].shape) for t in outs]),
+                                    [int(t) for t in op.inputs], outs))
+            start = k + 1
+
+    @staticmethod
+    def _slice(model, part, ins: list[int], outs: list[int]) -> bytes:
+        """The model with only the operators ``part``, reading ``ins`` and giving ``outs``, as bytes."""
+        import copy
+
+        import flatbuffers
+        sub = copy.copy(model.subgraphs[0])
+        sub.operators, sub.inputs, sub.outputs = list(part), np.array(ins, np.int32), np.array(outs, np.int32)
+        piece = copy.copy(model)
+        piece.subgraphs = [sub]
+        piece.signatureDefs = None   # they name the whole model's inputs and outputs
+        piece.metadata = None
+        builder = flatbuffers.Builder(len(model.buffers) * 64 + 4096)
+        builder.Finish(piece.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """The model's outputs for ``inputs`` (in the model's input order, shapes as the model declares)."""
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
+        values = {t: np.ascontiguousarray(x, np.float32) for t, x in zip(self.inputs, inputs)}
+        for kind, what, ins, outs in self._steps:
+            if kind == "model":
+                for detail in what.get_input_details():
+                    what.set_tensor(detail["index"], values[detail["index"]])
+                what.invoke()
+                for t in outs:
+                    values[t] = what.get_tensor(t)
+            else:
+                fn, options, shapes = what
+                for t, y in zip(outs, fn([values[t] for t in ins], options, shapes)):
+                    values[t] = np.asarray(y, np.float32)
+        return [values[t] for t in self.outputs]
