@@ -60,6 +60,7 @@ class SummaryRow:
     folder: str = ""
     worker: str = ""  # host:pid of the actor that fitted it
     attempts: int = 0
+    worker_peak_mib: float = 0.0  # the worker's peak resident memory when it had fitted this photo
     seconds: Dict[str, float] = field(default_factory=dict)
     landmark_error_iod: Dict[str, float] = field(default_factory=dict)
 
@@ -168,9 +169,15 @@ class _FitActor:
                 except ExportError as exc:
                     row.status, row.error = "failed", str(exc)
                 row.seconds["writing"] = time.perf_counter() - started
+            row.worker_peak_mib = _peak_mib()
             rows.append(asdict(row))
             del result
         return rows
+
+
+def _peak_mib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def _ray():
@@ -309,13 +316,14 @@ def write_summary(rows: Sequence[SummaryRow], path: Path) -> None:
     """``summary.csv``: one row per photo (or face), written to a temporary file and renamed."""
     parts = list(TIME_PARTS)
     stages = sorted({k for r in rows for k in r.landmark_error_iod})
-    header = ["name", "photo", "status", "error", "folder", "worker", "attempts",
+    header = ["name", "photo", "status", "error", "folder", "worker", "attempts", "worker_peak_mib",
               *[f"seconds_{p}" for p in parts], *[f"landmark_error_iod_{s}" for s in stages]]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     for r in rows:
         writer.writerow([r.name, r.photo, r.status, r.error, r.folder, r.worker, r.attempts,
+                         f"{r.worker_peak_mib:.0f}" if r.worker_peak_mib else "",
                          *[f"{r.seconds[p]:.3f}" if p in r.seconds else "" for p in parts],
                          *[f"{r.landmark_error_iod[s]:.5f}" if s in r.landmark_error_iod else "" for s in stages]])
     path = Path(path)

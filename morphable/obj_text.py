@@ -30,11 +30,15 @@ def read_vertices(text: str, name: str = "<obj>") -> np.ndarray:
     rows = [line[2:] for line in text.splitlines() if line.startswith("v ")]
     if not rows:
         raise ObjFormatError(f"corrupt OBJ {name}: no vertex lines")
-    # np.fromstring parses in C (10x faster than split + float); it stops at
-    # the first token it cannot read, which the size check below catches.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        flat = np.fromstring(" ".join(rows), dtype=np.float64, sep=" ")
+    # np.fromstring parses in C (10x faster than split + float). On a token it cannot read,
+    # numpy 1 stops there (a DeprecationWarning; the size check below catches it) and numpy 2
+    # raises ValueError: both are a corrupt file.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            flat = np.fromstring(" ".join(rows), dtype=np.float64, sep=" ")
+    except ValueError:
+        raise ObjFormatError(f"corrupt OBJ {name}: a vertex line holds something other than numbers") from None
     if flat.size != 3 * len(rows):
         raise ObjFormatError(f"corrupt OBJ {name}: vertex lines do not all hold 3 numbers")
     if not np.all(np.isfinite(flat)):

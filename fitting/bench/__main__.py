@@ -13,6 +13,7 @@ COMMANDS = {
     "photos": "fitting.bench.photos",
     "scan": "fitting.bench.scan",
     "e2e": "fitting.bench.e2e",
+    "scale": "fitting.bench.scale",
 }
 
 

@@ -45,3 +45,11 @@ def bad_inputs(tmp_path_factory) -> dict:
     Image.fromarray(np.full((480, 640, 3), 128, np.uint8)).save(grey)
     return {"corrupt": corrupt, "grey": grey}
 
+
+
+@pytest.fixture(scope="module")
+def model_args(ict_dir, face_model) -> List[str]:
+    """The CLI's model arguments for subprocess fits (test_cli, test_workers, test_distributed).
+
+    face_model: the session fixture that builds the cache entry the subprocesses read."""
+    return ["--model-dir", str(ict_dir), "--no-progress"]

@@ -44,12 +44,6 @@ def error_lines(stderr: str) -> List[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-@pytest.fixture(scope="module")
-def model_args(ict_dir, face_model) -> List[str]:
-    # face_model: the session fixture that builds the cache entry the subprocesses read
-    return ["--model-dir", str(ict_dir), "--no-progress"]
-
-
 def test_version(tmp_path):
     import fitting
     res = run_cli("--version", cwd=tmp_path)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from fitting.distributed import expand_inputs, is_complete
-from test_cli import TIMEOUT, cli_env, error_lines, model_args  # noqa: F401  (model_args: a fixture)
+from test_cli import TIMEOUT, cli_env, error_lines
 
 pytest.importorskip("ray", reason="the --ray tests need the test extra's Ray (pip install -e '.[test]')")
 

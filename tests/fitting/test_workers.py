@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fitting.workers import default_workers, plan_tasks
-from test_cli import TIMEOUT, cli_env, error_lines, model_args, run_cli  # noqa: F401  (model_args: a fixture)
+from test_cli import TIMEOUT, cli_env, error_lines, run_cli
 
 
 @pytest.mark.parametrize("n, workers, batch", [(8, 2, 4), (5, 2, 4), (20, 2, 4), (3, 4, 4), (1, 2, 4), (9, 3, 2)])
