@@ -2,8 +2,9 @@
 
 OBJ text is formatted by :mod:`morphable.obj_text` (numbers formatted a
 block at a time; the layout and precision of trimesh's exporter, which this
-replaced for speed); PLY goes through trimesh's binary writer (numpy
-structured arrays, already fast).
+replaced for speed); PLY is written from one numpy structured array, the
+bytes of trimesh's binary writer, without importing trimesh (about a second,
+most of a coarse-only run's writing).
 
 Every writer is all-or-nothing: files are written into a temporary folder
 beside the target and moved into place only when all of them are complete,
@@ -22,7 +23,6 @@ from typing import Dict, Iterator, Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-import trimesh
 from PIL import Image
 
 from morphable.obj_text import format_mtl, format_obj
@@ -120,8 +120,9 @@ def colors_from_texture(mesh: Mesh) -> np.ndarray:
     return (sums / counts.clamp_min(1)[:, None]).numpy().astype(np.float32)
 
 
-def to_trimesh(mesh: Mesh, name: str = "material_0") -> trimesh.Trimesh:
+def to_trimesh(mesh: Mesh, name: str = "material_0"):
     """A trimesh.Trimesh (process=False: vertex order kept) with UVs, texture and colours where present."""
+    import trimesh
     if mesh.uvs is not None:
         verts, uvs, faces, src = split_seams(mesh)
         normals = mesh.vertex_normals()[src]
@@ -183,9 +184,7 @@ def save_ply(mesh: Mesh, path: PathLike, notice: Optional[PathLike] = None) -> P
     if colors is None and mesh.texture is not None and mesh.uvs is not None:
         colors = colors_from_texture(mesh)
     colors = None if colors is None else _to_uint8(colors)
-    tm = trimesh.Trimesh(mesh.vertices, mesh.triangles, vertex_normals=mesh.vertex_normals(),
-                         vertex_colors=colors, process=False)
-    data = trimesh.exchange.ply.export_ply(tm, encoding="binary", vertex_normal=True)
+    data = ply_bytes(mesh.vertices, mesh.triangles, mesh.vertex_normals(), colors)
     targets = [path] + ([path.with_name(Path(notice).name)] if notice is not None else [])
     with staged_files(*targets) as tmp:
         tmp[path.name].write_bytes(data)
@@ -194,8 +193,39 @@ def save_ply(mesh: Mesh, path: PathLike, notice: Optional[PathLike] = None) -> P
     return path
 
 
-def load_mesh(path: PathLike) -> trimesh.Trimesh:
-    """Read an OBJ/PLY back without any processing (vertex order kept)."""
+def ply_bytes(vertices, triangles, normals, colors: Optional[np.ndarray] = None) -> bytes:
+    """A binary little-endian PLY: float32 positions and normals, uchar RGBA colours where given
+    ((V, 3) colours get alpha 255), triangles as ``list uchar int`` (trimesh's layout and bytes).
+
+    Args:
+        vertices, normals: (V, 3); triangles: (F, 3) 0-based; colors: (V, 3|4) uint8 or None.
+    """
+    vertices, normals = np.asarray(vertices), np.asarray(normals)
+    triangles = np.asarray(triangles)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
+    if colors is not None:
+        fields += [(c, "u1") for c in ("red", "green", "blue", "alpha")]
+    vert = np.empty(len(vertices), dtype=fields)
+    for i, axis in enumerate("xyz"):
+        vert[axis] = vertices[:, i]
+        vert["n" + axis] = normals[:, i]
+    if colors is not None:
+        colors = np.asarray(colors, np.uint8)
+        for i, c in enumerate(("red", "green", "blue")):
+            vert[c] = colors[:, i]
+        vert["alpha"] = colors[:, 3] if colors.shape[1] == 4 else 255
+    face = np.empty(len(triangles), dtype=[("count", "u1"), ("index", "<i4", (3,))])
+    face["count"] = 3
+    face["index"] = triangles
+    header = ["ply", "format binary_little_endian 1.0", "comment facefit", f"element vertex {len(vert)}",
+              *[f"property {'float' if t == '<f4' else 'uchar'} {n}" for n, t in fields],
+              f"element face {len(face)}", "property list uchar int vertex_indices", "end_header"]
+    return ("\n".join(header) + "\n").encode("ascii") + vert.tobytes() + face.tobytes()
+
+
+def load_mesh(path: PathLike):
+    """Read an OBJ/PLY back without any processing (vertex order kept): a trimesh.Trimesh."""
+    import trimesh
     try:
         return trimesh.load(str(path), process=False, maintain_order=True, force="mesh")
     except Exception as exc:  # trimesh raises many kinds

@@ -64,6 +64,21 @@ def test_ply_round_trip_colours_and_normals(face_model, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels", [None, 3, 4])
+def test_ply_bytes_are_trimesh_binary_writers(face_model, channels):
+    """The PLY writer (numpy only, no trimesh import) gives trimesh's exporter's bytes, header comment aside."""
+    import trimesh
+    from fitting.outputs.files import ply_bytes
+    rng = np.random.default_rng(2)
+    colors = None if channels is None else rng.integers(0, 256, (face_model.n_vertices, channels), dtype=np.uint8)
+    mesh = Mesh(face_model.mean, face_model.triangles)
+    normals = mesh.vertex_normals()
+    ours = ply_bytes(mesh.vertices, mesh.triangles, normals, colors)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.triangles, vertex_normals=normals, vertex_colors=colors, process=False)
+    theirs = trimesh.exchange.ply.export_ply(tm, encoding="binary", vertex_normal=True)
+    assert ours.replace(b"comment facefit\n", b"") == theirs.replace(b"comment https://github.com/mikedh/trimesh\n", b"")
+
+
 def test_unwritable_path_is_one_clear_error(face_model, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -22,9 +22,10 @@ FIT_LIBRARIES = {"numpy", "torch", "ai_edge_litert", "mediapipe", "open3d", "cv2
                  "morphable", "landmarks", "sfs"}
 # What a coarse-only fit never runs: the medium stage (SciPy's sparse solvers through
 # fitting.stages.laplacian), the fine stage (fitting.stages.fine, its texture baking, the SfS solver
-# and masks).
+# and masks) and trimesh (the fine stage's subdivision; the mesh files are written without it: its
+# import took about a second, most of a coarse fit's writing).
 LATER_STAGE_MODULES = {"fitting.stages.medium", "fitting.stages.laplacian", "fitting.stages.fine",
-                       "fitting.stages.texture", "sfs.refine", "sfs.skin"}
+                       "fitting.stages.texture", "sfs.refine", "sfs.skin", "trimesh"}
 
 CLI_PROBE = """
 import json, runpy, sys
