@@ -6,7 +6,6 @@ import atexit
 import gc
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -156,12 +155,6 @@ def _run(argv) -> int:
         return 2
 
     existing = [p for p in args.images if p not in missing]
-    # Before torch loads its OpenMP runtime (here and, inherited, in the workers): idle threads sleep
-    # instead of spinning. With the default spin, a fit sharing the CPU with any other busy process
-    # ran 5-10 times slower (SfS on 2 faces, 2 threads, one core kept busy by another process:
-    # 46-103 s, against 8-10 s passive and 13 s on one thread); on an idle machine passive costs
-    # little. A value the user set is kept.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .workers import cpu_cores, default_workers
     workers = min(args.workers or default_workers(len(existing), args.device), len(existing))
     if workers > 1:

@@ -130,7 +130,6 @@ class _FitActor:
     """One Ray worker: a FaceFitter loaded once, fitting and saving task after task."""
 
     def __init__(self, model_dir, fitter_kwargs: dict, threads: int, out: str):
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see fitting.cli: no spinning beside other work
         import torch
         torch.set_num_threads(threads)
         from morphable import load_ict

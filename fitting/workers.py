@@ -1,9 +1,9 @@
 """Photos fitted by several local worker processes, each a :class:`fitting.api.FaceFitter` over a share.
 
-Why processes: on a CPU, torch's intra-op threads speed these stages up little, because their
-tensors are small and their Python steps many (8 photos on the 2-core machine: the fine stage
-took 40 s with one thread and 37 s with two), while two processes of one thread each keep both
-cores busy, the Python parts included. Each worker imports torch and loads the model, the
+Why processes: on a CPU, torch's intra-op threads leave a core idle through every Python step,
+every small tensor and the single-threaded parts (detection, the sparse solve, writing), while
+two processes of one thread each keep both cores busy (8 photos, all stages, on the 2-core
+machine: 71 s in one process with two threads, 51 s in two workers of one thread). Each worker imports torch and loads the model, the
 detector and the renderer once, fits its tasks (a few photos each, so every stage still runs on
 batched tensors) and writes each face's folder itself (the atomic save of
 :mod:`fitting.outputs`), so writing runs in parallel too. The parent hands out tasks, shows one
