@@ -307,41 +307,80 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, good_photos, cap
         assert (out / "first" / "params.json").is_file()
 
 
+class WatchedCli:
+    """``fit-face ARGS`` in a subprocess whose stderr (the progress bar, which names each stage as it
+    starts) is read as it comes, so a test can act once a stage runs. Use as a context manager: on
+    the way out a process still running is killed (its whole group with ``new_session``).
+
+    A test run started as a background job (`cmd &`, nohup) inherits SIGINT ignored, and Python then
+    keeps it ignored: the child gets the default disposition back, as a terminal's foreground job has.
+    ``new_session``: its own process group, as a terminal's foreground job (Ctrl-C reaches them all).
+    """
+
+    def __init__(self, args: List[str], cwd: Path, new_session: bool = False):
+        self.new_session = new_session
+        self.proc = subprocess.Popen([sys.executable, "-m", "fitting.cli", *args], cwd=cwd, env=cli_env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=new_session,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self._chunks: List[bytes] = []
+        self._out: List[bytes] = []
+        self._readers = [threading.Thread(target=lambda s=stream, c=chunks: c.extend(iter(lambda: s.read1(4096), b"")),
+                                          daemon=True)
+                         for stream, chunks in ((self.proc.stderr, self._chunks), (self.proc.stdout, self._out))]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace")
+
+    def wait_for(self, marker: str, what: str) -> None:
+        """Until ``marker`` is on stderr; fails if the process ends first or TIMEOUT passes."""
+        deadline = time.monotonic() + TIMEOUT
+        while marker.encode() not in b"".join(self._chunks):
+            assert self.proc.poll() is None, self.stderr
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    def finish(self, timeout: float) -> tuple:
+        """Wait for the exit: (exit code, stdout, stderr)."""
+        rc = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return rc, b"".join(self._out).decode(errors="replace"), self.stderr
+
+    def __enter__(self) -> "WatchedCli":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            if self.new_session:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()
+            self.proc.wait()
+
+
+def interrupted_messages(stderr: str) -> List[str]:
+    """The CLI's lines besides the progress bar, which redraws itself with carriage returns."""
+    return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and
+            not line.startswith("fitting:")]
+
+
 def test_sigint_while_fitting(tmp_path, model_args, good_photos):
     """A real Ctrl-C (SIGINT) once the coarse stage runs: one line, exit 130, no folder.
 
     It printed a traceback of 20-40 lines."""
     out = tmp_path / "out"
     with_bars = [a for a in model_args if a != "--no-progress"]  # the bar says when a stage starts
-    # A test run started as a background job (`cmd &`, nohup) inherits SIGINT ignored, and Python then
-    # keeps it ignored: the child gets the default disposition back, as a terminal's foreground job has.
-    proc = subprocess.Popen([sys.executable, "-m", "fitting.cli", str(good_photos[0]), "--stages", "coarse,medium",
-                             "--out", str(out), *with_bars], cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    chunks = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while b"coarse:" not in b"".join(chunks):
-            assert proc.poll() is None, b"".join(chunks).decode(errors="replace")
-            assert time.monotonic() < deadline, "the coarse stage never started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    reader.join(timeout=10)
-    stderr = b"".join(chunks).decode(errors="replace")
+    with WatchedCli([str(good_photos[0]), "--stages", "coarse,medium", "--out", str(out), *with_bars],
+                    tmp_path) as cli:
+        cli.wait_for("coarse:", "the coarse stage never started")
+        cli.proc.send_signal(signal.SIGINT)
+        rc, _, stderr = cli.finish(timeout=60)
     assert rc == 130, stderr
     assert "Traceback" not in stderr, stderr
-    # the progress bar redraws itself with carriage returns; every other line is a message
-    messages = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and
-                not line.startswith("fitting:")]
-    assert messages == ["interrupted"], stderr
+    assert interrupted_messages(stderr) == ["interrupted"], stderr
     assert not out.exists() or not any(out.iterdir())
 
 

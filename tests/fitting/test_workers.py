@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from fitting.workers import default_workers, plan_tasks
-from test_cli import TIMEOUT, cli_env, error_lines, run_cli
+from test_cli import TIMEOUT, WatchedCli, error_lines, interrupted_messages, run_cli
 
 
 @pytest.mark.parametrize("n, workers, batch", [(8, 2, 4), (5, 2, 4), (20, 2, 4), (3, 4, 4), (1, 2, 4), (9, 3, 2)])
@@ -71,37 +68,18 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(tmp_path, mod
     no folder (hidden or not) in the output."""
     out = tmp_path / "out"
     with_bars = [a for a in model_args if a != "--no-progress"]  # the bar says when a stage starts
-    proc = subprocess.Popen([sys.executable, "-m", "fitting.cli", *map(str, good_photos[:2]), "--workers", "2",
-                             "--stages", "coarse,medium", "--out", str(out), *with_bars], cwd=tmp_path,
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True,  # its own process group, as a terminal's foreground job
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    chunks = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while b"coarse:" not in b"".join(chunks):
-            assert proc.poll() is None, b"".join(chunks).decode(errors="replace")
-            assert time.monotonic() < deadline, "the coarse stage never started"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        rc = proc.wait(timeout=90)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    reader.join(timeout=10)
-    stderr = b"".join(chunks).decode(errors="replace")
+    with WatchedCli([*map(str, good_photos[:2]), "--workers", "2", "--stages", "coarse,medium", "--out", str(out),
+                     *with_bars], tmp_path, new_session=True) as cli:
+        cli.wait_for("coarse:", "the coarse stage never started")
+        os.killpg(cli.proc.pid, signal.SIGINT)
+        rc, _, stderr = cli.finish(timeout=90)
     assert rc == 130, stderr
     assert "Traceback" not in stderr, stderr
-    messages = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and
-                not line.startswith("fitting:")]
-    assert messages == ["interrupted"], stderr
+    assert interrupted_messages(stderr) == ["interrupted"], stderr
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
     with pytest.raises(ProcessLookupError):  # the workers went with it
         for _ in range(50):
-            os.killpg(proc.pid, 0)
+            os.killpg(cli.proc.pid, 0)
             time.sleep(0.1)
 
 
@@ -120,31 +98,16 @@ def _worker_pids(pid: int) -> list:
 def test_a_killed_worker_fails_only_its_own_photo(tmp_path, model_args, good_photos):
     out = tmp_path / "out"
     with_bars = [a for a in model_args if a != "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "fitting.cli", *map(str, good_photos[:2]), "--workers", "2",
-                             "--stages", "coarse,medium", "--out", str(out), *with_bars], cwd=tmp_path,
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    chunks = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while b"coarse:" not in b"".join(chunks):
-            assert proc.poll() is None, b"".join(chunks).decode(errors="replace")
-            assert time.monotonic() < deadline, "the coarse stage never started"
-            time.sleep(0.05)
-        workers = _worker_pids(proc.pid)
+    with WatchedCli([*map(str, good_photos[:2]), "--workers", "2", "--stages", "coarse,medium", "--out", str(out),
+                     *with_bars], tmp_path, new_session=True) as cli:
+        cli.wait_for("coarse:", "the coarse stage never started")
+        workers = _worker_pids(cli.proc.pid)
         assert len(workers) == 2, workers
         os.kill(workers[0], signal.SIGKILL)
-        stdout, _ = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    reader.join(timeout=10)
-    stderr = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 1, stderr
+        rc, stdout, stderr = cli.finish(timeout=TIMEOUT)
+    assert rc == 1, stderr
     errors = error_lines(stderr.replace("\r", "\n"))
     assert len(errors) == 1 and "worker process ended unexpectedly" in errors[0], stderr
-    written = stdout.decode().split()
+    written = stdout.split()
     assert len(written) == 1 and (out / os.path.basename(written[0]) / "medium.obj").is_file(), stdout
     assert sorted(p.name for p in out.iterdir()) == [os.path.basename(written[0])]
