@@ -136,14 +136,21 @@ def _run(argv) -> int:
         stages = check_stages(args.stages)
     except ValueError as exc:
         usage_errors.append(str(exc))
-    if args.ray is not None:
-        return _run_on_ray(args, stages, usage_errors, out)
-    missing = []
-    for p in args.images:
-        why = photo_problem(p)
-        if why:
-            missing.append(p)
-            print(f"error: {p}: {why}", file=sys.stderr)
+    missing, ray_photos = [], []
+    if args.ray is not None:  # files, folders and manifests, expanded
+        from .distributed import expand_inputs
+        try:
+            ray_photos = expand_inputs(args.images)
+        except ValueError as exc:
+            usage_errors.append(str(exc))
+        if not ray_photos and not usage_errors:
+            usage_errors.append("no photos in the inputs given")
+    else:
+        for p in args.images:
+            why = photo_problem(p)
+            if why:
+                missing.append(p)
+                print(f"error: {p}: {why}", file=sys.stderr)
     problem = folder_problem(out)
     if problem:
         usage_errors.append(f"cannot write to {out}: {problem}")
@@ -153,6 +160,8 @@ def _run(argv) -> int:
         print(f"error: {message}", file=sys.stderr)
     if usage_errors or len(missing) == len(args.images):  # nothing that could be fitted
         return 2
+    if args.ray is not None:
+        return _run_on_ray(args, stages, ray_photos, out)
 
     existing = [p for p in args.images if p not in missing]
     from .workers import cpu_cores, default_workers
@@ -218,29 +227,18 @@ def _run(argv) -> int:
     return 1 if failed else 0
 
 
-def _run_on_ray(args, stages, usage_errors: list, out: Path) -> int:
-    """``--ray``: inputs expanded (files, folders, manifests), fitted by Ray actors (fitting.distributed)."""
-    from .distributed import RayUnavailable, expand_inputs, run_on_ray, write_summary
-    photos = []
-    try:
-        photos = expand_inputs(args.images)
-    except ValueError as exc:
-        usage_errors.append(str(exc))
-    problem = folder_problem(out)
-    if problem:
-        usage_errors.append(f"cannot write to {out}: {problem}")
-    if args.model_dir and not Path(args.model_dir).expanduser().exists():
-        usage_errors.append(f"model path {args.model_dir} does not exist")
-    if not photos and not usage_errors:
-        usage_errors.append("no photos in the inputs given")
-    for message in usage_errors:
-        print(f"error: {message}", file=sys.stderr)
-    if usage_errors:
-        return 2
-    fitter_kwargs = dict(stages=stages, device=args.device, face_index=args.face_index, all_faces=args.all_faces,
-                         initializer=None if args.initializer == "none" else args.initializer,
-                         regressor_dir=args.regressor_dir, batch_size=args.batch_size,
-                         fine_subdivisions=args.fine_subdivisions, progress=False)
+def _fitter_kwargs(args, stages) -> dict:
+    """FaceFitter's arguments for a worker process or a Ray actor (plain data: they are pickled)."""
+    return dict(stages=stages, device=args.device, face_index=args.face_index, all_faces=args.all_faces,
+                initializer=None if args.initializer == "none" else args.initializer,
+                regressor_dir=args.regressor_dir, batch_size=args.batch_size,
+                fine_subdivisions=args.fine_subdivisions, progress=False)
+
+
+def _run_on_ray(args, stages, photos, out: Path) -> int:
+    """``--ray``: the photos (inputs already expanded) fitted by Ray actors (fitting.distributed)."""
+    from .distributed import RayUnavailable, run_on_ray, write_summary
+    fitter_kwargs = _fitter_kwargs(args, stages)
     try:
         rows = run_on_ray(photos, out, address=args.ray or None, workers=args.workers,
                           threads=args.threads_per_worker, gpus_per_worker=args.gpus_per_worker,
@@ -271,10 +269,7 @@ def _run_in_workers(args, stages, photos, workers: int, threads: int, out: Path,
     parts = {"imports": time.perf_counter() - started}
     names = unique_names([name_of(p, i) for i, p in enumerate(photos)])
     tasks = plan_tasks(photos, names, workers, args.batch_size)
-    fitter_kwargs = dict(stages=stages, device=args.device, face_index=args.face_index, all_faces=args.all_faces,
-                         initializer=None if args.initializer == "none" else args.initializer,
-                         regressor_dir=args.regressor_dir, batch_size=args.batch_size,
-                         fine_subdivisions=args.fine_subdivisions, progress=False)
+    fitter_kwargs = _fitter_kwargs(args, stages)
     written, face_timings = [], []
 
     def on_outcome(outcome) -> None:

@@ -133,13 +133,8 @@ class _FitActor:
         import torch
         torch.set_num_threads(threads)
         from morphable import load_ict
-        from .api import FaceFitter
-        kwargs = dict(fitter_kwargs)
-        subdivisions = kwargs.pop("fine_subdivisions", None)
-        if subdivisions is not None:
-            from .stages.fine import FineSettings
-            kwargs["fine"] = FineSettings(displaced_subdivisions=subdivisions)
-        self.fitter = FaceFitter(model=load_ict(model_dir, region="face", progress=False), **kwargs)
+        from .workers import fitter_for
+        self.fitter = fitter_for(load_ict(model_dir, region="face", progress=False), fitter_kwargs)
         self.out = Path(out)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["Task", "FaceOutcome", "WorkerStats", "WorkerStartError", "cpu_cores", "default_workers",
-           "plan_tasks", "run_workers"]
+           "fitter_for", "plan_tasks", "run_workers"]
 
 # Memory one worker may need at the default batch of 4 faces, all stages (measured peak on the CPU:
 # 1.2 GB for one photo, 2.4 GB for a batch of 4), so that the default never asks for more workers
@@ -228,6 +228,18 @@ def run_workers(tasks: Sequence[Task], *, workers: int, threads: int, out: Path,
     return [stats[i] for i in range(workers)]
 
 
+def fitter_for(model, fitter_kwargs: dict):
+    """A FaceFitter on ``model`` in a worker process (here or a Ray actor) from the CLI's plain
+    arguments: ``fine_subdivisions`` becomes the fine stage's settings."""
+    from .api import FaceFitter
+    kwargs = dict(fitter_kwargs)
+    subdivisions = kwargs.pop("fine_subdivisions", None)
+    if subdivisions is not None:
+        from .stages.fine import FineSettings
+        kwargs["fine"] = FineSettings(displaced_subdivisions=subdivisions)
+    return FaceFitter(model=model, **kwargs)
+
+
 def _stop(procs) -> None:
     for p in procs:
         if p.is_alive():
@@ -295,11 +307,6 @@ def _work(index, model_dir, fitter_kwargs, out: Path, threads, tasks, events, mo
         import torch
         torch.set_num_threads(threads)
         from morphable import load_ict
-        from .api import FaceFitter
-        subdivisions = fitter_kwargs.pop("fine_subdivisions", None)
-        if subdivisions is not None:
-            from .stages.fine import FineSettings
-            fitter_kwargs["fine"] = FineSettings(displaced_subdivisions=subdivisions)
         imports = time.perf_counter() - started
         if index > 0:
             model_ready.wait()
@@ -307,7 +314,7 @@ def _work(index, model_dir, fitter_kwargs, out: Path, threads, tasks, events, mo
             model = load_ict(model_dir, region="face", progress=False)
         finally:
             model_ready.set()  # the others read the cache now (or meet the same error themselves)
-        fitter = FaceFitter(model=model, **fitter_kwargs)
+        fitter = fitter_for(model, fitter_kwargs)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the model, the detector or the renderer: the whole run cannot go on
