@@ -106,6 +106,46 @@ class Fragments:
         self._depth = value
 
 
+_PLOTLY_MODULE = "open3d.visualization.draw_plotly"
+_PLOTLY_NAMES = ("get_plotly_fig", "draw_plotly", "draw_plotly_server")
+
+
+def import_open3d():
+    """``import open3d``, without importing plotly and Dash until someone draws with them.
+
+    ``open3d.visualization`` imports its Plotly drawing helpers, which import Dash: measured 1.1 of
+    open3d's 1.8 s import on the 2-core machine, paid by every fit for functions we never call. While
+    open3d imports, that module is a stand-in whose functions import the real one on first call and
+    hand over to it, so a user of ``open3d.visualization.draw_plotly`` in the same process sees no
+    difference but the delay.
+    """
+    import sys
+    if "open3d" in sys.modules:
+        return sys.modules["open3d"]
+    import importlib
+    import types
+
+    def forward(name):
+        def call(*args, **kwargs):
+            if sys.modules.get(_PLOTLY_MODULE) is stand_in:
+                del sys.modules[_PLOTLY_MODULE]
+            real = importlib.import_module(_PLOTLY_MODULE)
+            return getattr(real, name)(*args, **kwargs)
+        call.__name__ = name
+        return call
+
+    stand_in = types.ModuleType(_PLOTLY_MODULE, "stand-in: imports open3d's plotly helpers on first use")
+    for name in _PLOTLY_NAMES:
+        setattr(stand_in, name, forward(name))
+    sys.modules.setdefault(_PLOTLY_MODULE, stand_in)
+    try:
+        import open3d
+    finally:
+        if sys.modules.get(_PLOTLY_MODULE) is stand_in:   # later imports of it find the real module
+            del sys.modules[_PLOTLY_MODULE]
+    return open3d
+
+
 class RendererUnavailable(RuntimeError):
     """The requested backend cannot run here (one line: why, and what to do)."""
 
@@ -162,8 +202,7 @@ class Renderer:
             self.backend = "nvdiffrast"
             self.device = torch.device("cuda")
         else:
-            import open3d as o3d  # lazy: importing open3d costs about a second
-            self._o3d = o3d
+            self._o3d = import_open3d()
             self.backend = "cpu"
             self.device = torch.device("cpu")
         self.threads = threads

@@ -191,3 +191,26 @@ def test_cuda_backend_that_cannot_run_says_why_in_one_line(monkeypatch):
     with pytest.raises(RendererUnavailable, match=r"needs nvdiffrast .*\[cuda\].*No module named") as info:
         Renderer("cuda")
     assert "\n" not in str(info.value)
+
+
+def test_open3d_imports_without_dash_and_its_plotly_helpers_still_work():
+    # In a fresh interpreter: the renderer's import of open3d leaves Dash unimported, and open3d's
+    # plotly helper still works when called (it imports the real module then).
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "from fitting.rendering.renderer import import_open3d\n"
+        "o3d = import_open3d()\n"
+        "assert 'dash' not in sys.modules, 'dash imported'\n"
+        "assert 'open3d.visualization.draw_plotly' not in sys.modules\n"
+        "o3d.t.geometry.RaycastingScene()\n"
+        "pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))\n"
+        "fig = o3d.visualization.get_plotly_fig([pcd])\n"
+        "assert type(fig).__name__ == 'Figure', type(fig)\n"
+        "assert 'dash' in sys.modules\n"
+        "import open3d.visualization.draw_plotly as real\n"
+        "assert real.draw_plotly.__module__ == 'open3d.visualization.draw_plotly'\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
