@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cache_dir import default_cache_dir
 from .face_detection import SHORT_RANGE, Detections, FaceDetector
 from .mediapipe_ops import CUSTOM_OPS
 from .model_files import read_data_file, read_json
@@ -132,7 +133,8 @@ class FaceMeshRunner:
     def __init__(self, max_faces: int = 1, min_detection_confidence: float = 0.5, num_threads: int | None = None):
         self.max_faces = int(max_faces)
         self.detector = FaceDetector(SHORT_RANGE, min_detection_confidence, num_threads=num_threads)
-        self._mesh = TFLiteModel(read_data_file(MESH_MODEL_FILE), CUSTOM_OPS, num_threads=num_threads)
+        self._mesh = TFLiteModel(read_data_file(MESH_MODEL_FILE), CUSTOM_OPS, num_threads=num_threads,
+                                 cache_dir=default_cache_dir())
         self._table = read_json("facemesh_refinement.json")
 
     def process(self, frame: np.ndarray, max_faces: int | None = None) -> list[np.ndarray]:

@@ -39,6 +39,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from .cache_dir import default_cache_dir
 from .errors import LandmarksError
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ V1_REPO, V1_COMMIT = "cleardusk/3DDFA", "3545f355bfc71e5748fa915b13932958363135d
 URL_TEMPLATE = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 ENV_DIR = "FACEFIT_3DDFA_DIR"
 ENV_URL = "FACEFIT_3DDFA_URL"
-ENV_CACHE_DIR = "FACEFIT_CACHE_DIR"
 
 WEIGHTS_NAME = "mb05_120x120.pth"
 KEYPOINT_MODEL_NAME = "keypoint_model.npz"
@@ -170,14 +170,6 @@ class RegressorFiles:
     weights: Path
     keypoints: Dict[str, np.ndarray]
     source: str
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("facefit"))
 
 
 def cache_folder(cache_dir: Union[str, os.PathLike, None] = None) -> Path:
