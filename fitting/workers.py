@@ -23,6 +23,7 @@ reported as failed with the reason, and the other workers finish the run.
 """
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -32,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Task", "FaceOutcome", "WorkerStats", "WorkerStartError", "cpu_cores", "default_workers",
            "fitter_for", "plan_tasks", "run_workers"]
@@ -176,6 +179,8 @@ def run_workers(tasks: Sequence[Task], *, workers: int, threads: int, out: Path,
         elif kind == "task":
             current[worker] = event[2]
             started_tasks.add(event[2])
+            # with -v: which process holds which photos, for a user (or a test) watching a stuck or killed worker
+            log.info("worker %d (pid %d) fits %s", worker, procs[worker].pid, ", ".join(by_index[event[2]].names))
         elif kind == "progress":
             getattr(bar, event[2])(*event[3])
         elif kind == "outcome":

@@ -3,6 +3,7 @@ against the CLI in one process."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -99,11 +100,14 @@ def test_a_killed_worker_fails_only_its_own_photo(tmp_path, model_args, good_pho
     out = tmp_path / "out"
     with_bars = [a for a in model_args if a != "--no-progress"]
     with WatchedCli([*map(str, good_photos[:2]), "--workers", "2", "--stages", "coarse,medium", "--out", str(out),
-                     *with_bars], tmp_path, new_session=True) as cli:
-        cli.wait_for("coarse:", "the coarse stage never started")
+                     *with_bars, "-v"], tmp_path, new_session=True) as cli:
+        # the worker that holds a photo: one killed before taking any would lose nothing (the other
+        # worker would fit both photos), which is how this test once passed a run where it should not
+        cli.wait_for(" fits ", "no worker took a photo")
+        busy = re.search(r"worker \d+ \(pid (\d+)\) fits ", cli.stderr)
         workers = _worker_pids(cli.proc.pid)
-        assert len(workers) == 2, workers
-        os.kill(workers[0], signal.SIGKILL)
+        assert len(workers) == 2 and int(busy.group(1)) in workers, (workers, cli.stderr)
+        os.kill(int(busy.group(1)), signal.SIGKILL)
         rc, stdout, stderr = cli.finish(timeout=TIMEOUT)
     assert rc == 1, stderr
     errors = error_lines(stderr.replace("\r", "\n"))
