@@ -94,7 +94,8 @@ class CoarseResult:
     (B, K, 3) mm, model frame: the correspondence table's offsets at the fitted
     yaw (None: bare surface points); ``landmark_trust`` (B,) in [0, 1]: the weight MediaPipe's points
     had against the regressor's 68 (:mod:`fitting.stages.fusion`; None: MediaPipe's alone, trust 1),
-    which the medium stage's targets follow.
+    which the medium stage's targets follow; ``points68`` (B, 68, 2) crop px and ``weights68`` (B, 68): the
+    regressor's points and their weights in the fit (None without them), which the photometric polish keeps.
     """
 
     camera: Camera
@@ -107,6 +108,8 @@ class CoarseResult:
     seconds: float = 0.0
     landmark_offsets: Optional[torch.Tensor] = None
     landmark_trust: Optional[torch.Tensor] = None
+    points68: Optional[torch.Tensor] = None
+    weights68: Optional[torch.Tensor] = None
 
     def landmark_points(self, corr: Correspondence, vertices: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, K, 3) model frame: where this fit puts MediaPipe's points on ``vertices`` (B, V, 3; default
@@ -203,7 +206,8 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     return CoarseResult(camera=camera, vertices=verts, id_coeffs=coeffs[:, :n_id], exp_coeffs=coeffs[:, n_id:],
                         landmark_error=(err * wmask).sum(1) / wmask.sum(1), landmark_offsets=offsets,
                         albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0,
-                        landmark_trust=None if fuse is None else fuse.trust)
+                        landmark_trust=None if fuse is None else fuse.trust,
+                        points68=None if fuse is None else fuse.uv, weights68=None if fuse is None else fuse.weights)
 
 
 @dataclass

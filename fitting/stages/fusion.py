@@ -24,6 +24,13 @@ they are the model's own 3D points (the jaw is the 3D jaw, not the silhouette). 
    MediaPipe is trusted they share the fit with its ~470 points, where it is not (``t_b`` = 0) the face
    is fitted from them alone.
 
+The photometric polish keeps both (:func:`fitting.stages.photometric.photometric_refine`). The medium
+stage follows ``t_b`` only: its targets are MediaPipe's points, weighted by the trust. Tried and left
+out: the regressor's 68 points as medium targets of their vertices too (weight 0.1 / 0.3 / 1 of their
+coarse weight), `bench align --faces 8` medium NME 2.83 / 3.38 / 3.29 % (yaw 0-30 / 30-60 / 60-90)
+-> 3.41 / 4.30 / 5.08 at 0.1: the medium stage moves vertices one by one, and the regressor's
+single points are noisier (4.0 / 5.5 / 6.4 %) than the fused coarse fit (2.4 / 3.1 / 3.3 %).
+
 MediaPipe's face presence score is not used: the detector keeps only faces above its threshold and
 does not hand the score on; a face it scored low but kept is caught by the disagreement instead.
 """

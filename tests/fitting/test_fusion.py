@@ -111,3 +111,18 @@ def test_trust_ramps_with_yaw_and_disagreement(face_model):
     shifted = uv.clone()
     shifted[:, mp68] += torch.tensor([0.10 * box, 0.0])  # 10 % of the box: halfway down the ramp
     assert float(mediapipe_trust(shifted, p68, torch.zeros(1), mp68, s)[0]) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_photometric_polish_keeps_the_fusion(face_model):
+    """The polish's landmark term keeps the trust and the regressor's points: on the garbage profile it
+    stays on the regressor's 68 points (the blank image gives its photometric term nothing to say)."""
+    from fitting.rendering.renderer import Renderer
+    from fitting.stages.photometric import photometric_refine
+
+    batch, init, truth = scene(face_model, 75.0, 15.0, garbage=True)
+    corr = load_correspondence()
+    settings = dataclasses.replace(SETTINGS, photometric=True, photometric_steps=10, photometric_size=96)
+    fused = fit_landmarks(face_model, batch, corr, settings, init)
+    polished = photometric_refine(face_model, batch, corr, fused, settings, Renderer("cpu"))
+    assert nme(fitted68(face_model, polished), truth) < 2.5
+    assert torch.isfinite(polished.landmark_error).all()
