@@ -126,3 +126,21 @@ def test_photometric_polish_keeps_the_fusion(face_model):
     polished = photometric_refine(face_model, batch, corr, fused, settings, Renderer("cpu"))
     assert nme(fitted68(face_model, polished), truth) < 2.5
     assert torch.isfinite(polished.landmark_error).all()
+
+
+def test_medium_targets_follow_the_trust(face_model):
+    """MediaPipe untrusted on the garbage profile: the medium stage does not pull the mesh to its points
+    (with the trust taken away, it does)."""
+    from fitting.stages import medium as medium_stage
+    from fitting.stages.context import FitContext
+    from fitting.stages.medium import MediumSettings
+
+    batch, init, truth = scene(face_model, 75.0, 15.0, garbage=True)
+    corr = load_correspondence()
+    coarse = fit_landmarks(face_model, batch, corr, SETTINGS, init)
+    context = FitContext(model=face_model, correspondence=corr, renderer=None, device=face_model.device,
+                         settings={"medium": MediumSettings()})
+    kept = medium_stage.run(context, batch, coarse).vertices
+    assert float((kept - coarse.vertices).norm(dim=-1).max()) < 0.01  # mm
+    pulled = medium_stage.run(context, batch, dataclasses.replace(coarse, landmark_trust=None)).vertices
+    assert float((pulled - coarse.vertices).norm(dim=-1).max()) > 1.0
