@@ -176,4 +176,8 @@ def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:
     }
     if coarse.light is not None:
         out["sh_light"] = coarse.light[i].cpu().numpy()
+    # which landmark sources the fit used (fitting.stages.fusion): MediaPipe's weight in [0, 1], and
+    # whether the regressor's 68 points joined them
+    trust = 1.0 if coarse.landmark_trust is None else float(coarse.landmark_trust[i])
+    out["landmark_sources"] = {"mediapipe_trust": trust, "regressor68": coarse.points68 is not None}
     return out

@@ -25,6 +25,7 @@ from ..detections import DetectionBatch
 from ..rotation import matrix_to_euler
 from .context import Stage
 from .correspondence import Correspondence
+from .fusion import FusionSettings, mediapipe_to_68, mediapipe_trust, points68_basis_inputs, regressor_weights
 from .landmark_fit import (LandmarkBasis, affine_pose, landmark_weights, refine_pose, reprojection_residual,
                            solve_shape)
 
@@ -77,6 +78,8 @@ class CoarseSettings:
     # Landmark term during the polish, relative to the photometric term: at 1 the
     # polish gave up landmark fit on real photos (4.9% of the inter-ocular distance).
     landmark_weight: float = 10.0
+    # MediaPipe's points against the regressor's 68 (fitting.stages.fusion), when the initialiser gives them.
+    fusion: FusionSettings = field(default_factory=FusionSettings)
 
 
 @dataclass
@@ -89,7 +92,10 @@ class CoarseResult:
     crop pixels over the weighted landmarks; ``light`` (B, 9, 3) SH and
     ``albedo`` (B, V, 3) when the photometric polish ran; ``landmark_offsets``
     (B, K, 3) mm, model frame: the correspondence table's offsets at the fitted
-    yaw (None: bare surface points).
+    yaw (None: bare surface points); ``landmark_trust`` (B,) in [0, 1]: the weight MediaPipe's points
+    had against the regressor's 68 (:mod:`fitting.stages.fusion`; None: MediaPipe's alone, trust 1),
+    which the medium stage's targets follow; ``points68`` (B, 68, 2) crop px and ``weights68`` (B, 68): the
+    regressor's points and their weights in the fit (None without them), which the photometric polish keeps.
     """
 
     camera: Camera
@@ -101,6 +107,9 @@ class CoarseResult:
     albedo: Optional[torch.Tensor] = None
     seconds: float = 0.0
     landmark_offsets: Optional[torch.Tensor] = None
+    landmark_trust: Optional[torch.Tensor] = None
+    points68: Optional[torch.Tensor] = None
+    weights68: Optional[torch.Tensor] = None
 
     def landmark_points(self, corr: Correspondence, vertices: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, K, 3) model frame: where this fit puts MediaPipe's points on ``vertices`` (B, V, 3; default
@@ -121,18 +130,25 @@ class CoarseResult:
 
 @dataclass
 class CoarseInit:
-    """What an initialiser may provide (any field may be None): coefficients, pose, albedo."""
+    """What an initialiser may provide (any field may be None): coefficients, pose, albedo, and
+    ``points68`` (68, 2) crop pixels: the 68 iBUG points (the model's ``multipie68`` vertices) it
+    found, which the coarse stage fuses with MediaPipe's (:mod:`fitting.stages.fusion`)."""
 
     id_coeffs: Optional[torch.Tensor] = None
     exp_coeffs: Optional[torch.Tensor] = None
     rotation: Optional[torch.Tensor] = None
     translation: Optional[torch.Tensor] = None
     albedo: Optional[torch.Tensor] = None
+    points68: Optional[torch.Tensor] = None
 
 
 def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspondence, settings: CoarseSettings,
                   init: Optional[CoarseInit] = None) -> CoarseResult:
-    """Steps 1-3: pose and coefficients by least squares, alternated. No rendering."""
+    """Steps 1-3: pose and coefficients by least squares, alternated. No rendering.
+
+    With ``init.points68`` (B, 68, 2) and ``settings.fusion.enabled`` the regressor's 68 points join
+    MediaPipe's as landmarks on the model's ``multipie68`` vertices, and MediaPipe's weights are scaled
+    per face by :func:`fitting.stages.fusion.mediapipe_trust` (MediaPipe's depth term is then off)."""
     t0 = time.perf_counter()
     dev = model.device
     uv, k = batch.uv.to(dev), batch.intrinsics.to(dev)
@@ -162,18 +178,26 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
         rot, t = init.rotation.to(dev), init.translation.to(dev)
     else:
         rot, t = affine_pose(lb.points(coeffs), uv, w, k)
+    fuse = _Fusion.start(model, batch, corr, settings, init, rot, n_id) if settings.fusion.enabled else None
+
+    def fused(lb_pose, w):
+        # (basis, targets, weights) of the solve: MediaPipe's points alone, or with the regressor's 68
+        return (lb_pose, uv, w) if fuse is None else fuse.join(lb_pose, uv, w)
+
     lb_pose, offsets = at_pose(rot)
-    rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
-    rel = batch.rel_depth.to(dev)
+    rot, t = refine_pose(fused(lb_pose, w)[0].points(coeffs), *fused(lb_pose, w)[1:], k, rot, t,
+                         settings.pose_iterations)
+    rel = batch.rel_depth.to(dev) if fuse is None else None
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = torch.tensor([name.startswith(settings.exp_exclude) for name in model.exp_names], device=dev)
     for _ in range(settings.alternations):
         w = landmark_weights(batch, corr, settings, rot).to(dev)
         lb_pose, offsets = at_pose(rot)
-        coeffs = solve_shape(lb_pose, uv, w, k, rot, t, settings.lambda_id, settings.lambda_exp, prev_coeffs=coeffs,
-                             exp_bounds=settings.exp_bounds, rel_depth=rel, lambda_depth=settings.lambda_depth,
-                             frozen=frozen, prior_mean=prior_mean)
-        rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, settings.pose_iterations)
+        lb_all, uv_all, w_all = fused(lb_pose, w)
+        coeffs = solve_shape(lb_all, uv_all, w_all, k, rot, t, settings.lambda_id, settings.lambda_exp,
+                             prev_coeffs=coeffs, exp_bounds=settings.exp_bounds, rel_depth=rel,
+                             lambda_depth=settings.lambda_depth, frozen=frozen, prior_mean=prior_mean)
+        rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, settings.pose_iterations)
     lb_pose, offsets = at_pose(rot)
     err = reprojection_residual(lb_pose.points(coeffs), rot, t, uv, k).norm(dim=-1)
     wmask = (w > 0).to(err)
@@ -181,7 +205,44 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     camera = Camera(intrinsics=k, rotation=rot, translation=t, height=batch.size, width=batch.size)
     return CoarseResult(camera=camera, vertices=verts, id_coeffs=coeffs[:, :n_id], exp_coeffs=coeffs[:, n_id:],
                         landmark_error=(err * wmask).sum(1) / wmask.sum(1), landmark_offsets=offsets,
-                        albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0)
+                        albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0,
+                        landmark_trust=None if fuse is None else fuse.trust,
+                        points68=None if fuse is None else fuse.uv, weights68=None if fuse is None else fuse.weights)
+
+
+@dataclass
+class _Fusion:
+    """The regressor's 68 points as extra landmarks of :func:`fit_landmarks` (:mod:`fitting.stages.fusion`):
+    ``basis`` their LandmarkBasis (68 points), ``uv`` (B, 68, 2) crop px, ``weights`` (B, 68), ``trust``
+    (B,) MediaPipe's face trust."""
+
+    basis: LandmarkBasis
+    uv: torch.Tensor
+    weights: torch.Tensor
+    trust: torch.Tensor
+
+    @classmethod
+    def start(cls, model, batch, corr, settings: CoarseSettings, init: Optional[CoarseInit], rotation, n_id: int):
+        """None without the initialiser's 68 points; ``rotation`` (B, 3, 3) the start pose (its yaw)."""
+        if init is None or init.points68 is None:
+            return None
+        dev = model.device
+        p68 = init.points68.to(dev, torch.float32)
+        yaw = matrix_to_euler(rotation)[0]
+        trust = mediapipe_trust(batch.uv.to(dev), p68, yaw, mediapipe_to_68(model, corr), settings.fusion)
+        ids, bary = points68_basis_inputs(model)
+        basis = LandmarkBasis.from_model(model, ids, bary, n_id=n_id)
+        return cls(basis=basis, uv=p68, weights=regressor_weights(yaw, settings.fusion), trust=trust)
+
+    def join(self, lb: LandmarkBasis, uv: torch.Tensor, w: torch.Tensor):
+        """MediaPipe's ``lb`` (K points), ``uv`` (B, K, 2), ``w`` (B, K) with the 68 points appended and
+        MediaPipe's weights scaled by the trust: ``(basis, uv, weights)`` of K + 68 points."""
+        b = uv.shape[0]
+        mean = lb.mean if lb.mean.dim() == 3 else lb.mean.expand(b, *lb.mean.shape)
+        basis = LandmarkBasis(mean=torch.cat([mean, self.basis.mean.expand(b, -1, -1).to(mean)], 1),
+                              basis=torch.cat([lb.basis, self.basis.basis.to(lb.basis)], 0), n_id=lb.n_id)
+        return basis, torch.cat([uv, self.uv.to(uv)], 1), torch.cat([w * self.trust[:, None].to(w),
+                                                                    self.weights.to(w)], 1)
 
 
 def run(context: "FitContext", batch: DetectionBatch, previous=None) -> CoarseResult:
@@ -198,7 +259,7 @@ def run(context: "FitContext", batch: DetectionBatch, previous=None) -> CoarseRe
 
 
 # Leading dimensions (after the batch) of each CoarseInit field, to tell one face's value from a batch.
-_INIT_DIMS = {"id_coeffs": 1, "exp_coeffs": 1, "rotation": 2, "translation": 1, "albedo": 2}
+_INIT_DIMS = {"id_coeffs": 1, "exp_coeffs": 1, "rotation": 2, "translation": 1, "albedo": 2, "points68": 2}
 
 
 def initial_guess(context: "FitContext", batch: DetectionBatch) -> Optional[CoarseInit]:

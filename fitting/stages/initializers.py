@@ -152,8 +152,9 @@ class RegressorInitializer:
     vertices of the mean face are aligned to them: rotation and scale by a similarity fit in 3D
     (Umeyama), the distance from that scale and the crop's focal length, then a perspective
     refinement on the 68 points' pixels. Where MediaPipe's mesh is wrong (heads turned past about
-    60 degrees) this start does not depend on it. Returns the pose only: the 68 points' shape is the
-    Basel Face Model's, not the ICT model's, and MediaPipe's dense points carry the identity.
+    60 degrees) this start does not depend on it. Returns the pose and the 68 points (crop pixels), which
+    the coarse stage fuses with MediaPipe's (:mod:`fitting.stages.fusion`); no coefficients: the 68
+    points' shape is the Basel Face Model's, not the ICT model's.
 
     ``folder``: where the regressor's files are (else ``FACEFIT_3DDFA_DIR``, the cache, a download);
     ``files``: already found files. Its output is non-commercial (Basel Face Model terms).
@@ -190,7 +191,8 @@ class RegressorInitializer:
         from .coarse import CoarseInit
         found = self.read(image, landmarks)
         rot, t = pose_from_points68(model, torch.as_tensor(found.points[0]), intrinsics)
-        return CoarseInit(rotation=rot, translation=t)
+        # the 68 points go on to the coarse stage's fusion with MediaPipe's (fitting.stages.fusion)
+        return CoarseInit(rotation=rot, translation=t, points68=torch.as_tensor(found.points[0, :, :2]))
 
 
 # Perspective refinement steps on the 68 points after the similarity start (Levenberg-Marquardt converges

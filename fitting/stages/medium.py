@@ -360,12 +360,15 @@ def run(context: "FitContext", batch, previous: "CoarseResult") -> MediumResult:
     model, corr, camera = context.model, context.correspondence, previous.camera
     tris = model.triangles
     w = torch.as_tensor(settings.landmark_weights()).to(batch.uv) * corr.valid.to(batch.uv)
+    trust = getattr(previous, "landmark_trust", None)
+    if trust is not None:  # MediaPipe's weight against the regressor in the coarse fit (fitting.stages.fusion)
+        w = w * trust.to(w)[:, None]
     verts_cam = camera.to_camera(previous.vertices)
     uv = previous.surface_uv(corr, batch.uv)  # MediaPipe's pose-dependent offsets taken out
     if settings.correspondence == "index_map":
         frags = context.renderer.rasterize(verts_cam, tris, camera.intrinsics, batch.size, batch.size)
         tri, bary, ok = index_map_correspondence(frags.tri_id, frags.bary, uv)
-        w = w[None] * ok.to(w)
+        w = w * ok.to(w)  # (K,) or (B, K) times (B, K)
     else:
         tri = triangle_ids(corr, tris)
         bary = triangle_barycentrics(corr, tris, tri)

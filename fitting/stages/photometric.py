@@ -68,8 +68,22 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     region = in_regions(labels, PHOTO_REGIONS)
 
     uv = batch.uv.to(dev)
-    w_lm = landmark_weights(batch, corr, settings, camera.rotation).to(dev)
+    w_mp = landmark_weights(batch, corr, settings, camera.rotation).to(dev)
+    # The least squares' fusion (fitting.stages.fusion) holds here too: MediaPipe's weights times its
+    # trust, the regressor's 68 points (the model's multipie68 vertices) with their weights.
+    w_lm = w_mp if coarse.landmark_trust is None else w_mp * coarse.landmark_trust.to(w_mp)[:, None]
+    ids68 = model.landmark_sets["multipie68"].to(dev) if coarse.points68 is not None else None
+    if ids68 is not None:
+        uv = torch.cat([uv, coarse.points68.to(uv)], 1)
+        w_lm = torch.cat([w_lm, coarse.weights68.to(w_lm)], 1)
     norm = _normaliser(uv, w_lm)
+
+    def landmark_residual(verts, rot, t):
+        """(B, K [+ 68], 2) pixels: the landmark points projected minus their targets."""
+        pts = coarse.landmark_points(corr, verts)
+        if ids68 is not None:
+            pts = torch.cat([pts, verts[:, ids68]], 1)
+        return reprojection_residual(pts, rot, t, uv, camera.intrinsics)
     id_c = coarse.id_coeffs.clone().requires_grad_(True)
     exp_c = coarse.exp_coeffs.clone().requires_grad_(True)
     rotvec = torch.zeros(b, 3, device=dev, requires_grad=True)
@@ -117,8 +131,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         img = albedo[:, None, None, :] * sh_irradiance(normals, light)
         mask = (frags.mask & region)[..., None].to(img)
         photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
-        res = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, camera.intrinsics)
-        res = res * norm[:, None, None]
+        res = landmark_residual(verts, rot, t) * norm[:, None, None]
         lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
         prior = (settings.lambda_id * (id_c ** 2).sum(1) + settings.lambda_exp * (exp_c ** 2).sum(1)) \
             * lm_scale / w_lm.sum(1).clamp_min(1e-6)
@@ -132,8 +145,9 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
             albedo.clamp_(0.0, 1.0)
     with torch.no_grad():
         verts, rot, t, _ = camera_vertices()
-        err = reprojection_residual(coarse.landmark_points(corr, verts), rot, t, uv, camera.intrinsics).norm(dim=-1)
-        wm = (w_lm > 0).to(err)
+        # the reported error: against MediaPipe's points (as the least squares reports it)
+        err = landmark_residual(verts, rot, t).norm(dim=-1)[:, :w_mp.shape[1]]
+        wm = (w_mp > 0).to(err)
         return dataclasses.replace(
             coarse, camera=camera.with_pose(rot, t), vertices=verts.detach(), id_coeffs=id_c.detach(),
             exp_coeffs=exp_c.detach(), landmark_error=(err * wm).sum(1) / wm.sum(1), light=light.detach(),

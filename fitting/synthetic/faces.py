@@ -366,8 +366,11 @@ class FaceGenerator:
         self.face = _label_mask(model, "face")
 
     def __call__(self, seed, size: int = 512, yaw_range: float = 60.0, detail: bool = False,
-                 deformation: bool = False, fov_deg: float = DEFAULT_FOV, noise: bool = True) -> SyntheticFace:
-        """One face; arguments as :func:`generate_face`. Deterministic in ``seed``."""
+                 deformation: bool = False, fov_deg: float = DEFAULT_FOV, noise: bool = True,
+                 yaw_deg: Optional[float] = None, pitch_deg: Optional[float] = None) -> SyntheticFace:
+        """One face; arguments as :func:`generate_face`. Deterministic in ``seed``. ``yaw_deg`` /
+        ``pitch_deg`` (degrees): that head pose instead of the drawn one (the draws are still made,
+        so the rest of the face is the same as without them)."""
         model = self.model
         rng = np.random.default_rng(seed)
         # shape: identity within +/-2 sigma, a few mild expression activations
@@ -382,6 +385,8 @@ class FaceGenerator:
         # pose and camera
         yaw = float(rng.uniform(-yaw_range, yaw_range))
         pitch, roll = float(rng.uniform(-10, 10)), float(rng.uniform(-6, 6))
+        yaw = yaw if yaw_deg is None else float(yaw_deg)
+        pitch = pitch if pitch_deg is None else float(pitch_deg)
         rot = euler_to_matrix(torch.tensor([yaw]), torch.tensor([pitch]), torch.tensor([roll]))
         fill = float(rng.uniform(0.6, 0.75))
         cam = Camera.from_image_size(size, size, fov_deg=fov_deg, rotation=rot[0])

@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,8 +72,8 @@ def test_named_regressor_without_files_fails_at_construction(face_model, tmp_pat
 
 
 def test_regressor_start_on_a_turned_head(face_model, faces_dir):
-    """On the 45-degree photo the start is the regressor's pose (no alternations: the stage only refines
-    the pose on MediaPipe's points), and the full fit stays as good as without it."""
+    """On the 45-degree photo the start is the regressor's pose (no alternations, no pose iterations: the
+    regressor's pose as it is), and the full fit, fused, lies between MediaPipe's points and the regressor's."""
     photo = faces_dir / "07_man_yaw45_right.jpg"
     start_only = dataclasses.replace(FAST, alternations=0, pose_iterations=0)
     with FaceFitter(("coarse",), model=face_model, crop_size=CROP, coarse=start_only, initializer="3ddfa_v2",
@@ -90,5 +91,15 @@ def test_regressor_start_on_a_turned_head(face_model, faces_dir):
         full = f.fit(photo)
     with FaceFitter(("coarse",), model=face_model, crop_size=CROP, coarse=FAST, initializer=None) as f:
         plain = f.fit(photo)
-    assert full.params["landmark_error_iod"]["coarse"] < plain.params["landmark_error_iod"]["coarse"] + 0.002
+    # The full fit fuses MediaPipe's points with the regressor's 68 (fitting.stages.fusion): at 45 degrees
+    # the two disagree by about 9 % of the face's size, MediaPipe keeps part of its weight, and the fit
+    # moves from MediaPipe's points toward the regressor's (measured: against MediaPipe 0.033 -> 0.045 of
+    # the inter-ocular distance, against the regressor's 68 points 0.179 -> 0.146).
+    assert full.params["landmark_sources"]["regressor68"]
+    assert 0.0 < full.params["landmark_sources"]["mediapipe_trust"] < 1.0
+    assert full.params["landmark_error_iod"]["coarse"] < plain.params["landmark_error_iod"]["coarse"] + 0.015
+    c = full.crop
+    regressor68 = found.points[0, :, :2] / c.scale + np.array([c.x0, c.y0])
+    gap = lambda r: np.linalg.norm(r.landmarks68["photo_px"] - regressor68, axis=1).mean()  # noqa: E731
+    assert gap(full) < gap(plain) - 0.02 * c.landmarks.inter_ocular
     assert abs(full.params["pose_deg"]["yaw"] - plain.params["pose_deg"]["yaw"]) < 3.0
