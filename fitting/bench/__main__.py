@@ -14,6 +14,7 @@ COMMANDS = {
     "scan": "fitting.bench.scan",
     "e2e": "fitting.bench.e2e",
     "scale": "fitting.bench.scale",
+    "same-person": "fitting.bench.same_person",
 }
 
 

@@ -366,12 +366,18 @@ class FaceGenerator:
         self.face = _label_mask(model, "face")
 
     def __call__(self, seed, size: int = 512, yaw_range: float = 60.0, detail: bool = False,
-                 deformation: bool = False, fov_deg: float = DEFAULT_FOV, noise: bool = True) -> SyntheticFace:
-        """One face; arguments as :func:`generate_face`. Deterministic in ``seed``."""
+                 deformation: bool = False, fov_deg: float = DEFAULT_FOV, noise: bool = True,
+                 id_coeffs: Optional[torch.Tensor] = None) -> SyntheticFace:
+        """One face; arguments as :func:`generate_face`. Deterministic in ``seed``.
+
+        ``id_coeffs`` (n_id,): this identity instead of a random one (several views of one person);
+        everything else is still drawn from ``seed`` as without it."""
         model = self.model
         rng = np.random.default_rng(seed)
         # shape: identity within +/-2 sigma, a few mild expression activations
         id_c = torch.tensor(np.clip(rng.normal(size=model.n_id), -2, 2), dtype=torch.float32)
+        if id_coeffs is not None:
+            id_c = torch.as_tensor(id_coeffs, dtype=torch.float32).reshape(model.n_id).clone()
         exp_c = torch.zeros(model.n_exp)
         active = rng.choice(model.n_exp, size=int(rng.integers(0, 4)), replace=False)
         exp_c[torch.as_tensor(active, dtype=torch.long)] = torch.tensor(rng.uniform(0.1, 0.5, active.size),

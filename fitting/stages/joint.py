@@ -1,0 +1,196 @@
+"""Several photos of one person: one identity, each view's own pose and expression (issue 18).
+
+The coarse stage's landmark least squares (:mod:`fitting.stages.landmark_fit`)
+over N views at once:
+
+1. each view's pose by the affine solve and Levenberg-Marquardt, on the mean face;
+2. with the poses fixed, one regularised linear solve over every view's
+   landmark rows for ``x = (a_id, a_exp_1, ..., a_exp_N)``: the identity
+   coefficients are shared, the expression coefficients are per view. Each
+   view's rows are :func:`~fitting.stages.landmark_fit.shape_rows`, so its
+   normal equations are the single-view ones; their identity blocks add up,
+   their expression blocks sit on the diagonal and the identity-expression
+   blocks couple the two (an arrow-shaped system of n_id + N n_exp unknowns,
+   small enough to solve whole). The identity prior ``lambda_id`` is counted
+   once, not per view: N views weigh N times as much against it, which is
+   what averaging views is for. Expressions are kept in their bounds by the
+   same active set as the single-view solve;
+3. alternate pose (per view, batched) and shape.
+
+The photometric polish of the coarse stage is not run on the joint fit (yet):
+the identity is the landmark fit's.
+
+Tensors: N views of ONE person batched as the leading dimension, as the single
+view stages batch faces. Frames and units as in :mod:`fitting.stages.landmark_fit`.
+With N = 1 the solve is the single-view one (:func:`fitting.stages.coarse.fit_landmarks`
+without an initialiser).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from morphable import MorphableModel
+
+from ..camera import Camera
+from ..detections import DetectionBatch
+from ..rotation import matrix_to_euler
+from .coarse import CoarseSettings, fit_landmarks
+from .correspondence import Correspondence
+from .landmark_fit import (LandmarkBasis, affine_pose, landmark_weights, refine_pose, reprojection_residual,
+                           shape_rows, solve_spd)
+
+
+@dataclass
+class SamePersonSettings:
+    """Settings of the joint fit. Weights as in :class:`fitting.stages.coarse.CoarseSettings`."""
+
+    # Landmark weights, priors (lambda_id: once for the shared identity; lambda_exp: per view),
+    # alternations and pose iterations: the coarse stage's, whose values were measured for one view.
+    coarse: CoarseSettings = field(default_factory=lambda: CoarseSettings(photometric=False))
+    # Warn that the photos may not show one person when a view's own single-view identity lies
+    # farther than this from the joint one (mean distance over the neutral meshes' vertices, mm).
+    # Measured with `python -m fitting.bench same-person` (synthetic, MediaPipe's points).
+    disagreement_mm: float = 3.0
+    # Run the single-view fits that the disagreement check needs (landmark least squares only).
+    check_disagreement: bool = True
+
+
+@dataclass
+class JointFit:
+    """The joint fit of N views of one person. Shapes: N views, V vertices.
+
+    ``camera``: the views' crop cameras (pose fitted here, model -> camera); ``id_coeffs`` (n_id,)
+    shared; ``exp_coeffs`` (N, n_exp); ``neutral`` (V, 3) mm, model frame: the identity with no
+    expression; ``vertices`` (N, V, 3) each view's face (identity + its expression), model frame;
+    ``landmark_error`` (N,) mean reprojection error in crop pixels over the weighted landmarks;
+    ``single_id_coeffs`` (N, n_id) and ``disagreement_mm`` (N,): each view's own single-view
+    identity and the mean distance of its neutral mesh from ``neutral`` (None: not checked).
+    """
+
+    camera: Camera
+    id_coeffs: torch.Tensor
+    exp_coeffs: torch.Tensor
+    neutral: torch.Tensor
+    vertices: torch.Tensor
+    landmark_error: torch.Tensor
+    single_id_coeffs: Optional[torch.Tensor] = None
+    disagreement_mm: Optional[torch.Tensor] = None
+    seconds: float = 0.0
+
+
+def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
+                       rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
+                       prev_coeffs: torch.Tensor, exp_bounds=(0.0, 1.0), active_set_rounds: int = 4,
+                       frozen: Optional[torch.Tensor] = None):
+    """Regularised least squares for one identity and N expressions with the N poses fixed.
+
+    ``uv`` (N, K, 2) pixels, ``weights`` (N, K), ``intrinsics`` (N, 4), ``rot`` (N, 3, 3), ``t`` (N, 3),
+    ``prev_coeffs`` (N, n) where each point's depth is linearised (identity modes first, as in ``lb``).
+    ``frozen`` (n,) bool: coefficients held at zero. Returns ``(a_id (n_id,), a_exp (N, n_exp))``.
+    """
+    nv, n, n_id = uv.shape[0], lb.basis.shape[-1], lb.n_id
+    m = n - n_id
+    dtype, dev = uv.dtype, uv.device
+    a, rhs = shape_rows(lb, uv, weights, intrinsics, rot, t, prev_coeffs)
+    a64, rhs64 = a.double(), rhs.double()  # float64: the pinning penalty makes the system stiff
+    ata = a64.transpose(1, 2) @ a64  # (N, n, n): each view's normal equations
+    atb = (a64.transpose(1, 2) @ rhs64[..., None])[..., 0]  # (N, n)
+    f64 = ata.dtype
+    scale = torch.diagonal(ata, dim1=1, dim2=2).mean(-1)  # (N,) typical diagonal, for the penalties
+    reg_exp = torch.full((nv, m), float(lambda_exp), dtype=f64, device=dev)
+    reg_id = torch.full((n_id,), float(lambda_id), dtype=f64, device=dev)
+    if frozen is not None:
+        fz = frozen.to(dev)
+        reg_exp = reg_exp + 1e3 * scale[:, None] * fz[n_id:].to(f64)
+        reg_id = reg_id + 1e3 * scale.mean() * fz[:n_id].to(f64)
+    eye_v = torch.eye(nv, dtype=f64, device=dev)
+    m_ii = ata[:, :n_id, :n_id].sum(0) + torch.diag(reg_id)
+    m_ie = ata[:, :n_id, n_id:].permute(1, 0, 2).reshape(n_id, nv * m)  # (n_id, N m): view-major columns
+    m_ee = torch.einsum("vab,vw->vawb", ata[:, n_id:, n_id:], eye_v).reshape(nv * m, nv * m)  # block diagonal
+    system = torch.cat([torch.cat([m_ii, m_ie], 1), torch.cat([m_ie.T, m_ee], 1)], 0)
+    b_id, b_exp = atb[:, :n_id].sum(0), atb[:, n_id:]
+    lo, hi = exp_bounds
+    pinned = torch.zeros(nv, m, dtype=torch.bool, device=dev)
+    pin_value = torch.zeros(nv, m, dtype=f64, device=dev)
+    big = 1e4 * scale.clamp_min(1.0)[:, None]  # (N, 1)
+    sol = None
+    for _ in range(active_set_rounds + 1):
+        diag = torch.cat([torch.zeros(n_id, dtype=f64, device=dev), (reg_exp + big * pinned).reshape(-1)])
+        total = torch.cat([b_id, (b_exp + big * pinned * pin_value).reshape(-1)])
+        sol = solve_spd((system + torch.diag(diag))[None], total[None])[0]
+        e = sol[n_id:].reshape(nv, m)
+        out = ((e < lo) | (e > hi)) & ~pinned
+        if not bool(out.any()):
+            break
+        pin_value = torch.where(out, e.clamp(lo, hi), pin_value)
+        pinned |= out
+    a_id = sol[:n_id].to(dtype)
+    a_exp = sol[n_id:].reshape(nv, m).to(dtype).clamp(lo, hi)
+    return a_id, a_exp
+
+
+def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspondence,
+                    settings: Optional[SamePersonSettings] = None) -> JointFit:
+    """N detected views of one person (``batch``, B = N) -> one identity and each view's pose and expression.
+
+    Landmark least squares only (no rendering): steps 1-3 of the module doc, with the coarse
+    stage's landmark weights and yaw-dependent landmark offsets. With ``settings.check_disagreement``
+    each view is also fitted alone (:func:`fitting.stages.coarse.fit_landmarks`) and its neutral
+    mesh compared with the joint one (``JointFit.disagreement_mm``).
+    """
+    settings = settings or SamePersonSettings()
+    cs = settings.coarse
+    t0 = time.perf_counter()
+    dev = model.device
+    uv, k = batch.uv.to(dev), batch.intrinsics.to(dev)
+    nv = uv.shape[0]
+    n_id, n_exp = cs.n_id, model.n_exp
+    lb = LandmarkBasis.from_model(model, corr.vertex_ids.to(dev), corr.bary.to(dev), n_id=n_id)
+    coeffs = torch.zeros(nv, n_id + n_exp, device=dev)
+    use_offsets = cs.landmark_offsets and corr.has_offsets
+
+    def at_pose(rotation):
+        if not use_offsets:
+            return lb
+        return lb.shifted(corr.offsets_at(matrix_to_euler(rotation)[0]).to(dev))
+
+    w = landmark_weights(batch, corr, cs).to(dev)
+    rot, t = affine_pose(lb.points(coeffs), uv, w, k)
+    rot, t = refine_pose(at_pose(rot).points(coeffs), uv, w, k, rot, t, cs.pose_iterations)
+    frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
+    frozen[n_id:] = torch.tensor([name.startswith(cs.exp_exclude) for name in model.exp_names], device=dev)
+    for _ in range(cs.alternations):
+        w = landmark_weights(batch, corr, cs, rot).to(dev)
+        lb_pose = at_pose(rot)
+        a_id, a_exp = solve_shared_shape(lb_pose, uv, w, k, rot, t, cs.lambda_id, cs.lambda_exp, coeffs,
+                                         exp_bounds=cs.exp_bounds, frozen=frozen)
+        coeffs = torch.cat([a_id.expand(nv, -1), a_exp], 1)
+        rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, cs.pose_iterations)
+    lb_pose = at_pose(rot)
+    err = reprojection_residual(lb_pose.points(coeffs), rot, t, uv, k).norm(dim=-1)
+    wmask = (w > 0).to(err)
+    id_coeffs, exp_coeffs = coeffs[0, :n_id], coeffs[:, n_id:]
+    neutral = model(id_coeffs[None], torch.zeros(1, n_exp, device=dev))[0]
+    fit = JointFit(camera=Camera(intrinsics=k, rotation=rot, translation=t, height=batch.size, width=batch.size),
+                   id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
+                   vertices=model(id_coeffs.expand(nv, -1), exp_coeffs),
+                   landmark_error=(err * wmask).sum(1) / wmask.sum(1))
+    if settings.check_disagreement:
+        single = fit_landmarks(model, batch, corr, cs)
+        fit.single_id_coeffs = single.id_coeffs
+        fit.disagreement_mm = identity_distance(model, single.id_coeffs, id_coeffs)
+    fit.seconds = time.perf_counter() - t0
+    return fit
+
+
+def identity_distance(model: MorphableModel, id_coeffs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(B,) mean distance (mm, model frame, over all vertices) between the neutral meshes of
+    ``id_coeffs`` (B, k) and of ``reference`` (k,). No alignment: both are the model's own frame."""
+    zeros = torch.zeros(id_coeffs.shape[0], model.n_exp, device=id_coeffs.device)
+    meshes = model(id_coeffs, zeros)
+    ref = model(reference[None], zeros[:1])
+    return (meshes - ref).norm(dim=-1).mean(-1)
