@@ -19,6 +19,7 @@ examples:
   fit-face photo.jpg --out out                       all stages (coarse, medium, fine)
   fit-face a.jpg b.png --stages coarse --out out     the 3DMM fit only
   fit-face group.jpg --all-faces --out out           every face in the photo
+  fit-face --same-person a.jpg b.jpg c.jpg --out me  one identity from photos of one person
 
 The ICT Face Model is read from --model-dir, $FACEFIT_ICT_DIR, the cache,
 or downloaded once (verified by SHA-256)."""
@@ -49,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     faces = ap.add_mutually_exclusive_group()
     faces.add_argument("--face-index", type=_int_at_least(0), default=0, help="which face, largest first (default 0)")
     faces.add_argument("--all-faces", action="store_true", help="fit every face found")
+    ap.add_argument("--same-person", action="store_true",
+                    help="the photos show ONE person: fit one identity to all of them (each photo keeps its "
+                         "own pose and expression) and write OUT/identity.obj, identity.ply, "
+                         "identity_params.json and expressions.csv (a row per photo: head pose and the 53 "
+                         "expression weights under ARKit's names); landmark fit only (--stages, --workers "
+                         "do not apply); a photo without a face is reported and left out")
     ap.add_argument("--initializer", default="auto",
                     help="the coarse stage's start: auto (default: 3ddfa_v2 when its files are on this machine, "
                          "else none), 3ddfa_v2 (downloads its files on first use; non-commercial), "
@@ -137,6 +144,10 @@ def _run(argv) -> int:
     except ValueError as exc:
         usage_errors.append(str(exc))
     missing, ray_photos = [], []
+    if args.same_person and args.ray is not None:
+        usage_errors.append("--same-person fits on this machine: it does not go with --ray")
+    if args.same_person and args.all_faces:
+        usage_errors.append("--same-person fits one face per photo: it does not go with --all-faces")
     if args.ray is not None:  # files, folders and manifests, expanded
         from .distributed import expand_inputs
         try:
@@ -164,6 +175,8 @@ def _run(argv) -> int:
         return _run_on_ray(args, stages, ray_photos, out)
 
     existing = [p for p in args.images if p not in missing]
+    if args.same_person:
+        return _run_same_person(args, existing, len(missing), out)
     from .workers import cpu_cores, default_workers
     workers = min(args.workers or default_workers(len(existing), args.device), len(existing))
     if workers > 1:
@@ -225,6 +238,42 @@ def _run(argv) -> int:
         parts["total"] = time.perf_counter() - started
         write_timings(Path(args.timings), main_entry_unix, parts, face_timings, faces=len(written))
     return 1 if failed else 0
+
+
+def _run_same_person(args, photos, failed: int, out: Path) -> int:
+    """``--same-person``: one joint fit of ``photos`` (fitting.same_person); writes into ``out`` itself.
+
+    Photos that cannot be read or show no face are reported and left out; the exit status is 1
+    when any was (as for a failed photo without --same-person), the files are written all the same."""
+    from landmarks import LandmarksError
+    from morphable import ModelLoadError
+    from .api import FaceFitter
+    from .outputs.files import ExportError
+    from .rendering.renderer import RendererUnavailable
+    from .result import FitError
+    try:
+        fitter = FaceFitter(("coarse",), model_dir=args.model_dir, device=args.device, face_index=args.face_index,
+                            initializer=None, progress=not args.no_progress)
+    except (ModelLoadError, LandmarksError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        return 2
+    with fitter:
+        try:
+            result = fitter.fit_same_person(photos)
+        except FitError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    for name, reason in result.skipped:
+        print(f"error: {name}: {reason} (left out of the identity)", file=sys.stderr)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    try:
+        result.save(out)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 1 if failed or result.skipped else 0
 
 
 def _fitter_kwargs(args, stages) -> dict:

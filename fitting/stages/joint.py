@@ -51,6 +51,9 @@ class SamePersonSettings:
     # Landmark weights, priors (lambda_id: once for the shared identity; lambda_exp: per view),
     # alternations and pose iterations: the coarse stage's, whose values were measured for one view.
     coarse: CoarseSettings = field(default_factory=lambda: CoarseSettings(photometric=False))
+    # Tikhonov weight on the shared identity, squared normalised pixels per unit coefficient, counted
+    # once for all views (None: coarse.lambda_id, the single-view value).
+    lambda_id: Optional[float] = None
     # Warn that the photos may not show one person when a view's own single-view identity lies
     # farther than this from the joint one (mean distance over the neutral meshes' vertices, mm).
     # Measured with `python -m fitting.bench same-person` (synthetic, MediaPipe's points).
@@ -152,6 +155,7 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     lb = LandmarkBasis.from_model(model, corr.vertex_ids.to(dev), corr.bary.to(dev), n_id=n_id)
     coeffs = torch.zeros(nv, n_id + n_exp, device=dev)
     use_offsets = cs.landmark_offsets and corr.has_offsets
+    lambda_id = cs.lambda_id if settings.lambda_id is None else settings.lambda_id
 
     def at_pose(rotation):
         if not use_offsets:
@@ -166,7 +170,7 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     for _ in range(cs.alternations):
         w = landmark_weights(batch, corr, cs, rot).to(dev)
         lb_pose = at_pose(rot)
-        a_id, a_exp = solve_shared_shape(lb_pose, uv, w, k, rot, t, cs.lambda_id, cs.lambda_exp, coeffs,
+        a_id, a_exp = solve_shared_shape(lb_pose, uv, w, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
                                          exp_bounds=cs.exp_bounds, frozen=frozen)
         coeffs = torch.cat([a_id.expand(nv, -1), a_exp], 1)
         rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, cs.pose_iterations)
