@@ -11,7 +11,7 @@ import torch
 
 from morphable.arkit import ARKIT_NAMES, arkit_names
 
-from .test_cli import error_lines, run_cli
+from test_cli import error_lines, run_cli
 
 VIEWS = 4
 
