@@ -194,7 +194,8 @@ class FaceFitter:
         settings of this fitter without the photometric polish, which the joint fit does not run).
         A photo whose own single-view identity lies farther than ``settings.disagreement_mm`` from
         the joint one gets a line in ``result.warnings`` (may be another person). The stages this
-        fitter was made with are not run: the joint fit is landmark least squares only.
+        fitter was made with are not run: the joint fit is landmark least squares, plus the joint
+        photometric polish with ``settings.photometric`` (off by default).
         """
         import dataclasses
         from .detections import DetectionBatch
@@ -224,7 +225,7 @@ class FaceFitter:
             raise FitError("no face found in any photo: " + "; ".join(f"{n}: {r}" for n, r in skipped))
         model = self.model
         batch = DetectionBatch.stack([j.crop for j in jobs], device=self.device)
-        fit = fit_same_person(model, batch, self.context.correspondence, settings)
+        fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer)
         euler = fit.camera.euler_degrees().cpu().numpy()
         views, warnings = [], []
         for i, job in enumerate(jobs):

@@ -133,3 +133,26 @@ def test_cli_same_person_refuses_all_faces(tmp_path, good_photos):
     res = run_cli("--same-person", "--all-faces", str(good_photos[0]), "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert res.returncode == 2
     assert any("--all-faces" in line for line in error_lines(res.stderr)), res.stderr
+
+
+def test_joint_photometric_polish_keeps_one_identity(face_model, person):
+    """The polish on several views with ``shared_identity``: one identity for all, per-view poses."""
+    import dataclasses
+    from fitting.detections import DetectionBatch
+    from fitting.rendering.renderer import Renderer
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+
+    corr = load_correspondence()
+    base = SamePersonSettings(check_disagreement=False)
+    settings = dataclasses.replace(base, photometric=True,
+                                   coarse=dataclasses.replace(base.coarse, photometric_steps=4, photometric_size=96))
+    batch = DetectionBatch.stack([f.crop for f in person["views"][:2]])
+    ls = fit_same_person(face_model, batch, corr, base)
+    polished = fit_same_person(face_model, batch, corr, settings, renderer=Renderer("cpu"))
+    assert polished.id_coeffs.shape == (face_model.n_id,)
+    assert not torch.equal(polished.id_coeffs, ls.id_coeffs)  # the polish moved it
+    assert float((polished.id_coeffs - ls.id_coeffs).abs().max()) < 0.5  # a polish, not a new fit
+    # every view's face is the shared identity with its own expression
+    torch.testing.assert_close(polished.vertices, face_model(polished.id_coeffs.expand(2, -1), polished.exp_coeffs))
+    assert float(polished.landmark_error.max()) < 3.0 * float(ls.landmark_error.max())
