@@ -197,6 +197,27 @@ class FaceFitter:
         fitter was made with are not run: the joint fit is landmark least squares, plus the joint
         photometric polish with ``settings.photometric`` (off by default).
         """
+        if names is not None and len(names) != len(sources):
+            raise ValueError(f"{len(names)} names for {len(sources)} images")
+        names = unique_names(list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)])
+        return self.fit_views(((name, src, _path_of(src), None) for src, name in zip(sources, names)), settings)
+
+    def fit_video(self, path, every: int = 1, max_frames: Optional[int] = None, settings=None):
+        """A video of ONE person (any file OpenCV reads): every ``every``-th frame, at most ``max_frames``,
+        fitted as :meth:`fit_same_person` fits photos; each view's ``time_s`` is its frame's time.
+        Frames without a face are listed in ``result.skipped``. Raises VideoError for a file that
+        does not decode. No temporal term yet: each frame's pose and expression are its own."""
+        from pathlib import Path
+        from .video import read_frames
+        stem = Path(path).stem
+        frames = ((f"{stem}#f{f.index:06d}", f.pixels, str(path), f.time_s)
+                  for f in read_frames(path, every, max_frames))
+        return self.fit_views(frames, settings)
+
+    def fit_views(self, items, settings=None):
+        """The same-person fit of ``items``, an iterable of ``(name, image source, path or None,
+        time_s or None)`` (names unique), read one at a time: only each face's crop is kept.
+        What :meth:`fit_same_person` and :meth:`fit_video` run."""
         import dataclasses
         from .detections import DetectionBatch
         from .same_person import SamePersonResult, ViewFit
@@ -206,12 +227,9 @@ class FaceFitter:
         if settings is None:
             coarse = self.context.settings.get("coarse") or CoarseSettings()
             settings = SamePersonSettings(coarse=dataclasses.replace(coarse, photometric=False))
-        if names is not None and len(names) != len(sources):
-            raise ValueError(f"{len(names)} names for {len(sources)} images")
-        names = unique_names(list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)])
         started = time.perf_counter()
-        jobs, skipped = [], []
-        for i, (src, name) in enumerate(zip(sources, names)):
+        jobs, skipped, times = [], [], []
+        for i, (name, src, path, time_s) in enumerate(items):
             try:
                 found = self._detect(src, name)
             except (LandmarksError, FitError, ValueError, OSError) as exc:
@@ -219,8 +237,9 @@ class FaceFitter:
                 log.info("%s: skipped: %s", name, _one_line(exc))
                 continue
             job = found[0]  # all_faces does not apply: one person, one face per photo
-            job.source, job.index = _path_of(src), i
+            job.source, job.index = path, i
             jobs.append(job)
+            times.append(time_s)
         if not jobs:
             raise FitError("no face found in any photo: " + "; ".join(f"{n}: {r}" for n, r in skipped))
         model = self.model
@@ -236,7 +255,7 @@ class FaceFitter:
                                  intrinsics=photo.intrinsics[0].cpu().numpy(),
                                  exp_coeffs=fit.exp_coeffs[i].cpu().numpy(),
                                  landmark_error_px=float(fit.landmark_error[i]) / job.crop.scale,
-                                 disagreement_mm=dis))
+                                 disagreement_mm=dis, time_s=times[i]))
             if dis is not None and len(jobs) > 1 and dis > settings.disagreement_mm:
                 warnings.append(f"{job.name}: its own identity is {dis:.1f} mm from the joint one (threshold "
                                 f"{settings.disagreement_mm:g} mm): is it the same person?")

@@ -20,6 +20,7 @@ examples:
   fit-face a.jpg b.png --stages coarse --out out     the 3DMM fit only
   fit-face group.jpg --all-faces --out out           every face in the photo
   fit-face --same-person a.jpg b.jpg c.jpg --out me  one identity from photos of one person
+  fit-face clip.mp4 --every 5 --out me               the same from a video's frames
 
 The ICT Face Model is read from --model-dir, $FACEFIT_ICT_DIR, the cache,
 or downloaded once (verified by SHA-256)."""
@@ -55,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "own pose and expression) and write OUT/identity.obj, identity.ply, "
                          "identity_params.json and expressions.csv (a row per photo: head pose and the 53 "
                          "expression weights under ARKit's names); landmark fit only (--stages, --workers "
-                         "do not apply); a photo without a face is reported and left out")
+                         "do not apply); a photo without a face is reported and left out. A video among "
+                         "the inputs (.mp4, .mov, .avi, .mkv, ...) means --same-person, its frames the photos")
+    ap.add_argument("--every", type=_int_at_least(1), default=1, metavar="N",
+                    help="videos: fit every N-th frame (default 1: all)")
+    ap.add_argument("--max-frames", type=_int_at_least(1), default=300, metavar="N",
+                    help="videos: at most N frames from each (default 300; each frame fitted keeps a 3 MB crop)")
     ap.add_argument("--initializer", default="auto",
                     help="the coarse stage's start: auto (default: 3ddfa_v2 when its files are on this machine, "
                          "else none), 3ddfa_v2 (downloads its files on first use; non-commercial), "
@@ -144,6 +150,8 @@ def _run(argv) -> int:
     except ValueError as exc:
         usage_errors.append(str(exc))
     missing, ray_photos = [], []
+    from .video import is_video
+    args.same_person = args.same_person or any(is_video(p) for p in args.images)
     if args.same_person and args.ray is not None:
         usage_errors.append("--same-person fits on this machine: it does not go with --ray")
     if args.same_person and args.all_faces:
@@ -241,25 +249,46 @@ def _run(argv) -> int:
 
 
 def _run_same_person(args, photos, failed: int, out: Path) -> int:
-    """``--same-person``: one joint fit of ``photos`` (fitting.same_person); writes into ``out`` itself.
+    """``--same-person``: one joint fit of ``photos`` and videos' frames (fitting.same_person); writes
+    into ``out`` itself.
 
-    Photos that cannot be read or show no face are reported and left out; the exit status is 1
-    when any was (as for a failed photo without --same-person), the files are written all the same."""
+    Photos (frames) that cannot be read or show no face and videos that do not decode are reported
+    and left out; the exit status is 1 when any was (as for a failed photo without --same-person),
+    the files are written all the same."""
     from landmarks import LandmarksError
     from morphable import ModelLoadError
     from .api import FaceFitter
     from .outputs.files import ExportError
     from .rendering.renderer import RendererUnavailable
+    from .naming import name_of, unique_names
     from .result import FitError
+    from .video import VideoError, is_video, read_frames
     try:
         fitter = FaceFitter(("coarse",), model_dir=args.model_dir, device=args.device, face_index=args.face_index,
                             initializer=None, progress=not args.no_progress)
     except (ModelLoadError, LandmarksError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 2
+    bad_videos = []
+
+    def frames_of(video: str, name: str):
+        try:
+            for f in read_frames(video, args.every, args.max_frames):
+                yield f"{name}#f{f.index:06d}", f.pixels, video, f.time_s
+        except VideoError as exc:
+            bad_videos.append(video)
+            print(f"error: {video}: {exc}", file=sys.stderr)
+
+    def items():
+        for path, name in zip(photos, unique_names([name_of(p, i) for i, p in enumerate(photos)])):
+            if is_video(path):
+                yield from frames_of(path, name)
+            else:
+                yield name, path, path, None
+
     with fitter:
         try:
-            result = fitter.fit_same_person(photos)
+            result = fitter.fit_views(items())
         except FitError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -273,7 +302,7 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(out)
-    return 1 if failed or result.skipped else 0
+    return 1 if failed or result.skipped or bad_videos else 0
 
 
 def _fitter_kwargs(args, stages) -> dict:

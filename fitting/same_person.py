@@ -8,7 +8,8 @@
 - ``identity_params.json``: identity coefficients, each view's pose (rotation matrix, yaw/pitch/roll,
   translation, camera intrinsics of its photo), expression weights, landmark error, the disagreement
   check, the photos skipped and why;
-- ``expressions.csv``: one row per fitted photo: ``source``, head rotation (``yaw_deg``, ``pitch_deg``,
+- ``expressions.csv``: one row per fitted photo or video frame: ``source``, ``time_s`` (a frame's
+  time in its video; empty for a photo), head rotation (``yaw_deg``, ``pitch_deg``,
   ``roll_deg``) and translation (``tx_mm``, ``ty_mm``, ``tz_mm``; model -> the photo's camera,
   ``X_cam = R X + t``, camera looking down -z with y up), then the 53 expression weights in [0, 1]
   under ARKit's names (:mod:`morphable.arkit`; ICT-only shapes under ICT's).
@@ -49,6 +50,7 @@ class ViewFit:
     exp_coeffs: np.ndarray
     landmark_error_px: float
     disagreement_mm: Optional[float] = None
+    time_s: Optional[float] = None  # a video frame's time (None: a photo)
 
 
 @dataclass
@@ -72,9 +74,10 @@ class SamePersonResult:
         """The text of ``expressions.csv`` (see the module doc)."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["source", *POSE_COLUMNS, *arkit_names(self.exp_names)])
+        writer.writerow(["source", "time_s", *POSE_COLUMNS, *arkit_names(self.exp_names)])
         for v in self.views:
-            writer.writerow([v.source or v.name, *(f"{x:.4f}" for x in v.euler_deg),
+            writer.writerow([v.source or v.name, "" if v.time_s is None else f"{v.time_s:.4f}",
+                             *(f"{x:.4f}" for x in v.euler_deg),
                              *(f"{x:.3f}" for x in v.translation), *(f"{x:.4f}" for x in v.exp_coeffs)])
         return buf.getvalue()
 
@@ -85,7 +88,7 @@ class SamePersonResult:
             "units": "mm", "frame": "model (x: subject's left, y: up, z: out of the face)",
             "id_coeffs": self.id_coeffs.tolist(),
             "expression_names": {"ict": list(self.exp_names), "arkit": names},
-            "views": [{"name": v.name, "source": v.source, "rotation": v.rotation.tolist(),
+            "views": [{"name": v.name, "source": v.source, "time_s": v.time_s, "rotation": v.rotation.tolist(),
                        "translation_mm": v.translation.tolist(),
                        "yaw_pitch_roll_deg": v.euler_deg.tolist(), "photo_intrinsics": v.intrinsics.tolist(),
                        "expressions": dict(zip(names, v.exp_coeffs.tolist())),

@@ -117,12 +117,12 @@ def test_cli_same_person_one_photo_and_a_faceless_one(tmp_path, good_photos, bad
     rows = list(csv.reader((out / "expressions.csv").open()))
     assert len(rows) == 2  # header + the one photo
     header, row = rows
-    assert header[:7] == ["source", "yaw_deg", "pitch_deg", "roll_deg", "tx_mm", "ty_mm", "tz_mm"]
-    assert len(header) == 7 + 53 and "eyeBlinkLeft" in header and "eyeBlink_L" not in header
-    assert row[0] == str(good_photos[0])
-    weights = np.array(row[7:], float)
+    assert header[:8] == ["source", "time_s", "yaw_deg", "pitch_deg", "roll_deg", "tx_mm", "ty_mm", "tz_mm"]
+    assert len(header) == 8 + 53 and "eyeBlinkLeft" in header and "eyeBlink_L" not in header
+    assert row[0] == str(good_photos[0]) and row[1] == ""  # a photo has no time
+    weights = np.array(row[8:], float)
     assert ((weights >= 0) & (weights <= 1)).all()
-    assert float(row[6]) < 0  # the face is in front of the camera (looking down -z)
+    assert float(row[7]) < 0  # the face is in front of the camera (looking down -z)
     params = json.loads((out / "identity_params.json").read_text())
     assert len(params["id_coeffs"]) == 100 and len(params["views"]) == 1
     assert params["skipped"][0]["name"] == "grey"
@@ -156,3 +156,51 @@ def test_joint_photometric_polish_keeps_one_identity(face_model, person):
     # every view's face is the shared identity with its own expression
     torch.testing.assert_close(polished.vertices, face_model(polished.id_coeffs.expand(2, -1), polished.exp_coeffs))
     assert float(polished.landmark_error.max()) < 3.0 * float(ls.landmark_error.max())
+
+
+# --------------------------------------------------------------------------- videos
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, good_photos):
+    """A 6-frame MJPEG clip at 10 fps of one photo shifting sideways; frame 3 is plain grey (no face)."""
+    import cv2
+    img = cv2.imread(str(good_photos[0]))
+    scale = 480 / max(img.shape[:2])
+    img = cv2.resize(img, (int(img.shape[1] * scale) // 2 * 2, int(img.shape[0] * scale) // 2 * 2))
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (img.shape[1], img.shape[0]))
+    for i in range(6):
+        writer.write(np.roll(img if i != 3 else np.full_like(img, 128), 3 * i, axis=1))
+    writer.release()
+    return path
+
+
+def test_read_frames_every_and_max(clip, bad_inputs, tmp_path):
+    from fitting.video import VideoError, frame_rate, is_video, read_frames
+    assert is_video(clip) and is_video("A.MP4") and not is_video("a.jpg")
+    assert frame_rate(clip) == pytest.approx(10.0)
+    frames = list(read_frames(clip, every=2))
+    assert [f.index for f in frames] == [0, 2, 4]
+    assert [f.time_s for f in frames] == pytest.approx([0.0, 0.2, 0.4])
+    assert frames[0].pixels.dtype == np.uint8 and frames[0].pixels.shape[2] == 3
+    assert [f.index for f in read_frames(clip, max_frames=2)] == [0, 1]
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bad_inputs["corrupt"].read_bytes())
+    with pytest.raises(VideoError):
+        list(read_frames(corrupt))
+
+
+def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_args):
+    """A video means --same-person: a row per frame with its time; the face-less frame and a corrupt
+    video are reported and left out (exit 1), the identity is written."""
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bad_inputs["corrupt"].read_bytes())
+    out = tmp_path / "me"
+    res = run_cli(str(clip), str(corrupt), "--max-frames", "5", "--out", str(out), *model_args, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    errors = error_lines(res.stderr)
+    assert any("corrupt.mp4" in e for e in errors) and any("clip#f000003" in e and "no face" in e for e in errors)
+    rows = list(csv.reader((out / "expressions.csv").open()))[1:]
+    assert [r[1] for r in rows] == ["0.0000", "0.1000", "0.2000", "0.4000"]  # frame 3 has no face
+    assert all(r[0] == str(clip) for r in rows)
+    assert (out / "identity.obj").is_file()
