@@ -205,19 +205,21 @@ class FaceFitter:
     def fit_video(self, path, every: int = 1, max_frames: Optional[int] = None, settings=None):
         """A video of ONE person (any file OpenCV reads): every ``every``-th frame, at most ``max_frames``,
         fitted as :meth:`fit_same_person` fits photos; each view's ``time_s`` is its frame's time.
-        Frames without a face are listed in ``result.skipped``. Raises VideoError for a file that
-        does not decode. No temporal term yet: each frame's pose and expression are its own."""
+        Frames without a face are listed in ``result.skipped`` (their neighbours become consecutive).
+        Raises VideoError for a file that does not decode. The frames' expressions are smoothed over
+        time (``settings.lambda_temporal_exp``); the poses are each frame's own."""
         from pathlib import Path
         from .video import read_frames
         stem = Path(path).stem
         frames = ((f"{stem}#f{f.index:06d}", f.pixels, str(path), f.time_s)
                   for f in read_frames(path, every, max_frames))
-        return self.fit_views(frames, settings)
+        return self.fit_views(frames, settings, ordered=True)
 
-    def fit_views(self, items, settings=None):
+    def fit_views(self, items, settings=None, ordered: bool = False):
         """The same-person fit of ``items``, an iterable of ``(name, image source, path or None,
         time_s or None)`` (names unique), read one at a time: only each face's crop is kept.
-        What :meth:`fit_same_person` and :meth:`fit_video` run."""
+        What :meth:`fit_same_person` and :meth:`fit_video` run. ``ordered``: the items are a video's
+        frames in order (the temporal term applies)."""
         import dataclasses
         from .detections import DetectionBatch
         from .same_person import SamePersonResult, ViewFit
@@ -244,7 +246,8 @@ class FaceFitter:
             raise FitError("no face found in any photo: " + "; ".join(f"{n}: {r}" for n, r in skipped))
         model = self.model
         batch = DetectionBatch.stack([j.crop for j in jobs], device=self.device)
-        fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer)
+        fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer,
+                              ordered=ordered)
         euler = fit.camera.euler_degrees().cpu().numpy()
         views, warnings = [], []
         for i, job in enumerate(jobs):

@@ -288,7 +288,8 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
 
     with fitter:
         try:
-            result = fitter.fit_views(items())
+            # one video alone: its frames are in order, and the temporal term applies
+            result = fitter.fit_views(items(), ordered=len(photos) == 1 and is_video(photos[0]))
         except FitError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -46,6 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=512, help="synthetic image side, pixels (default 512)")
     p.add_argument("--yaw-max", type=float, default=DEFAULT_YAW_MAX,
                    help=f"largest |yaw| of the synthetic views, degrees (default {DEFAULT_YAW_MAX:g})")
+    p.add_argument("--clip-frames", type=int, default=0, metavar="T",
+                   help="part (b): also a synthetic clip of T frames (smooth head motion, jaw and blink curves; "
+                        "default 0: not run)")
+    p.add_argument("--temporal", default="0,30,100,300",
+                   help="part (b): lambda_temporal_exp values to compare (comma-separated; default 0,30,100,300)")
     p.add_argument("--no-oracle", action="store_true",
                    help="leave out the rows fed exact landmarks (the true projections of the table's surface points)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -85,6 +90,84 @@ def make_people(face_model, closed_model, n: int, views: int, seed: int, size: i
             people.append(person)
         bar.close()
     return people
+
+
+def clip_truth(model, frames: int):
+    """A clip's true curves, T = ``frames``: ``exp`` (T, n_exp) with speech-like jaw motion
+    (|sin|, period 12 frames, up to 0.45) and a blink every 15 frames (both eyes, 3 frames:
+    0.5, 1, 0.5), and ``pose`` (T, 3) yaw, pitch, roll degrees (yaw 15 sin, pitch 4 sin at twice the rate)."""
+    t = np.arange(frames, dtype=np.float64)
+    exp = np.zeros((frames, model.n_exp))
+    exp[:, model.exp_names.index("jawOpen")] = 0.45 * np.abs(np.sin(np.pi * t / 12.0))
+    blink = np.zeros(frames)
+    for centre in range(7, frames, 15):
+        for d, v in ((-1, 0.5), (0, 1.0), (1, 0.5)):
+            if 0 <= centre + d < frames:
+                blink[centre + d] = v
+    for name in ("eyeBlink_L", "eyeBlink_R"):
+        exp[:, model.exp_names.index(name)] = blink
+    pose = np.stack([15.0 * np.sin(2 * np.pi * t / frames), 4.0 * np.sin(4 * np.pi * t / frames), 0 * t], 1)
+    return torch.tensor(exp, dtype=torch.float32), pose
+
+
+def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int, temporal, progress: bool) -> str:
+    """Part (b), a synthetic clip: expression-weight error and per-vertex jitter of independent per-frame
+    fits and of the joint fit at each ``temporal`` weight. Returns the printed table."""
+    from fitting.camera import DEFAULT_FOV
+    from fitting.detections import DetectionBatch, crop_face
+    from fitting.stages.coarse import fit_landmarks
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+    from landmarks import FaceMeshDetector
+    from .common import _generator
+
+    gen = _generator(closed_model)
+    rng = np.random.default_rng((seed, 1000))
+    id_c = torch.tensor(np.clip(rng.normal(size=closed_model.n_id), -2, 2), dtype=torch.float32)
+    exp, pose = clip_truth(closed_model, frames)
+    crops, kept = [], []
+    with FaceMeshDetector() as det:
+        for t in tqdm(range(frames), desc="clip frames", unit="frame", disable=not progress):
+            # one seed for every frame: the same light, skin, background and camera distance
+            sf = gen((seed, 1000), size=size, fov_deg=DEFAULT_FOV, id_coeffs=id_c, exp_coeffs=exp[t],
+                     pose_deg=tuple(pose[t]), fill=0.65)
+            faces = det.detect(sf.image)
+            if faces:
+                crops.append(crop_face(sf.image, faces[0], 512, f"frame{t}", DEFAULT_FOV))
+                kept.append(t)
+    truth_exp = exp[kept]
+    nv = face_model.n_vertices
+    truth_verts = face_model(id_c[None].expand(len(kept), -1), truth_exp)[:, :nv]
+
+    def jitter(v):  # mean |second difference| over frames and vertices, mm
+        return float((v[2:] - 2 * v[1:-1] + v[:-2]).norm(dim=-1).mean())
+
+    def channel(e, name):
+        i = face_model.exp_names.index(name)
+        return float((e[:, i] - truth_exp[:, i]).abs().mean())
+
+    batch = DetectionBatch.stack(crops)
+    rows = []
+    base = SamePersonSettings(check_disagreement=False)
+    single = fit_landmarks(face_model, batch, corr, base.coarse)
+    rows.append(("independent per-frame fits", single.exp_coeffs, single.vertices, float("nan")))
+    for lam in temporal:
+        st = SamePersonSettings(check_disagreement=False, lambda_temporal_exp=lam)
+        t0 = time.perf_counter()
+        fit = fit_same_person(face_model, batch, corr, st, ordered=True)
+        rows.append((f"joint, temporal {lam:g}", fit.exp_coeffs, fit.vertices, time.perf_counter() - t0))
+    head = (f"{'method':<30}{'exp weight err':>16}{'jawOpen err':>13}{'eyeBlink err':>14}{'jitter mm':>11}"
+            f"{'fps':>8}")
+    lines = [f"part (b): synthetic clip, {frames} frames ({len(kept)} found by MediaPipe), seed {seed}; truth "
+             f"jitter {jitter(truth_verts):.3f} mm", head, "-" * len(head)]
+    for name, e, v, secs in rows:
+        blink = 0.5 * (channel(e, "eyeBlink_L") + channel(e, "eyeBlink_R"))
+        fps = len(kept) / secs if secs == secs else float("nan")
+        lines.append(f"{name:<30}{float((e - truth_exp).abs().mean()):>16.4f}{channel(e, 'jawOpen'):>13.4f}"
+                     f"{blink:>14.4f}{jitter(v):>11.3f}{fps:>8.1f}")
+    lines.append("jitter: mean per-vertex |v[t+1] - 2 v[t] + v[t-1]| of the fitted meshes (model frame, with "
+                 "expression; the head's own motion is not in it), mm; fps: the joint fit's frames per second "
+                 "(landmark least squares, MediaPipe not included).")
+    return "\n".join(lines)
 
 
 def score(face_model, corr, people, counts, settings, exact: bool = False, narrow=None):
@@ -200,6 +283,11 @@ def run(args) -> int:
     print(f"disagreement (each view's single-view neutral mesh vs the joint one, mean vertex distance, MediaPipe): "
           f"one person {fmt(same_dist)}; mixed people {fmt(mixed_dist)}; warning threshold "
           f"{settings.disagreement_mm:g} mm")
+    if args.clip_frames > 0:
+        print()
+        print(clip_bench(face_model, closed_model, corr, args.clip_frames, args.seed, args.size,
+                         [float(x) for x in args.temporal.split(",")], not args.no_progress))
+    print()
     print("Errors: identity = neutral meshes (no expression), mean per-vertex distance after a similarity "
           "alignment over the ICT face area ('narrow': ICT's face_narrow set, the front of the face); "
           "'single-view mm' averages the N views' own fits; 'singles averaged' fits each view alone and "

@@ -367,11 +367,13 @@ class FaceGenerator:
 
     def __call__(self, seed, size: int = 512, yaw_range: float = 60.0, detail: bool = False,
                  deformation: bool = False, fov_deg: float = DEFAULT_FOV, noise: bool = True,
-                 id_coeffs: Optional[torch.Tensor] = None) -> SyntheticFace:
+                 id_coeffs: Optional[torch.Tensor] = None, exp_coeffs: Optional[torch.Tensor] = None,
+                 pose_deg: Optional[Tuple[float, float, float]] = None, fill: Optional[float] = None) -> SyntheticFace:
         """One face; arguments as :func:`generate_face`. Deterministic in ``seed``.
 
-        ``id_coeffs`` (n_id,): this identity instead of a random one (several views of one person);
-        everything else is still drawn from ``seed`` as without it."""
+        ``id_coeffs`` (n_id,), ``exp_coeffs`` (n_exp,), ``pose_deg`` (yaw, pitch, roll) and ``fill``
+        (the face's share of the image): these instead of random ones (several views of one person,
+        frames of a clip); everything else is still drawn from ``seed`` as without them."""
         model = self.model
         rng = np.random.default_rng(seed)
         # shape: identity within +/-2 sigma, a few mild expression activations
@@ -382,14 +384,19 @@ class FaceGenerator:
         active = rng.choice(model.n_exp, size=int(rng.integers(0, 4)), replace=False)
         exp_c[torch.as_tensor(active, dtype=torch.long)] = torch.tensor(rng.uniform(0.1, 0.5, active.size),
                                                                         dtype=torch.float32)
+        if exp_coeffs is not None:
+            exp_c = torch.as_tensor(exp_coeffs, dtype=torch.float32).reshape(model.n_exp).clone()
+            active = np.flatnonzero(exp_c.numpy())
         verts = model.forward(id_c[None], exp_c[None])[0]
         deform, bumps = _deformation(model, rng) if deformation else (torch.zeros_like(verts), [])
         verts = verts + deform
         # pose and camera
         yaw = float(rng.uniform(-yaw_range, yaw_range))
         pitch, roll = float(rng.uniform(-10, 10)), float(rng.uniform(-6, 6))
+        if pose_deg is not None:
+            yaw, pitch, roll = (float(x) for x in pose_deg)
         rot = euler_to_matrix(torch.tensor([yaw]), torch.tensor([pitch]), torch.tensor([roll]))
-        fill = float(rng.uniform(0.6, 0.75))
+        fill = float(rng.uniform(0.6, 0.75)) if fill is None else float(fill)
         cam = Camera.from_image_size(size, size, fov_deg=fov_deg, rotation=rot[0])
         cam = cam.look_at_face(verts[self.face][None], fill=fill)
         light = random_light(rng)

@@ -204,3 +204,21 @@ def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_
     assert [r[1] for r in rows] == ["0.0000", "0.1000", "0.2000", "0.4000"]  # frame 3 has no face
     assert all(r[0] == str(clip) for r in rows)
     assert (out / "identity.obj").is_file()
+
+
+def test_temporal_term_smooths_expressions_only_for_ordered_frames(face_model, person):
+    from fitting.detections import DetectionBatch
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+
+    corr = load_correspondence()
+    batch = DetectionBatch.stack([f.crop for f in person["views"]])
+
+    def spread(settings, ordered):
+        e = fit_same_person(face_model, batch, corr, settings, ordered=ordered).exp_coeffs
+        return float((e[1:] - e[:-1]).abs().mean())
+
+    free = spread(SamePersonSettings(check_disagreement=False, lambda_temporal_exp=0.0), True)
+    stiff = SamePersonSettings(check_disagreement=False, lambda_temporal_exp=1e6)
+    assert spread(stiff, True) < 0.05 * free  # held together
+    assert spread(stiff, False) == pytest.approx(free, rel=1e-4)  # photos: no order, no term
