@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default 0: not run)")
     p.add_argument("--temporal", default="0,30,100,300",
                    help="part (b): lambda_temporal_exp values to compare (comma-separated; default 0,30,100,300)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="part (b): write clip_curves.csv, clip_jawOpen.png and clip_eyeBlink_L.png (the curves over the "
+                        "frames: truth, independent fits, the joint fit at the last --temporal value) here")
     p.add_argument("--no-oracle", action="store_true",
                    help="leave out the rows fed exact landmarks (the true projections of the table's surface points)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -110,9 +113,31 @@ def clip_truth(model, frames: int):
     return torch.tensor(exp, dtype=torch.float32), pose
 
 
-def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int, temporal, progress: bool) -> str:
+def plot_curves(path, curves, height: int = 360, width: int = 720) -> None:
+    """A PNG of weight curves in [0, 1] over frames: ``curves`` a list of ``(label, (T,) values, BGR colour,
+    thickness)``, drawn with OpenCV (no plotting library needed); a legend in the top left."""
+    import cv2
+    img = np.full((height, width, 3), 255, np.uint8)
+    m = 30
+    for y in (0.0, 0.5, 1.0):
+        yy = int(height - m - y * (height - 2 * m))
+        cv2.line(img, (m, yy), (width - m, yy), (220, 220, 220), 1)
+        cv2.putText(img, f"{y:.1f}", (2, yy + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    for k, (label, values, colour, thick) in enumerate(curves):
+        v = np.asarray(values, np.float64)
+        xs = m + np.arange(len(v)) * (width - 2 * m) / max(1, len(v) - 1)
+        ys = height - m - np.clip(v, 0, 1) * (height - 2 * m)
+        pts = np.stack([xs, ys], 1).round().astype(np.int32)
+        cv2.polylines(img, [pts], False, colour, thick)
+        cv2.putText(img, label, (m + 5, 15 + 14 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
+    cv2.imwrite(str(path), img)
+
+
+def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int, temporal, progress: bool,
+               out=None) -> str:
     """Part (b), a synthetic clip: expression-weight error and per-vertex jitter of independent per-frame
-    fits and of the joint fit at each ``temporal`` weight. Returns the printed table."""
+    fits and of the joint fit at each ``temporal`` weight. Returns the printed table; with ``out`` (a
+    folder) writes the jawOpen and eyeBlink_L curves there (:func:`plot_curves`, and as CSV)."""
     from fitting.camera import DEFAULT_FOV
     from fitting.detections import DetectionBatch, crop_face
     from fitting.stages.coarse import fit_landmarks
@@ -164,6 +189,24 @@ def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int
         fps = len(kept) / secs if secs == secs else float("nan")
         lines.append(f"{name:<30}{float((e - truth_exp).abs().mean()):>16.4f}{channel(e, 'jawOpen'):>13.4f}"
                      f"{blink:>14.4f}{jitter(v):>11.3f}{fps:>8.1f}")
+    if out is not None and len(rows) > 1:
+        from pathlib import Path
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        jaw, blink = face_model.exp_names.index("jawOpen"), face_model.exp_names.index("eyeBlink_L")
+        joint_name, joint_e = rows[-1][0], rows[-1][1]
+        series = {"truth": truth_exp, "independent": single.exp_coeffs, "joint": joint_e}
+        with open(folder / "clip_curves.csv", "w", encoding="utf-8") as f:
+            f.write("frame," + ",".join(f"{k}_{c}" for k in series for c in ("jawOpen", "eyeBlink_L")) + "\n")
+            for i, t in enumerate(kept):
+                f.write(f"{t}," + ",".join(f"{float(e[i, c]):.4f}" for e in series.values() for c in (jaw, blink))
+                        + "\n")
+        colours = {"truth": (0, 0, 0), "independent": (60, 60, 230), "joint": (200, 120, 0)}
+        for channel_name, c, offset in (("jawOpen", jaw, 0), ("eyeBlink_L", blink, 1)):
+            plot_curves(folder / f"clip_{channel_name}.png",
+                        [(f"{channel_name} {k if k != 'joint' else joint_name}", e[:, c].numpy(), colours[k],
+                          2 if k == "truth" else 1) for k, e in series.items()])
+        lines.append(f"curves: {folder}/clip_jawOpen.png, clip_eyeBlink_L.png, clip_curves.csv")
     lines.append("jitter: mean per-vertex |v[t+1] - 2 v[t] + v[t-1]| of the fitted meshes (model frame, with "
                  "expression; the head's own motion is not in it), mm; fps: the joint fit's frames per second "
                  "(landmark least squares, MediaPipe not included).")
@@ -286,7 +329,7 @@ def run(args) -> int:
     if args.clip_frames > 0:
         print()
         print(clip_bench(face_model, closed_model, corr, args.clip_frames, args.seed, args.size,
-                         [float(x) for x in args.temporal.split(",")], not args.no_progress))
+                         [float(x) for x in args.temporal.split(",")], not args.no_progress, args.out))
     print()
     print("Errors: identity = neutral meshes (no expression), mean per-vertex distance after a similarity "
           "alignment over the ICT face area ('narrow': ICT's face_narrow set, the front of the face); "
