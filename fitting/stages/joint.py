@@ -77,13 +77,18 @@ class SamePersonSettings:
     # Frames of one video (fit_same_person(..., ordered=True)): a penalty on each expression weight's
     # change between consecutive fitted frames, lambda * sum_t |e_t+1 - e_t|^2, in the units of
     # coarse.lambda_exp (squared normalised pixels per unit weight). 0: each frame's own.
-    # Measured, bench same-person --clip-frames 30 (seed 0; the value was chosen on this clip): jitter
+    # Measured, bench same-person --clip-frames 30 (seed 0; the values were chosen on this clip): jitter
     # (mean |second difference| of the vertices) / expression-weight error / eyeBlink error:
     # independent per-frame fits 1.539 mm / 0.0616 / 0.134; joint at 0: 1.034 / 0.0743 / 0.145;
-    # 300: 0.644 / 0.0620 / 0.156; 1000: 0.482 / 0.0533 / 0.171; 2000: 0.402 / 0.0495 / 0.181;
-    # 3000: 0.382 / 0.0486 / 0.189 (truth's own: 0.230 mm). 2000: jitter 0.26 x the independent
-    # fits' with a lower weight error, but 3-frame blinks are flattened (their error rises 35 %).
+    # with the eye shapes at 0.05 x (below): 1000: 0.524 / 0.0553 / 0.142; 2000: 0.446 / 0.0507 / 0.139;
+    # 4000: 0.390 / 0.0483 / 0.144 (truth's own jitter: 0.230 mm). 2000: jitter 0.29 x the
+    # independent fits' with a lower weight error and blinks as well followed.
     lambda_temporal_exp: float = 2000.0
+    # Expressions (name prefixes) that change within 2-3 frames (a blink), and the factor on their
+    # temporal weight: at the full weight 2000 the clip's 3-frame blinks peaked at 0.39 instead of 1
+    # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181.
+    temporal_fast: tuple = ("eyeBlink", "eyeSquint", "eyeWide")
+    temporal_fast_scale: float = 0.05
 
 
 @dataclass
@@ -112,14 +117,15 @@ class JointFit:
 def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
                        rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
                        prev_coeffs: torch.Tensor, exp_bounds=(0.0, 1.0), active_set_rounds: int = 4,
-                       frozen: Optional[torch.Tensor] = None, lambda_temporal: float = 0.0):
+                       frozen: Optional[torch.Tensor] = None, lambda_temporal=0.0):
     """Regularised least squares for one identity and N expressions with the N poses fixed.
 
     ``uv`` (N, K, 2) pixels, ``weights`` (N, K), ``intrinsics`` (N, 4), ``rot`` (N, 3, 3), ``t`` (N, 3),
     ``prev_coeffs`` (N, n) where each point's depth is linearised (identity modes first, as in ``lb``).
-    ``frozen`` (n,) bool: coefficients held at zero. ``lambda_temporal``: the views are consecutive
-    frames; ``lambda_temporal * |a_exp[v+1] - a_exp[v]|^2`` is added for each v (a block-tridiagonal
-    term in the expression blocks). Returns ``(a_id (n_id,), a_exp (N, n_exp))``.
+    ``frozen`` (n,) bool: coefficients held at zero. ``lambda_temporal``, a number or (n_exp,) one per
+    expression: the views are consecutive frames; ``sum_j lambda_temporal[j] (a_exp[v+1, j] - a_exp[v, j])^2``
+    is added for each v (a block-tridiagonal term in the expression blocks). Returns
+    ``(a_id (n_id,), a_exp (N, n_exp))``.
     """
     nv, n, n_id = uv.shape[0], lb.basis.shape[-1], lb.n_id
     m = n - n_id
@@ -139,11 +145,11 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
     m_ii = ata[:, :n_id, :n_id].sum(0) + torch.diag(reg_id)
     m_ei = ata[:, n_id:, :n_id]  # (N, m, n_id): each view's expression-identity block
     m_ee = ata[:, n_id:, n_id:]  # (N, m, m): the expression blocks (block diagonal without the temporal term)
-    lam_t = float(lambda_temporal) if nv > 1 else 0.0
-    if lam_t > 0:  # the path graph's degree on the diagonal blocks; -lam_t I couples frames v, v+1
+    lam_t = torch.as_tensor(lambda_temporal, dtype=f64, device=dev).expand(m) * float(nv > 1)  # (m,)
+    if bool((lam_t > 0).any()):  # the path graph's degree on the diagonal blocks; -diag(lam_t) couples v, v+1
         degree = torch.full((nv,), 2.0, dtype=f64, device=dev)
         degree[0] = degree[-1] = 1.0
-        m_ee = m_ee + lam_t * degree[:, None, None] * torch.eye(m, dtype=f64, device=dev)
+        m_ee = m_ee + degree[:, None, None] * torch.diag(lam_t)
     b_id, b_exp = atb[:, :n_id].sum(0), atb[:, n_id:]
     lo, hi = exp_bounds
     pinned = torch.zeros(nv, m, dtype=torch.bool, device=dev)
@@ -168,28 +174,30 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
     return a_id64.to(dtype), e.to(dtype).clamp(lo, hi)
 
 
-def _solve_block_tridiagonal(diag: torch.Tensor, coupling: float, rhs: torch.Tensor) -> torch.Tensor:
+def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) -> torch.Tensor:
     """Solve the symmetric positive definite block-tridiagonal system with diagonal blocks ``diag``
-    (N, m, m) and ``-coupling * I`` between consecutive blocks, for ``rhs`` (N, m, k): (N, m, k).
+    (N, m, m) and ``-diag(coupling)`` between consecutive blocks (``coupling`` a number or (m,)), for
+    ``rhs`` (N, m, k): (N, m, k).
 
-    ``coupling`` 0: N independent blocks, one batched Cholesky. Otherwise block elimination
+    ``coupling`` all 0: N independent blocks, one batched Cholesky. Otherwise block elimination
     (the block Thomas algorithm): one m x m solve per frame, forward then back, O(N m^3) instead of
     the O(N^3 m^3) of the whole matrix (300 frames: 16,000 unknowns).
     """
-    if coupling == 0:
+    n, m = diag.shape[:2]
+    c = torch.as_tensor(coupling, dtype=diag.dtype, device=diag.device).expand(m)
+    if not bool((c != 0).any()):
         chol = torch.linalg.cholesky(diag)
         return torch.cholesky_solve(rhs, chol)
-    n = diag.shape[0]
+    c_col = c[:, None]
     schur, y = [diag[0]], [rhs[0]]
-    for v in range(1, n):  # eliminate block v - 1 from row v: C^T S^-1 with C = -coupling I
-        inv_prev = torch.linalg.solve(schur[-1], torch.cat([torch.eye(diag.shape[1], dtype=diag.dtype,
-                                                                      device=diag.device), y[-1]], 1))
-        schur.append(diag[v] - coupling ** 2 * inv_prev[:, :diag.shape[1]])
-        y.append(rhs[v] + coupling * inv_prev[:, diag.shape[1]:])
+    for v in range(1, n):  # eliminate block v - 1 from row v, with C = -diag(c)
+        inv_prev = torch.linalg.solve(schur[-1], torch.cat([torch.diag(c), y[-1]], 1))  # S^-1 [diag(c) | y]
+        schur.append(diag[v] - c_col * inv_prev[:, :m])
+        y.append(rhs[v] + c_col * inv_prev[:, m:])
     x = [None] * n
     x[-1] = torch.linalg.solve(schur[-1], y[-1])
     for v in range(n - 2, -1, -1):
-        x[v] = torch.linalg.solve(schur[v], y[v] + coupling * x[v + 1])
+        x[v] = torch.linalg.solve(schur[v], y[v] + c_col * x[v + 1])
     return torch.stack(x)
 
 
@@ -215,6 +223,10 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     coeffs = torch.zeros(nv, n_id + n_exp, device=dev)
     use_offsets = cs.landmark_offsets and corr.has_offsets
     lambda_id = cs.lambda_id if settings.lambda_id is None else settings.lambda_id
+    temporal = 0.0
+    if ordered:  # per expression: the fast eye shapes get a lighter hand
+        fast = torch.tensor([name.startswith(settings.temporal_fast) for name in model.exp_names], device=dev)
+        temporal = settings.lambda_temporal_exp * torch.where(fast, settings.temporal_fast_scale, 1.0)
 
     def at_pose(rotation):
         if not use_offsets:
@@ -231,7 +243,7 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
         lb_pose = at_pose(rot)
         a_id, a_exp = solve_shared_shape(lb_pose, uv, w, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
                                          exp_bounds=cs.exp_bounds, frozen=frozen,
-                                         lambda_temporal=settings.lambda_temporal_exp if ordered else 0.0)
+                                         lambda_temporal=temporal)
         coeffs = torch.cat([a_id.expand(nv, -1), a_exp], 1)
         rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, cs.pose_iterations)
     lb_pose = at_pose(rot)

@@ -40,18 +40,19 @@ def test_ict_left_is_the_subjects_left(face_model):
 
 # --------------------------------------------------------------------------- the joint solve's linear algebra
 
-@pytest.mark.parametrize("coupling", [0.0, 3.0])
+@pytest.mark.parametrize("coupling", [0.0, 3.0, torch.tensor([3.0, 0.0, 1.0, 0.5], dtype=torch.float64)])
 def test_block_tridiagonal_solve_matches_the_whole_matrix(coupling):
     from fitting.stages.joint import _solve_block_tridiagonal
     g = torch.Generator().manual_seed(0)
     n, m, k = 5, 4, 3
     a = torch.randn(n, m, m, generator=g, dtype=torch.float64)
-    diag = a @ a.transpose(1, 2) + 2 * coupling * torch.eye(m, dtype=torch.float64) + 0.1 * torch.eye(m)
+    c = torch.diag(torch.as_tensor(coupling, dtype=torch.float64).expand(m))
+    diag = a @ a.transpose(1, 2) + 2 * c + 0.1 * torch.eye(m, dtype=torch.float64)
     rhs = torch.randn(n, m, k, generator=g, dtype=torch.float64)
     whole = torch.block_diag(*diag)
     for v in range(n - 1):
-        whole[v * m:(v + 1) * m, (v + 1) * m:(v + 2) * m] = -coupling * torch.eye(m)
-        whole[(v + 1) * m:(v + 2) * m, v * m:(v + 1) * m] = -coupling * torch.eye(m)
+        whole[v * m:(v + 1) * m, (v + 1) * m:(v + 2) * m] = -c
+        whole[(v + 1) * m:(v + 2) * m, v * m:(v + 1) * m] = -c
     expected = torch.linalg.solve(whole, rhs.reshape(n * m, k)).reshape(n, m, k)
     torch.testing.assert_close(_solve_block_tridiagonal(diag, coupling, rhs), expected)
 
