@@ -243,7 +243,7 @@ class FaceFitter:
             jobs.append(job)
             times.append(time_s)
         if not jobs:
-            raise FitError("no face found in any photo: " + "; ".join(f"{n}: {r}" for n, r in skipped))
+            raise FitError("no face found in any photo or frame" + "".join(f"; {n}: {r}" for n, r in skipped[:5]))
         model = self.model
         batch = DetectionBatch.stack([j.crop for j in jobs], device=self.device)
         fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer,
