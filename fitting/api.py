@@ -5,6 +5,8 @@
     results = fitter.fit_many(["a.jpg", "b.png"])  # a bad file is reported in its result; the others go on
                                                    # (paths, arrays, tensors or Pillow images)
     results = fitter.fit_batch(images)           # (B, H, W, 3) array
+    person = fitter.fit_same_person(["a.jpg", "b.jpg"])  # one identity from photos of one person
+    person.save("out/person")
     for result in fitter.iter_fit(paths):        # any number of photos: each result as it is done
         result.save(f"out/{result.name}")
 
@@ -180,6 +182,95 @@ class FaceFitter:
                 pending = pending[self.batch_size:]
         finally:
             bar.close()
+
+    def fit_same_person(self, sources: Sequence[ImageSource], names: Optional[Sequence[str]] = None,
+                        settings=None):
+        """Photos of ONE person -> one identity and each photo's pose and expression
+        (:class:`fitting.same_person.SamePersonResult`; :mod:`fitting.stages.joint`).
+
+        The largest face (or ``face_index``) of each photo; a photo that cannot be read or shows no
+        face is listed in ``result.skipped`` and the others go on (FitError when none is left).
+        ``settings``: :class:`fitting.stages.joint.SamePersonSettings` (default: the coarse
+        settings of this fitter without the photometric polish, which the joint fit does not run).
+        A photo whose own single-view identity lies farther than ``settings.disagreement_mm`` from
+        the joint one gets a line in ``result.warnings`` (may be another person). The stages this
+        fitter was made with are not run: the joint fit is landmark least squares, plus the joint
+        photometric polish with ``settings.photometric`` (off by default).
+        """
+        if names is not None and len(names) != len(sources):
+            raise ValueError(f"{len(names)} names for {len(sources)} images")
+        names = unique_names(list(names) if names else [_name_of(s, i) for i, s in enumerate(sources)])
+        return self.fit_views(((name, src, _path_of(src), None) for src, name in zip(sources, names)), settings)
+
+    def fit_video(self, path, every: int = 1, max_frames: Optional[int] = None, settings=None):
+        """A video of ONE person (any file OpenCV reads): every ``every``-th frame, at most ``max_frames``,
+        fitted as :meth:`fit_same_person` fits photos; each view's ``time_s`` is its frame's time.
+        Frames without a face are listed in ``result.skipped`` (their neighbours become consecutive).
+        Raises VideoError for a file that does not decode. The frames' expressions are smoothed over
+        time (``settings.lambda_temporal_exp``); the poses are each frame's own."""
+        from pathlib import Path
+        from .video import read_frames
+        stem = Path(path).stem
+        frames = ((f"{stem}#f{f.index:06d}", f.pixels, str(path), f.time_s)
+                  for f in read_frames(path, every, max_frames))
+        return self.fit_views(frames, settings, ordered=True)
+
+    def fit_views(self, items, settings=None, ordered: bool = False):
+        """The same-person fit of ``items``, an iterable of ``(name, image source, path or None,
+        time_s or None)`` (names unique), read one at a time: only each face's crop is kept.
+        What :meth:`fit_same_person` and :meth:`fit_video` run. ``ordered``: the items are a video's
+        frames in order (the temporal term applies)."""
+        import dataclasses
+        from .detections import DetectionBatch
+        from .same_person import SamePersonResult, ViewFit
+        from .mesh import Mesh
+        from .stages.joint import SamePersonSettings, fit_same_person
+
+        if settings is None:
+            coarse = self.context.settings.get("coarse") or CoarseSettings()
+            settings = SamePersonSettings(coarse=dataclasses.replace(coarse, photometric=False))
+        started = time.perf_counter()
+        jobs, skipped, times = [], [], []
+        for i, (name, src, path, time_s) in enumerate(items):
+            try:
+                found = self._detect(src, name)
+            except (LandmarksError, FitError, ValueError, OSError) as exc:
+                skipped.append((name, _one_line(exc)))
+                log.info("%s: skipped: %s", name, _one_line(exc))
+                continue
+            job = found[0]  # all_faces does not apply: one person, one face per photo
+            job.source, job.index = path, i
+            jobs.append(job)
+            times.append(time_s)
+        if not jobs:
+            raise FitError("no face found in any photo or frame" + "".join(f"; {n}: {r}" for n, r in skipped[:5]))
+        model = self.model
+        batch = DetectionBatch.stack([j.crop for j in jobs], device=self.device)
+        fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer,
+                              ordered=ordered)
+        euler = fit.camera.euler_degrees().cpu().numpy()
+        views, warnings = [], []
+        for i, job in enumerate(jobs):
+            photo = fit.camera[i].uncrop(torch.as_tensor(job.crop.box)[None], *job.crop.photo_size)
+            dis = None if fit.disagreement_mm is None else float(fit.disagreement_mm[i])
+            views.append(ViewFit(name=job.name, source=job.source, rotation=fit.camera.rotation[i].cpu().numpy(),
+                                 translation=fit.camera.translation[i].cpu().numpy(), euler_deg=euler[i],
+                                 intrinsics=photo.intrinsics[0].cpu().numpy(),
+                                 exp_coeffs=fit.exp_coeffs[i].cpu().numpy(),
+                                 landmark_error_px=float(fit.landmark_error[i]) / job.crop.scale,
+                                 disagreement_mm=dis, time_s=times[i]))
+            if dis is not None and len(jobs) > 1 and dis > settings.disagreement_mm:
+                warnings.append(f"{job.name}: its own identity is {dis:.1f} mm from the joint one (threshold "
+                                f"{settings.disagreement_mm:g} mm): is it the same person?")
+        for line in warnings:
+            log.info("%s", line)
+        neutral = Mesh.from_model(model, fit.neutral.detach().cpu().numpy())
+        return SamePersonResult(neutral=neutral, id_coeffs=fit.id_coeffs.cpu().numpy(), views=views,
+                                exp_names=list(model.exp_names), skipped=skipped, warnings=warnings,
+                                settings={"lambda_id": settings.lambda_id, "disagreement_mm": settings.disagreement_mm,
+                                          "coarse": dataclasses.asdict(settings.coarse)},
+                                licenses={model.license_name: model.license_text} if model.license_name else {},
+                                seconds=time.perf_counter() - started)
 
     # ------------------------------------------------------------------ steps
 

@@ -19,6 +19,8 @@ examples:
   fit-face photo.jpg --out out                       all stages (coarse, medium, fine)
   fit-face a.jpg b.png --stages coarse --out out     the 3DMM fit only
   fit-face group.jpg --all-faces --out out           every face in the photo
+  fit-face --same-person a.jpg b.jpg c.jpg --out me  one identity from photos of one person
+  fit-face clip.mp4 --every 5 --out me               the same from a video's frames
 
 The ICT Face Model is read from --model-dir, $FACEFIT_ICT_DIR, the cache,
 or downloaded once (verified by SHA-256)."""
@@ -49,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     faces = ap.add_mutually_exclusive_group()
     faces.add_argument("--face-index", type=_int_at_least(0), default=0, help="which face, largest first (default 0)")
     faces.add_argument("--all-faces", action="store_true", help="fit every face found")
+    ap.add_argument("--same-person", action="store_true",
+                    help="the photos show ONE person: fit one identity to all of them (each photo keeps its "
+                         "own pose and expression) and write OUT/identity.obj, identity.ply, "
+                         "identity_params.json and expressions.csv (a row per photo: head pose and the 53 "
+                         "expression weights under ARKit's names); landmark fit only (--stages, --workers "
+                         "do not apply); a photo without a face is reported and left out. A video among "
+                         "the inputs (.mp4, .mov, .avi, .mkv, ...) means --same-person, its frames the photos")
+    ap.add_argument("--every", type=_int_at_least(1), default=1, metavar="N",
+                    help="videos: fit every N-th frame (default 1: all)")
+    ap.add_argument("--max-frames", type=_int_at_least(1), default=300, metavar="N",
+                    help="videos: at most N frames from each (default 300; each frame fitted keeps a 3 MB crop)")
     ap.add_argument("--initializer", default="auto",
                     help="the coarse stage's start: auto (default: 3ddfa_v2 when its files are on this machine, "
                          "else none), 3ddfa_v2 (downloads its files on first use; non-commercial), "
@@ -137,6 +150,12 @@ def _run(argv) -> int:
     except ValueError as exc:
         usage_errors.append(str(exc))
     missing, ray_photos = [], []
+    from .video import is_video
+    args.same_person = args.same_person or any(is_video(p) for p in args.images)
+    if args.same_person and args.ray is not None:
+        usage_errors.append("--same-person fits on this machine: it does not go with --ray")
+    if args.same_person and args.all_faces:
+        usage_errors.append("--same-person fits one face per photo: it does not go with --all-faces")
     if args.ray is not None:  # files, folders and manifests, expanded
         from .distributed import expand_inputs
         try:
@@ -164,6 +183,8 @@ def _run(argv) -> int:
         return _run_on_ray(args, stages, ray_photos, out)
 
     existing = [p for p in args.images if p not in missing]
+    if args.same_person:
+        return _run_same_person(args, existing, len(missing), out)
     from .workers import cpu_cores, default_workers
     workers = min(args.workers or default_workers(len(existing), args.device), len(existing))
     if workers > 1:
@@ -225,6 +246,64 @@ def _run(argv) -> int:
         parts["total"] = time.perf_counter() - started
         write_timings(Path(args.timings), main_entry_unix, parts, face_timings, faces=len(written))
     return 1 if failed else 0
+
+
+def _run_same_person(args, photos, failed: int, out: Path) -> int:
+    """``--same-person``: one joint fit of ``photos`` and videos' frames (fitting.same_person); writes
+    into ``out`` itself.
+
+    Photos (frames) that cannot be read or show no face and videos that do not decode are reported
+    and left out; the exit status is 1 when any was (as for a failed photo without --same-person),
+    the files are written all the same."""
+    from landmarks import LandmarksError
+    from morphable import ModelLoadError
+    from .api import FaceFitter
+    from .outputs.files import ExportError
+    from .rendering.renderer import RendererUnavailable
+    from .naming import name_of, unique_names
+    from .result import FitError
+    from .video import VideoError, is_video, read_frames
+    try:
+        fitter = FaceFitter(("coarse",), model_dir=args.model_dir, device=args.device, face_index=args.face_index,
+                            initializer=None, progress=not args.no_progress)
+    except (ModelLoadError, LandmarksError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        return 2
+    bad_videos = []
+
+    def frames_of(video: str, name: str):
+        try:
+            for f in read_frames(video, args.every, args.max_frames):
+                yield f"{name}#f{f.index:06d}", f.pixels, video, f.time_s
+        except VideoError as exc:
+            bad_videos.append(video)
+            print(f"error: {video}: {exc}", file=sys.stderr)
+
+    def items():
+        for path, name in zip(photos, unique_names([name_of(p, i) for i, p in enumerate(photos)])):
+            if is_video(path):
+                yield from frames_of(path, name)
+            else:
+                yield name, path, path, None
+
+    with fitter:
+        try:
+            # one video alone: its frames are in order, and the temporal term applies
+            result = fitter.fit_views(items(), ordered=len(photos) == 1 and is_video(photos[0]))
+        except FitError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    for name, reason in result.skipped:
+        print(f"error: {name}: {reason} (left out of the identity)", file=sys.stderr)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    try:
+        result.save(out)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 1 if failed or result.skipped or bad_videos else 0
 
 
 def _fitter_kwargs(args, stages) -> dict:

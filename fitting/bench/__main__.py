@@ -15,6 +15,7 @@ COMMANDS = {
     "e2e": "fitting.bench.e2e",
     "scale": "fitting.bench.scale",
     "align": "fitting.bench.align",
+    "same-person": "fitting.bench.same_person",
 }
 
 

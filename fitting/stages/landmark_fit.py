@@ -202,31 +202,18 @@ def solve_spd(a: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return sol
 
 
-def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
-                rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
-                prev_coeffs: Optional[torch.Tensor] = None, exp_bounds=(0.0, 1.0),
-                rel_depth: Optional[torch.Tensor] = None, lambda_depth: float = 0.0,
-                active_set_rounds: int = 4, frozen: Optional[torch.Tensor] = None,
-                prior_mean: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Regularised linear least squares for (a_id, a_exp) with the pose fixed.
+def shape_rows(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
+               rot: torch.Tensor, t: torch.Tensor, coeffs: torch.Tensor, rel_depth: Optional[torch.Tensor] = None,
+               lambda_depth: float = 0.0):
+    """The linearised landmark equations of :func:`solve_shape`, unregularised: ``(a, rhs)``.
 
-    For a camera-space point P = R X(a) + t the projection equations
-    ``fx Px + (u - cx) Pz = 0`` and ``fy Py - (v - cy) Pz = 0`` are linear in
-    a; dividing by the current depth of each point turns them into pixel
-    residuals (the usual perspective linearisation, exact at convergence).
-    ``rel_depth`` (B, K): MediaPipe's relative depth in pixels (smaller =
-    closer), used as a weak extra constraint with weight ``lambda_depth``.
-    Expression activations are kept in ``exp_bounds`` by clamping and
-    re-solving with the clamped ones pinned (a batched active set).
-    ``frozen`` (n,) bool: coefficients held at zero (a strong penalty).
-    ``prior_mean`` (B, n): centre of the Tikhonov prior (an initialiser's
-    estimate); zeros (the model mean) when None.
-    Returns (B, n) coefficients.
+    ``a`` (B, R, n) and ``rhs`` (B, R) with R = 2K (+ K with the depth term): the rows, in weighted
+    normalised pixels, whose least-squares solution ``a @ x ~ rhs`` are the coefficients (identity
+    modes first, then expressions, as in ``lb``) at the pose ``rot`` (B, 3, 3), ``t`` (B, 3). Each
+    point's depth is taken at ``coeffs`` (B, n) (the perspective linearisation, exact at convergence).
     """
     b = uv.shape[0]
-    n = lb.basis.shape[-1]
-    dtype, dev = uv.dtype, uv.device
-    coeffs = prev_coeffs if prev_coeffs is not None else torch.zeros(b, n, dtype=dtype, device=dev)
+    dtype = uv.dtype
     fx, fy, cx, cy = (x[:, None] for x in intrinsics.unbind(-1))
     cam = torch.einsum("bij,bkj->bki", rot, lb.points(coeffs)) + t[:, None]
     depth = (-cam[..., 2]).clamp_min(1.0)
@@ -258,6 +245,36 @@ def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intr
         a = torch.cat([a, dz * s[..., None]], 1)
         # P_z rises toward the camera while MediaPipe's z falls: target -z.
         rhs = torch.cat([rhs, (-zc / f_over_d - mz) * s], 1)
+
+    return a, rhs
+
+
+def solve_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
+                rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
+                prev_coeffs: Optional[torch.Tensor] = None, exp_bounds=(0.0, 1.0),
+                rel_depth: Optional[torch.Tensor] = None, lambda_depth: float = 0.0,
+                active_set_rounds: int = 4, frozen: Optional[torch.Tensor] = None,
+                prior_mean: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Regularised linear least squares for (a_id, a_exp) with the pose fixed.
+
+    For a camera-space point P = R X(a) + t the projection equations
+    ``fx Px + (u - cx) Pz = 0`` and ``fy Py - (v - cy) Pz = 0`` are linear in
+    a; dividing by the current depth of each point turns them into pixel
+    residuals (the usual perspective linearisation, exact at convergence).
+    ``rel_depth`` (B, K): MediaPipe's relative depth in pixels (smaller =
+    closer), used as a weak extra constraint with weight ``lambda_depth``.
+    Expression activations are kept in ``exp_bounds`` by clamping and
+    re-solving with the clamped ones pinned (a batched active set).
+    ``frozen`` (n,) bool: coefficients held at zero (a strong penalty).
+    ``prior_mean`` (B, n): centre of the Tikhonov prior (an initialiser's
+    estimate); zeros (the model mean) when None.
+    Returns (B, n) coefficients.
+    """
+    b = uv.shape[0]
+    n = lb.basis.shape[-1]
+    dtype, dev = uv.dtype, uv.device
+    coeffs = prev_coeffs if prev_coeffs is not None else torch.zeros(b, n, dtype=dtype, device=dev)
+    a, rhs = shape_rows(lb, uv, weights, intrinsics, rot, t, coeffs, rel_depth, lambda_depth)
 
     # float64: the pinning penalty makes the system stiff.
     a64, rhs64 = a.double(), rhs.double()

@@ -55,7 +55,14 @@ TRANSLATION_STEP_MM = 10.0
 
 @with_gradients  # Adam needs autograd even when the caller fits under no_grad or inference_mode
 def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Correspondence",
-                       coarse: "CoarseResult", settings: "CoarseSettings", renderer) -> "CoarseResult":
+                       coarse: "CoarseResult", settings: "CoarseSettings", renderer,
+                       shared_identity: bool = False) -> "CoarseResult":
+    """The polish of the module doc on a batch of B faces; returns the coarse result updated.
+
+    ``shared_identity``: the B faces are views of one person: one identity for all (the
+    coarse result's first face's, which a joint fit gives every view), its prior counted once
+    (:mod:`fitting.stages.joint`); pose, expression, light and skin colour stay per view.
+    """
     t0 = time.perf_counter()
     dev = model.device
     b, s_full = len(batch), batch.size
@@ -84,7 +91,8 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         if ids68 is not None:
             pts = torch.cat([pts, verts[:, ids68]], 1)
         return reprojection_residual(pts, rot, t, uv, camera.intrinsics)
-    id_c = coarse.id_coeffs.clone().requires_grad_(True)
+    id_param = (coarse.id_coeffs[:1] if shared_identity else coarse.id_coeffs).clone().requires_grad_(True)
+    id_views = b if shared_identity else 1  # how many faces share each identity: its prior is counted once
     exp_c = coarse.exp_coeffs.clone().requires_grad_(True)
     rotvec = torch.zeros(b, 3, device=dev, requires_grad=True)
     dt = torch.zeros(b, 3, device=dev, requires_grad=True)
@@ -92,7 +100,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     keep_exp = torch.tensor([not n.startswith(settings.exp_exclude) for n in model.exp_names], device=dev)
 
     def camera_vertices():
-        verts = model(id_c, exp_c * keep_exp)
+        verts = model(id_param.expand(b, -1), exp_c * keep_exp)
         rot = axis_angle_to_matrix(rotvec) @ camera.rotation
         t = camera.translation + dt * TRANSLATION_STEP_MM
         return verts, rot, t, torch.einsum("bij,bvj->bvi", rot, verts) + t[:, None]
@@ -110,7 +118,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     light = light0.clone().requires_grad_(True)
     albedo = mean_col.clone().contiguous().requires_grad_(True)  # (B, 3)
     lr = settings.photometric_lr
-    opt = Adam([{"params": [id_c, exp_c], "lr": lr * LR_COEFFS},
+    opt = Adam([{"params": [id_param, exp_c], "lr": lr * LR_COEFFS},
                 {"params": [rotvec], "lr": lr * LR_ROTATION},
                 {"params": [dt], "lr": lr * LR_TRANSLATION},
                 {"params": [light], "lr": lr * LR_LIGHT},
@@ -133,7 +141,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
         res = landmark_residual(verts, rot, t) * norm[:, None, None]
         lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
-        prior = (settings.lambda_id * (id_c ** 2).sum(1) + settings.lambda_exp * (exp_c ** 2).sum(1)) \
+        prior = (settings.lambda_id * (id_param ** 2).sum(1) / id_views + settings.lambda_exp * (exp_c ** 2).sum(1)) \
             * lm_scale / w_lm.sum(1).clamp_min(1e-6)
         loss = (photo + lm + prior).sum()
         loss.backward()
@@ -149,7 +157,8 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         err = landmark_residual(verts, rot, t).norm(dim=-1)[:, :w_mp.shape[1]]
         wm = (w_mp > 0).to(err)
         return dataclasses.replace(
-            coarse, camera=camera.with_pose(rot, t), vertices=verts.detach(), id_coeffs=id_c.detach(),
+            coarse, camera=camera.with_pose(rot, t), vertices=verts.detach(),
+            id_coeffs=id_param.detach().expand(b, -1).contiguous(),
             exp_coeffs=exp_c.detach(), landmark_error=(err * wm).sum(1) / wm.sum(1), light=light.detach(),
             albedo=albedo.detach()[:, None, :].expand(-1, model.n_vertices, -1).contiguous(),
             seconds=coarse.seconds + time.perf_counter() - t0)

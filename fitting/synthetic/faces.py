@@ -367,18 +367,28 @@ class FaceGenerator:
 
     def __call__(self, seed, size: int = 512, yaw_range: float = 60.0, detail: bool = False,
                  deformation: bool = False, fov_deg: float = DEFAULT_FOV, noise: bool = True,
-                 yaw_deg: Optional[float] = None, pitch_deg: Optional[float] = None) -> SyntheticFace:
-        """One face; arguments as :func:`generate_face`. Deterministic in ``seed``. ``yaw_deg`` /
-        ``pitch_deg`` (degrees): that head pose instead of the drawn one (the draws are still made,
-        so the rest of the face is the same as without them)."""
+                 yaw_deg: Optional[float] = None, pitch_deg: Optional[float] = None,
+                 id_coeffs: Optional[torch.Tensor] = None, exp_coeffs: Optional[torch.Tensor] = None,
+                 pose_deg: Optional[Tuple[float, float, float]] = None, fill: Optional[float] = None) -> SyntheticFace:
+        """One face; arguments as :func:`generate_face`. Deterministic in ``seed``.
+
+        ``yaw_deg`` / ``pitch_deg`` (degrees): that head pose instead of the drawn one; ``id_coeffs``
+        (n_id,), ``exp_coeffs`` (n_exp,), ``pose_deg`` (yaw, pitch, roll) and ``fill`` (the face's
+        share of the image): these instead of random ones (several views of one person, frames of a
+        clip). The draws are still made, so everything else is the same as without them."""
         model = self.model
         rng = np.random.default_rng(seed)
         # shape: identity within +/-2 sigma, a few mild expression activations
         id_c = torch.tensor(np.clip(rng.normal(size=model.n_id), -2, 2), dtype=torch.float32)
+        if id_coeffs is not None:
+            id_c = torch.as_tensor(id_coeffs, dtype=torch.float32).reshape(model.n_id).clone()
         exp_c = torch.zeros(model.n_exp)
         active = rng.choice(model.n_exp, size=int(rng.integers(0, 4)), replace=False)
         exp_c[torch.as_tensor(active, dtype=torch.long)] = torch.tensor(rng.uniform(0.1, 0.5, active.size),
                                                                         dtype=torch.float32)
+        if exp_coeffs is not None:
+            exp_c = torch.as_tensor(exp_coeffs, dtype=torch.float32).reshape(model.n_exp).clone()
+            active = np.flatnonzero(exp_c.numpy())
         verts = model.forward(id_c[None], exp_c[None])[0]
         deform, bumps = _deformation(model, rng) if deformation else (torch.zeros_like(verts), [])
         verts = verts + deform
@@ -387,8 +397,10 @@ class FaceGenerator:
         pitch, roll = float(rng.uniform(-10, 10)), float(rng.uniform(-6, 6))
         yaw = yaw if yaw_deg is None else float(yaw_deg)
         pitch = pitch if pitch_deg is None else float(pitch_deg)
+        if pose_deg is not None:
+            yaw, pitch, roll = (float(x) for x in pose_deg)
         rot = euler_to_matrix(torch.tensor([yaw]), torch.tensor([pitch]), torch.tensor([roll]))
-        fill = float(rng.uniform(0.6, 0.75))
+        fill = float(rng.uniform(0.6, 0.75)) if fill is None else float(fill)
         cam = Camera.from_image_size(size, size, fov_deg=fov_deg, rotation=rot[0])
         cam = cam.look_at_face(verts[self.face][None], fill=fill)
         light = random_light(rng)

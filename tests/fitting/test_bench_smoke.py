@@ -192,3 +192,23 @@ def test_e2e_bench_measures_the_cli_and_a_baseline_without_timings(ict_dir, face
     base_totals, _, base_parts = rows["baseline"].partition("|")
     assert base_parts.split() == ["n/a"] * len(PARTS)
     assert "baseline: " in out and "totals only" in out
+
+
+def test_same_person_bench_prints_finite_tables(ict_dir, face_model, closed_model, tmp_path, capsys):
+    from fitting.bench.__main__ import main
+
+    assert main(["same-person", "--n", "2", "--views", "2", "--model-dir", str(ict_dir), "--no-oracle",
+                 "--no-progress", "--clip-frames", "4", "--temporal", "0,100", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("MediaPipe's landmarks"))
+    assert lines[start + 1].split()[:2] == ["N", "views"] and set(lines[start + 2]) == {"-"}
+    for line in lines[start + 3:start + 5]:  # N = 1, 2
+        cells = line.split()
+        assert len(cells) == 11 and all(math.isfinite(float(c)) for c in cells), line
+    assert "disagreement" in out
+    clip = next(i for i, line in enumerate(lines) if line.startswith("part (b)"))
+    rows = [line for line in lines[clip + 3:clip + 6]]
+    assert rows[0].startswith("independent per-frame fits") and rows[2].startswith("joint, temporal 100")
+    for name in ("clip_jawOpen.png", "clip_eyeBlink_L.png", "clip_curves.csv"):
+        assert (tmp_path / name).is_file(), name

@@ -56,7 +56,8 @@ def test_help(tmp_path):
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert out.startswith("usage: fit-face")
-    for option in ("--out", "--stages", "--model-dir", "--face-index", "--all-faces", "--initializer", "--version"):
+    for option in ("--out", "--stages", "--model-dir", "--face-index", "--all-faces", "--initializer", "--version",
+                   "--same-person"):
         assert option in out
     assert "examples:" in out
 

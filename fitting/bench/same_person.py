@@ -1,0 +1,341 @@
+"""Same-person bench: one identity from N photos (joint fit) against single-photo fits, synthetic faces.
+
+    python -m fitting.bench same-person --n 5 --views 8 --seed 0 [--model-dir DIR]
+
+Part (a) of issue 18. ``--n`` synthetic people; person ``p`` has one random
+identity (seed ``(seed, p)``) and ``--views`` photos of it, each with its own
+random pose (|yaw| <= ``--yaw-max``), expression (0-3 mild activations),
+light, albedo and camera (seed ``(seed, p, v)``; :class:`fitting.synthetic.FaceGenerator`
+with ``id_coeffs``). Every photo goes through MediaPipe and the crop as the API does.
+
+For N = 1, 2, 4, 8 (the first N views of each person), identity error in mm:
+the fitted neutral mesh (identity, no expression) against the true neutral
+mesh, mean per-vertex distance after a similarity alignment, over the face
+area (as bench coarse measures shape). Rows:
+
+- single-view fits: :func:`fitting.stages.coarse.fit_landmarks` (least squares,
+  no photometric polish) on each of the N views alone, error averaged over the views;
+- single-view identities averaged: the mean of those fits' identity coefficients;
+- joint: :func:`fitting.stages.joint.fit_same_person` on the N views.
+
+Also measured: the expression-weight error of the joint fit (mean |fitted - true|
+over the 53 weights and the views), and the disagreement check's distances (each
+view's single-view neutral mesh from the joint one, mm) for views of one person
+and for a mixed set (view v of person v mod n: different people), which is what
+``SamePersonSettings.disagreement_mm`` is set from.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .common import DEFAULT_YAW_MAX, load_models, vertex_errors
+
+VIEW_COUNTS = (1, 2, 4, 8)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=5, help="number of synthetic people (default 5)")
+    p.add_argument("--views", type=int, default=8, help="photos per person (default 8; N runs up to this)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (default 0)")
+    p.add_argument("--model-dir", default=None, help="ICT-FaceKit folder or archive (default: the model cache)")
+    p.add_argument("--size", type=int, default=512, help="synthetic image side, pixels (default 512)")
+    p.add_argument("--yaw-max", type=float, default=DEFAULT_YAW_MAX,
+                   help=f"largest |yaw| of the synthetic views, degrees (default {DEFAULT_YAW_MAX:g})")
+    p.add_argument("--clip-frames", type=int, default=0, metavar="T",
+                   help="part (b): also a synthetic clip of T frames (smooth head motion, jaw and blink curves; "
+                        "default 0: not run)")
+    p.add_argument("--temporal", default="0,30,100,300",
+                   help="part (b): lambda_temporal_exp values to compare (comma-separated; default 0,30,100,300)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="part (b): write clip_curves.csv, clip_jawOpen.png and clip_eyeBlink_L.png (the curves over the "
+                        "frames: truth, independent fits, the joint fit at the last --temporal value) here")
+    p.add_argument("--no-oracle", action="store_true",
+                   help="leave out the rows fed exact landmarks (the true projections of the table's surface points)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def make_people(face_model, closed_model, n: int, views: int, seed: int, size: int, yaw_max: float,
+                progress: bool = True):
+    """``n`` people x ``views`` photos: a list of dicts ``{"id": (n_id,), "views": [BenchFace, ...]}``
+    (:class:`fitting.bench.common.BenchFace`; ``crop`` None where MediaPipe missed the face) and
+    ``"exp"``: the views' true expression weights (views, n_exp)."""
+    from fitting.camera import DEFAULT_FOV
+    from fitting.detections import crop_face
+    from landmarks import FaceMeshDetector
+    from .common import BenchFace, _generator
+
+    gen = _generator(closed_model)
+    people = []
+    with FaceMeshDetector() as det:
+        bar = tqdm(total=n * views, desc="synthetic views", unit="photo", disable=not progress)
+        for p in range(n):
+            rng = np.random.default_rng((seed, p))
+            id_c = torch.tensor(np.clip(rng.normal(size=closed_model.n_id), -2, 2), dtype=torch.float32)
+            person = {"id": id_c, "views": [], "exp": []}
+            for v in range(views):
+                sf = gen((seed, p, v), size=size, yaw_range=yaw_max, fov_deg=DEFAULT_FOV, id_coeffs=id_c)
+                faces = det.detect(sf.image)
+                nv = face_model.n_vertices
+                face = BenchFace(index=v, seed=(seed, p, v), truth=sf.verts_model[:nv].astype(np.float64),
+                                 yaw=float(sf.params["pose_deg"]["yaw"]), deformation_mm=0.0,
+                                 n_faces_found=len(faces), truth_camera=sf.verts_camera[:nv].astype(np.float64))
+                if faces:
+                    face.crop = crop_face(sf.image, faces[0], 512, f"person{p}_view{v}", DEFAULT_FOV)
+                person["views"].append(face)
+                person["exp"].append(torch.tensor(sf.params["exp_coeffs"]))
+                bar.update(1)
+            person["exp"] = torch.stack(person["exp"])
+            people.append(person)
+        bar.close()
+    return people
+
+
+def clip_truth(model, frames: int):
+    """A clip's true curves, T = ``frames``: ``exp`` (T, n_exp) with speech-like jaw motion
+    (|sin|, period 12 frames, up to 0.45) and a blink every 15 frames (both eyes, 3 frames:
+    0.5, 1, 0.5), and ``pose`` (T, 3) yaw, pitch, roll degrees (yaw 15 sin, pitch 4 sin at twice the rate)."""
+    t = np.arange(frames, dtype=np.float64)
+    exp = np.zeros((frames, model.n_exp))
+    exp[:, model.exp_names.index("jawOpen")] = 0.45 * np.abs(np.sin(np.pi * t / 12.0))
+    blink = np.zeros(frames)
+    for centre in range(7, frames, 15):
+        for d, v in ((-1, 0.5), (0, 1.0), (1, 0.5)):
+            if 0 <= centre + d < frames:
+                blink[centre + d] = v
+    for name in ("eyeBlink_L", "eyeBlink_R"):
+        exp[:, model.exp_names.index(name)] = blink
+    pose = np.stack([15.0 * np.sin(2 * np.pi * t / frames), 4.0 * np.sin(4 * np.pi * t / frames), 0 * t], 1)
+    return torch.tensor(exp, dtype=torch.float32), pose
+
+
+def plot_curves(path, curves, height: int = 360, width: int = 720) -> None:
+    """A PNG of weight curves in [0, 1] over frames: ``curves`` a list of ``(label, (T,) values, BGR colour,
+    thickness)``, drawn with OpenCV (no plotting library needed); a legend in the top left."""
+    import cv2
+    img = np.full((height, width, 3), 255, np.uint8)
+    m = 30
+    for y in (0.0, 0.5, 1.0):
+        yy = int(height - m - y * (height - 2 * m))
+        cv2.line(img, (m, yy), (width - m, yy), (220, 220, 220), 1)
+        cv2.putText(img, f"{y:.1f}", (2, yy + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    for k, (label, values, colour, thick) in enumerate(curves):
+        v = np.asarray(values, np.float64)
+        xs = m + np.arange(len(v)) * (width - 2 * m) / max(1, len(v) - 1)
+        ys = height - m - np.clip(v, 0, 1) * (height - 2 * m)
+        pts = np.stack([xs, ys], 1).round().astype(np.int32)
+        cv2.polylines(img, [pts], False, colour, thick)
+        cv2.putText(img, label, (m + 5, 15 + 14 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
+    cv2.imwrite(str(path), img)
+
+
+def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int, temporal, progress: bool,
+               out=None) -> str:
+    """Part (b), a synthetic clip: expression-weight error and per-vertex jitter of independent per-frame
+    fits and of the joint fit at each ``temporal`` weight. Returns the printed table; with ``out`` (a
+    folder) writes the jawOpen and eyeBlink_L curves there (:func:`plot_curves`, and as CSV)."""
+    from fitting.camera import DEFAULT_FOV
+    from fitting.detections import DetectionBatch, crop_face
+    from fitting.stages.coarse import fit_landmarks
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+    from landmarks import FaceMeshDetector
+    from .common import _generator
+
+    gen = _generator(closed_model)
+    rng = np.random.default_rng((seed, 1000))
+    id_c = torch.tensor(np.clip(rng.normal(size=closed_model.n_id), -2, 2), dtype=torch.float32)
+    exp, pose = clip_truth(closed_model, frames)
+    crops, kept = [], []
+    with FaceMeshDetector() as det:
+        for t in tqdm(range(frames), desc="clip frames", unit="frame", disable=not progress):
+            # one seed for every frame: the same light, skin, background and camera distance
+            sf = gen((seed, 1000), size=size, fov_deg=DEFAULT_FOV, id_coeffs=id_c, exp_coeffs=exp[t],
+                     pose_deg=tuple(pose[t]), fill=0.65)
+            faces = det.detect(sf.image)
+            if faces:
+                crops.append(crop_face(sf.image, faces[0], 512, f"frame{t}", DEFAULT_FOV))
+                kept.append(t)
+    truth_exp = exp[kept]
+    nv = face_model.n_vertices
+    truth_verts = face_model(id_c[None].expand(len(kept), -1), truth_exp)[:, :nv]
+
+    def jitter(v):  # mean |second difference| over frames and vertices, mm
+        return float((v[2:] - 2 * v[1:-1] + v[:-2]).norm(dim=-1).mean())
+
+    def channel(e, name):
+        i = face_model.exp_names.index(name)
+        return float((e[:, i] - truth_exp[:, i]).abs().mean())
+
+    batch = DetectionBatch.stack(crops)
+    rows = []
+    base = SamePersonSettings(check_disagreement=False)
+    single = fit_landmarks(face_model, batch, corr, base.coarse)
+    rows.append(("independent per-frame fits", single.exp_coeffs, single.vertices, float("nan")))
+    for lam in temporal:
+        st = SamePersonSettings(check_disagreement=False, lambda_temporal_exp=lam)
+        t0 = time.perf_counter()
+        fit = fit_same_person(face_model, batch, corr, st, ordered=True)
+        rows.append((f"joint, temporal {lam:g}", fit.exp_coeffs, fit.vertices, time.perf_counter() - t0))
+    head = (f"{'method':<30}{'exp weight err':>16}{'jawOpen err':>13}{'eyeBlink err':>14}{'jitter mm':>11}"
+            f"{'fps':>8}")
+    lines = [f"part (b): synthetic clip, {frames} frames ({len(kept)} found by MediaPipe), seed {seed}; truth "
+             f"jitter {jitter(truth_verts):.3f} mm", head, "-" * len(head)]
+    for name, e, v, secs in rows:
+        blink = 0.5 * (channel(e, "eyeBlink_L") + channel(e, "eyeBlink_R"))
+        fps = len(kept) / secs if secs == secs else float("nan")
+        lines.append(f"{name:<30}{float((e - truth_exp).abs().mean()):>16.4f}{channel(e, 'jawOpen'):>13.4f}"
+                     f"{blink:>14.4f}{jitter(v):>11.3f}{fps:>8.1f}")
+    if out is not None and len(rows) > 1:
+        from pathlib import Path
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        jaw, blink = face_model.exp_names.index("jawOpen"), face_model.exp_names.index("eyeBlink_L")
+        joint_name, joint_e = rows[-1][0], rows[-1][1]
+        series = {"truth": truth_exp, "independent": single.exp_coeffs, "joint": joint_e}
+        with open(folder / "clip_curves.csv", "w", encoding="utf-8") as f:
+            f.write("frame," + ",".join(f"{k}_{c}" for k in series for c in ("jawOpen", "eyeBlink_L")) + "\n")
+            for i, t in enumerate(kept):
+                f.write(f"{t}," + ",".join(f"{float(e[i, c]):.4f}" for e in series.values() for c in (jaw, blink))
+                        + "\n")
+        colours = {"truth": (0, 0, 0), "independent": (60, 60, 230), "joint": (200, 120, 0)}
+        for channel_name, c, offset in (("jawOpen", jaw, 0), ("eyeBlink_L", blink, 1)):
+            plot_curves(folder / f"clip_{channel_name}.png",
+                        [(f"{channel_name} {k if k != 'joint' else joint_name}", e[:, c].numpy(), colours[k],
+                          2 if k == "truth" else 1) for k, e in series.items()])
+        lines.append(f"curves: {folder}/clip_jawOpen.png, clip_eyeBlink_L.png, clip_curves.csv")
+    lines.append("jitter: mean per-vertex |v[t+1] - 2 v[t] + v[t-1]| of the fitted meshes (model frame, with "
+                 "expression; the head's own motion is not in it), mm; fps: the joint fit's frames per second "
+                 "(landmark least squares, MediaPipe not included).")
+    return "\n".join(lines)
+
+
+def score(face_model, corr, people, counts, settings, exact: bool = False, narrow=None):
+    """Identity errors (mm) of single-view and joint fits for each N in ``counts``, over ``people``.
+
+    ``exact``: fit the true projections of the table's surface points instead of MediaPipe's
+    (:func:`fitting.bench.common.oracle_crop`; ``settings.coarse.landmark_offsets`` should be off).
+    Returns ``{N: {"single", "averaged", "joint", "joint_narrow", "single_narrow", "exp", "seconds":
+    [per person]}}`` and the joint fits' disagreement distances at the largest N (mm, one per view).
+    """
+    from fitting.detections import DetectionBatch
+    from fitting.stages.coarse import fit_landmarks
+    from fitting.stages.joint import fit_same_person
+    from .common import oracle_crop
+
+    zeros = torch.zeros(1, face_model.n_exp)
+
+    def neutral(id_c):
+        return face_model(id_c.reshape(1, -1), zeros)[0].numpy()
+
+    def err(mesh, truth, area=None):
+        return float(vertex_errors(mesh, truth, area).mean())
+
+    keys = ("single", "averaged", "joint", "single_narrow", "joint_narrow", "exp", "seconds")
+    out = {c: {k: [] for k in keys} for c in counts}
+    distances = []
+    for person in people:
+        truth = neutral(person["id"])
+        found = [v for v, f in enumerate(person["views"]) if f.crop is not None]
+        if not found:
+            continue
+        crops = [oracle_crop(person["views"][v], corr) if exact else person["views"][v].crop for v in found]
+        alone = fit_landmarks(face_model, DetectionBatch.stack(crops), corr, settings.coarse)  # each view alone
+        alone_mesh = [neutral(a) for a in alone.id_coeffs]
+        for c in counts:
+            if c > len(crops):
+                continue
+            row = out[c]
+            row["single"].append(float(np.mean([err(m, truth) for m in alone_mesh[:c]])))
+            row["single_narrow"].append(float(np.mean([err(m, truth, narrow) for m in alone_mesh[:c]])))
+            row["averaged"].append(err(neutral(alone.id_coeffs[:c].mean(0)), truth))
+            fit = fit_same_person(face_model, DetectionBatch.stack(crops[:c]), corr, settings)
+            row["seconds"].append(fit.seconds)
+            row["joint"].append(err(fit.neutral.numpy(), truth))
+            row["joint_narrow"].append(err(fit.neutral.numpy(), truth, narrow))
+            row["exp"].append(float((fit.exp_coeffs - person["exp"][found[:c]]).abs().mean()))
+            if c == max(counts) and fit.disagreement_mm is not None:
+                distances += fit.disagreement_mm.tolist()
+    return out, distances
+
+
+def format_rows(rows, counts) -> str:
+    head = (f"{'N views':>8}{'single-view mm':>16}{'singles averaged mm':>21}{'joint mm':>10}{'joint / single':>16}"
+            f"{'narrow: single':>16}{'joint':>8}{'ratio':>7}{'exp weight err':>16}{'joint s':>9}{'people':>8}")
+    lines = [head, "-" * len(head)]
+    for c in counts:
+        r = rows[c]
+        if not r["joint"]:
+            continue
+        s, j, sn, jn = (float(np.mean(r[k])) for k in ("single", "joint", "single_narrow", "joint_narrow"))
+        lines.append(f"{c:>8d}{s:>16.3f}{np.mean(r['averaged']):>21.3f}{j:>10.3f}{j / s:>16.3f}{sn:>16.3f}"
+                     f"{jn:>8.3f}{jn / sn:>7.3f}{np.mean(r['exp']):>16.4f}{np.mean(r['seconds']):>9.2f}"
+                     f"{len(r['joint']):>8d}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import dataclasses
+    from fitting.detections import DetectionBatch
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+    from .common import narrow_area
+
+    face_model, closed_model = load_models(args.model_dir)
+    corr = load_correspondence()
+    narrow = narrow_area(face_model)
+    settings = SamePersonSettings()
+    t0 = time.perf_counter()
+    people = make_people(face_model, closed_model, args.n, args.views, args.seed, args.size, args.yaw_max,
+                         progress=not args.no_progress)
+    t_gen = time.perf_counter() - t0
+    counts = [c for c in VIEW_COUNTS if c <= args.views]
+    found = sum(f.crop is not None for p in people for f in p["views"])
+    rows, same_dist = score(face_model, corr, people, counts, settings, narrow=narrow)
+    # different people in one set: view v of person v mod n
+    mixed = [people[v % len(people)]["views"][v].crop for v in range(args.views)]
+    mixed = [c for c in mixed if c is not None]
+    mixed_dist = []
+    if len(people) > 1 and len(mixed) > 1:
+        mixed_dist = fit_same_person(face_model, DetectionBatch.stack(mixed), corr, settings).disagreement_mm.tolist()
+    exact_rows = None
+    if not args.no_oracle:
+        exact = SamePersonSettings(coarse=dataclasses.replace(settings.coarse, landmark_offsets=False),
+                                   lambda_id=settings.lambda_id, check_disagreement=False)
+        exact_rows, _ = score(face_model, corr, people, counts, exact, exact=True, narrow=narrow)
+
+    print()
+    print(f"same-person bench: {args.n} synthetic people x {args.views} views, seed={args.seed}, "
+          f"|yaw|<={args.yaw_max:g} deg, {args.size} px; MediaPipe found {found}/{args.n * args.views} views")
+    print("MediaPipe's landmarks (the real path):")
+    print(format_rows(rows, counts))
+    if rows.get(8) and rows[8]["joint"]:
+        ratio = np.mean(rows[8]["joint"]) / np.mean(rows[8]["single"])
+        print(f"issue 18 (a): joint 8-view identity error <= 0.75 x single-view: {ratio:.3f} "
+              f"({'met' if ratio <= 0.75 else 'NOT met'})")
+    if exact_rows is not None:
+        print()
+        print("exact landmarks (true projections of the table's surface points; the solver's ceiling):")
+        print(format_rows(exact_rows, counts))
+    print()
+    fmt = lambda xs: (f"median {np.median(xs):.2f}, min {np.min(xs):.2f}, max {np.max(xs):.2f} mm"  # noqa: E731
+                      if xs else "n/a")
+    print(f"disagreement (each view's single-view neutral mesh vs the joint one, mean vertex distance, MediaPipe): "
+          f"one person {fmt(same_dist)}; mixed people {fmt(mixed_dist)}; warning threshold "
+          f"{settings.disagreement_mm:g} mm")
+    if args.clip_frames > 0:
+        print()
+        print(clip_bench(face_model, closed_model, corr, args.clip_frames, args.seed, args.size,
+                         [float(x) for x in args.temporal.split(",")], not args.no_progress, args.out))
+    print()
+    print("Errors: identity = neutral meshes (no expression), mean per-vertex distance after a similarity "
+          "alignment over the ICT face area ('narrow': ICT's face_narrow set, the front of the face); "
+          "'single-view mm' averages the N views' own fits; 'singles averaged' fits each view alone and "
+          "averages the identity coefficients; 'exp weight err' = mean |fitted - true| over the 53 expression "
+          "weights of the N views (joint fit). Landmark least squares only (no photometric polish), CPU, "
+          f"torch threads {torch.get_num_threads()}; 'joint s' = seconds per joint fit (with its single-view "
+          f"disagreement check on the MediaPipe rows). Not timed: synthetic generation and MediaPipe {t_gen:.1f} s.")
+    return 0 if found else 1

@@ -1,0 +1,119 @@
+"""The result of fitting several photos of one person, and its folder (issue 18).
+
+:meth:`fitting.api.FaceFitter.fit_same_person` fits the joint model
+(:mod:`fitting.stages.joint`) and returns a :class:`SamePersonResult`;
+:meth:`SamePersonResult.save` writes
+
+- ``identity.obj`` / ``identity.ply``: the neutral mesh (the identity, no expression), model frame, mm;
+- ``identity_params.json``: identity coefficients, each view's pose (rotation matrix, yaw/pitch/roll,
+  translation, camera intrinsics of its photo), expression weights, landmark error, the disagreement
+  check, the photos skipped and why;
+- ``expressions.csv``: one row per fitted photo or video frame: ``source``, ``time_s`` (a frame's
+  time in its video; empty for a photo), head rotation (``yaw_deg``, ``pitch_deg``,
+  ``roll_deg``) and translation (``tx_mm``, ``ty_mm``, ``tz_mm``; model -> the photo's camera,
+  ``X_cam = R X + t``, camera looking down -z with y up), then the 53 expression weights in [0, 1]
+  under ARKit's names (:mod:`morphable.arkit`; ICT-only shapes under ICT's).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from morphable.arkit import arkit_names
+
+from .mesh import Mesh
+from .outputs.files import ExportError, staged_files, save_obj, save_ply
+
+POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg", "tx_mm", "ty_mm", "tz_mm")
+
+
+@dataclass
+class ViewFit:
+    """One photo of the joint fit: ``rotation`` (3, 3) and ``translation`` (3,) mm, model -> the
+    photo's camera; ``euler_deg`` (3,) yaw, pitch, roll; ``intrinsics`` (4,) of the photo's camera
+    (fx, fy, cx, cy px); ``exp_coeffs`` (n_exp,) in [0, 1]; ``landmark_error_px`` mean reprojection
+    error in photo pixels; ``disagreement_mm`` how far this photo's own single-view identity lies
+    from the joint one (mean vertex distance of the neutral meshes; None: not checked)."""
+
+    name: str
+    source: Optional[str]
+    rotation: np.ndarray
+    translation: np.ndarray
+    euler_deg: np.ndarray
+    intrinsics: np.ndarray
+    exp_coeffs: np.ndarray
+    landmark_error_px: float
+    disagreement_mm: Optional[float] = None
+    time_s: Optional[float] = None  # a video frame's time (None: a photo)
+
+
+@dataclass
+class SamePersonResult:
+    """One identity from several photos. ``neutral``: the identity's mesh (model frame, mm, no
+    expression); ``id_coeffs`` (n_id,); ``views``: the photos fitted, in input order; ``skipped``:
+    ``(name, reason)`` for each photo left out (unreadable, no face); ``warnings``: one line each
+    (identities that disagree); ``exp_names``: the model's (ICT) expression names."""
+
+    neutral: Mesh
+    id_coeffs: np.ndarray
+    views: List[ViewFit]
+    exp_names: List[str]
+    skipped: List[tuple] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    settings: Dict[str, object] = field(default_factory=dict)
+    licenses: Dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def expressions_csv(self) -> str:
+        """The text of ``expressions.csv`` (see the module doc)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["source", "time_s", *POSE_COLUMNS, *arkit_names(self.exp_names)])
+        for v in self.views:
+            writer.writerow([v.source or v.name, "" if v.time_s is None else f"{v.time_s:.4f}",
+                             *(f"{x:.4f}" for x in v.euler_deg),
+                             *(f"{x:.3f}" for x in v.translation), *(f"{x:.4f}" for x in v.exp_coeffs)])
+        return buf.getvalue()
+
+    def params(self) -> Dict[str, object]:
+        """``identity_params.json``'s content."""
+        names = arkit_names(self.exp_names)
+        return {
+            "units": "mm", "frame": "model (x: subject's left, y: up, z: out of the face)",
+            "id_coeffs": self.id_coeffs.tolist(),
+            "expression_names": {"ict": list(self.exp_names), "arkit": names},
+            "views": [{"name": v.name, "source": v.source, "time_s": v.time_s, "rotation": v.rotation.tolist(),
+                       "translation_mm": v.translation.tolist(),
+                       "yaw_pitch_roll_deg": v.euler_deg.tolist(), "photo_intrinsics": v.intrinsics.tolist(),
+                       "expressions": dict(zip(names, v.exp_coeffs.tolist())),
+                       "landmark_error_px": v.landmark_error_px, "disagreement_mm": v.disagreement_mm}
+                      for v in self.views],
+            "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
+            "warnings": list(self.warnings),
+            "settings": self.settings,
+            "seconds": self.seconds,
+        }
+
+    def save(self, folder) -> Path:
+        """Write the files of the module doc (and the model's licence notice) into ``folder``;
+        each file is written whole or not at all. Raises ExportError."""
+        folder = Path(folder)
+        save_obj(self.neutral, folder / "identity.obj")
+        save_ply(self.neutral, folder / "identity.ply")
+        targets = [folder / "identity_params.json", folder / "expressions.csv",
+                   *(folder / name for name in self.licenses)]
+        try:
+            with staged_files(*targets) as tmp:
+                tmp["identity_params.json"].write_text(json.dumps(self.params(), indent=1), encoding="utf-8")
+                tmp["expressions.csv"].write_text(self.expressions_csv(), encoding="utf-8")
+                for name, text in self.licenses.items():
+                    tmp[name].write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ExportError(f"cannot write {folder}: {exc.strerror or exc}") from None
+        return folder

@@ -1,0 +1,281 @@
+"""Several photos of one person: one identity, each view's own pose and expression (issue 18).
+
+The coarse stage's landmark least squares (:mod:`fitting.stages.landmark_fit`)
+over N views at once:
+
+1. each view's pose by the affine solve and Levenberg-Marquardt, on the mean face;
+2. with the poses fixed, one regularised linear solve over every view's
+   landmark rows for ``x = (a_id, a_exp_1, ..., a_exp_N)``: the identity
+   coefficients are shared, the expression coefficients are per view. Each
+   view's rows are :func:`~fitting.stages.landmark_fit.shape_rows`, so its
+   normal equations are the single-view ones; their identity blocks add up,
+   their expression blocks sit on the diagonal and the identity-expression
+   blocks couple the two (an arrow-shaped system of n_id + N n_exp unknowns). The identity prior ``lambda_id`` is counted
+   once, not per view: N views weigh N times as much against it, which is
+   what averaging views is for. Expressions are kept in their bounds by the
+   same active set as the single-view solve;
+   For a video's frames (``ordered``) a temporal term ties each frame's
+   expression to its neighbours': the expression blocks become block
+   tridiagonal. The identity is eliminated by its Schur complement, so the
+   cost grows with N, not N^3;
+3. alternate pose (per view, batched) and shape;
+4. optionally (``SamePersonSettings.photometric`` and a renderer), the coarse
+   stage's photometric polish on all views at once, the identity shared.
+
+Tensors: N views of ONE person batched as the leading dimension, as the single
+view stages batch faces. Frames and units as in :mod:`fitting.stages.landmark_fit`.
+With N = 1 the solve is the single-view one (:func:`fitting.stages.coarse.fit_landmarks`
+without an initialiser).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from morphable import MorphableModel
+
+from ..camera import Camera
+from ..detections import DetectionBatch
+from ..rotation import matrix_to_euler
+from .coarse import CoarseSettings, fit_landmarks
+from .correspondence import Correspondence
+from .landmark_fit import (LandmarkBasis, affine_pose, landmark_weights, refine_pose, reprojection_residual,
+                           shape_rows, solve_spd)
+
+
+@dataclass
+class SamePersonSettings:
+    """Settings of the joint fit. Weights as in :class:`fitting.stages.coarse.CoarseSettings`."""
+
+    # Landmark weights, priors (lambda_id: once for the shared identity; lambda_exp: per view),
+    # alternations and pose iterations: the coarse stage's, whose values were measured for one view.
+    coarse: CoarseSettings = field(default_factory=lambda: CoarseSettings(photometric=False))
+    # Tikhonov weight on the shared identity, squared normalised pixels per unit coefficient, counted
+    # once for all views (None: coarse.lambda_id, the single-view value).
+    lambda_id: Optional[float] = None
+    # Warn that the photos may not show one person when a view's own single-view identity lies
+    # farther than this from the joint one (mean distance over the neutral meshes' vertices, mm).
+    # Measured (synthetic, MediaPipe's points): views of one person 0.8-2.5 mm (bench same-person,
+    # seed 0: 40 views, median 1.50, max 2.53; 25 more views, max 2.02); sets mixing synthetic people
+    # 0.8-2.95 mm (median 1.58), one intruder among 4 views of another person 1.0-3.5 mm; three real
+    # photos of three people 1.4-1.9 mm. Set above every same-person view: a weak check, which
+    # flags only gross disagreement (1 of 5 synthetic intruders, no same-person view). Random ICT
+    # identities seen through MediaPipe's points are not told apart per view by this distance, nor by
+    # the rise in landmark error between the single-view and the joint fit (measured too).
+    disagreement_mm: float = 3.0
+    # Run the single-view fits that the disagreement check needs (landmark least squares only).
+    check_disagreement: bool = True
+    # The coarse stage's photometric polish on all views at once with the identity shared
+    # (fitting.stages.photometric, shared_identity=True; coarse.photometric_* settings); runs when
+    # fit_same_person is given a renderer. Off: measured on 5 synthetic people x 5 views (seed 7,
+    # MediaPipe's points) identity error 2.757 -> 2.707 mm (single-view fits 3.051, with their own
+    # polish 3.019) for 30-50 s per person on this 2-core machine against under 2 s.
+    photometric: bool = False
+    # Frames of one video (fit_same_person(..., ordered=True)): a penalty on each expression weight's
+    # change between consecutive fitted frames, lambda * sum_t |e_t+1 - e_t|^2, in the units of
+    # coarse.lambda_exp (squared normalised pixels per unit weight). 0: each frame's own.
+    # Measured, bench same-person --clip-frames 30 (seed 0; the values were chosen on this clip): jitter
+    # (mean |second difference| of the vertices) / expression-weight error / eyeBlink error:
+    # independent per-frame fits 1.539 mm / 0.0616 / 0.134; joint at 0: 1.034 / 0.0743 / 0.145;
+    # with the eye shapes at 0.05 x (below): 1000: 0.524 / 0.0553 / 0.142; 2000: 0.446 / 0.0507 / 0.139;
+    # 4000: 0.390 / 0.0483 / 0.144 (truth's own jitter: 0.230 mm). 2000: jitter 0.29 x the
+    # independent fits' with a lower weight error and blinks as well followed.
+    lambda_temporal_exp: float = 2000.0
+    # Expressions (name prefixes) that change within 2-3 frames (a blink), and the factor on their
+    # temporal weight: at the full weight 2000 the clip's 3-frame blinks peaked at 0.39 instead of 1
+    # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181.
+    temporal_fast: tuple = ("eyeBlink", "eyeSquint", "eyeWide")
+    temporal_fast_scale: float = 0.05
+
+
+@dataclass
+class JointFit:
+    """The joint fit of N views of one person. Shapes: N views, V vertices.
+
+    ``camera``: the views' crop cameras (pose fitted here, model -> camera); ``id_coeffs`` (n_id,)
+    shared; ``exp_coeffs`` (N, n_exp); ``neutral`` (V, 3) mm, model frame: the identity with no
+    expression; ``vertices`` (N, V, 3) each view's face (identity + its expression), model frame;
+    ``landmark_error`` (N,) mean reprojection error in crop pixels over the weighted landmarks;
+    ``single_id_coeffs`` (N, n_id) and ``disagreement_mm`` (N,): each view's own single-view
+    identity and the mean distance of its neutral mesh from ``neutral`` (None: not checked).
+    """
+
+    camera: Camera
+    id_coeffs: torch.Tensor
+    exp_coeffs: torch.Tensor
+    neutral: torch.Tensor
+    vertices: torch.Tensor
+    landmark_error: torch.Tensor
+    single_id_coeffs: Optional[torch.Tensor] = None
+    disagreement_mm: Optional[torch.Tensor] = None
+    seconds: float = 0.0
+
+
+def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
+                       rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
+                       prev_coeffs: torch.Tensor, exp_bounds=(0.0, 1.0), active_set_rounds: int = 4,
+                       frozen: Optional[torch.Tensor] = None, lambda_temporal=0.0):
+    """Regularised least squares for one identity and N expressions with the N poses fixed.
+
+    ``uv`` (N, K, 2) pixels, ``weights`` (N, K), ``intrinsics`` (N, 4), ``rot`` (N, 3, 3), ``t`` (N, 3),
+    ``prev_coeffs`` (N, n) where each point's depth is linearised (identity modes first, as in ``lb``).
+    ``frozen`` (n,) bool: coefficients held at zero. ``lambda_temporal``, a number or (n_exp,) one per
+    expression: the views are consecutive frames; ``sum_j lambda_temporal[j] (a_exp[v+1, j] - a_exp[v, j])^2``
+    is added for each v (a block-tridiagonal term in the expression blocks). Returns
+    ``(a_id (n_id,), a_exp (N, n_exp))``.
+    """
+    nv, n, n_id = uv.shape[0], lb.basis.shape[-1], lb.n_id
+    m = n - n_id
+    dtype, dev = uv.dtype, uv.device
+    a, rhs = shape_rows(lb, uv, weights, intrinsics, rot, t, prev_coeffs)
+    a64, rhs64 = a.double(), rhs.double()  # float64: the pinning penalty makes the system stiff
+    ata = a64.transpose(1, 2) @ a64  # (N, n, n): each view's normal equations
+    atb = (a64.transpose(1, 2) @ rhs64[..., None])[..., 0]  # (N, n)
+    f64 = ata.dtype
+    scale = torch.diagonal(ata, dim1=1, dim2=2).mean(-1)  # (N,) typical diagonal, for the penalties
+    reg_exp = torch.full((nv, m), float(lambda_exp), dtype=f64, device=dev)
+    reg_id = torch.full((n_id,), float(lambda_id), dtype=f64, device=dev)
+    if frozen is not None:
+        fz = frozen.to(dev)
+        reg_exp = reg_exp + 1e3 * scale[:, None] * fz[n_id:].to(f64)
+        reg_id = reg_id + 1e3 * scale.mean() * fz[:n_id].to(f64)
+    m_ii = ata[:, :n_id, :n_id].sum(0) + torch.diag(reg_id)
+    m_ei = ata[:, n_id:, :n_id]  # (N, m, n_id): each view's expression-identity block
+    m_ee = ata[:, n_id:, n_id:]  # (N, m, m): the expression blocks (block diagonal without the temporal term)
+    lam_t = torch.as_tensor(lambda_temporal, dtype=f64, device=dev).expand(m) * float(nv > 1)  # (m,)
+    if bool((lam_t > 0).any()):  # the path graph's degree on the diagonal blocks; -diag(lam_t) couples v, v+1
+        degree = torch.full((nv,), 2.0, dtype=f64, device=dev)
+        degree[0] = degree[-1] = 1.0
+        m_ee = m_ee + degree[:, None, None] * torch.diag(lam_t)
+    b_id, b_exp = atb[:, :n_id].sum(0), atb[:, n_id:]
+    lo, hi = exp_bounds
+    pinned = torch.zeros(nv, m, dtype=torch.bool, device=dev)
+    pin_value = torch.zeros(nv, m, dtype=f64, device=dev)
+    big = 1e4 * scale.clamp_min(1.0)[:, None]  # (N, 1)
+    a_id64 = e = None
+    for _ in range(active_set_rounds + 1):
+        diag_blocks = m_ee + torch.diag_embed(reg_exp + big * pinned)
+        rhs_e = b_exp + big * pinned * pin_value
+        # Schur complement on the identity: X = M_ee^-1 [M_ei | b_e], then
+        # (M_ii - M_ie X_i) a_id = b_i - M_ie X_b and a_exp = X_b - X_i a_id.
+        x = _solve_block_tridiagonal(diag_blocks, lam_t, torch.cat([m_ei, rhs_e[..., None]], -1))
+        x_i, x_b = x[..., :n_id], x[..., n_id]
+        schur = m_ii - torch.einsum("vai,vaj->ij", m_ei, x_i)
+        a_id64 = solve_spd(schur[None], (b_id - torch.einsum("vai,va->i", m_ei, x_b))[None])[0]
+        e = x_b - x_i @ a_id64
+        out = ((e < lo) | (e > hi)) & ~pinned
+        if not bool(out.any()):
+            break
+        pin_value = torch.where(out, e.clamp(lo, hi), pin_value)
+        pinned |= out
+    return a_id64.to(dtype), e.to(dtype).clamp(lo, hi)
+
+
+def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve the symmetric positive definite block-tridiagonal system with diagonal blocks ``diag``
+    (N, m, m) and ``-diag(coupling)`` between consecutive blocks (``coupling`` a number or (m,)), for
+    ``rhs`` (N, m, k): (N, m, k).
+
+    ``coupling`` all 0: N independent blocks, one batched Cholesky. Otherwise block elimination
+    (the block Thomas algorithm): one m x m solve per frame, forward then back, O(N m^3) instead of
+    the O(N^3 m^3) of the whole matrix (300 frames: 16,000 unknowns).
+    """
+    n, m = diag.shape[:2]
+    c = torch.as_tensor(coupling, dtype=diag.dtype, device=diag.device).expand(m)
+    if not bool((c != 0).any()):
+        chol = torch.linalg.cholesky(diag)
+        return torch.cholesky_solve(rhs, chol)
+    c_col = c[:, None]
+    schur, y = [diag[0]], [rhs[0]]
+    for v in range(1, n):  # eliminate block v - 1 from row v, with C = -diag(c)
+        inv_prev = torch.linalg.solve(schur[-1], torch.cat([torch.diag(c), y[-1]], 1))  # S^-1 [diag(c) | y]
+        schur.append(diag[v] - c_col * inv_prev[:, :m])
+        y.append(rhs[v] + c_col * inv_prev[:, m:])
+    x = [None] * n
+    x[-1] = torch.linalg.solve(schur[-1], y[-1])
+    for v in range(n - 2, -1, -1):
+        x[v] = torch.linalg.solve(schur[v], y[v] + c_col * x[v + 1])
+    return torch.stack(x)
+
+
+def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspondence,
+                    settings: Optional[SamePersonSettings] = None, renderer=None, ordered: bool = False) -> JointFit:
+    """N detected views of one person (``batch``, B = N) -> one identity and each view's pose and expression.
+
+    Steps 1-3 of the module doc, with the coarse stage's landmark weights and yaw-dependent
+    landmark offsets; step 4 with ``settings.photometric`` and a ``renderer``
+    (:class:`fitting.rendering.renderer.Renderer`). ``ordered``: the views are consecutive frames
+    of one video, in order: ``settings.lambda_temporal_exp`` applies. With ``settings.check_disagreement``
+    each view is also fitted alone (:func:`fitting.stages.coarse.fit_landmarks`) and its neutral
+    mesh compared with the joint one (``JointFit.disagreement_mm``).
+    """
+    settings = settings or SamePersonSettings()
+    cs = settings.coarse
+    t0 = time.perf_counter()
+    dev = model.device
+    uv, k = batch.uv.to(dev), batch.intrinsics.to(dev)
+    nv = uv.shape[0]
+    n_id, n_exp = cs.n_id, model.n_exp
+    lb = LandmarkBasis.from_model(model, corr.vertex_ids.to(dev), corr.bary.to(dev), n_id=n_id)
+    coeffs = torch.zeros(nv, n_id + n_exp, device=dev)
+    use_offsets = cs.landmark_offsets and corr.has_offsets
+    lambda_id = cs.lambda_id if settings.lambda_id is None else settings.lambda_id
+    temporal = 0.0
+    if ordered:  # per expression: the fast eye shapes get a lighter hand
+        fast = torch.tensor([name.startswith(settings.temporal_fast) for name in model.exp_names], device=dev)
+        temporal = settings.lambda_temporal_exp * torch.where(fast, settings.temporal_fast_scale, 1.0)
+
+    def at_pose(rotation):
+        if not use_offsets:
+            return lb
+        return lb.shifted(corr.offsets_at(matrix_to_euler(rotation)[0]).to(dev))
+
+    w = landmark_weights(batch, corr, cs).to(dev)
+    rot, t = affine_pose(lb.points(coeffs), uv, w, k)
+    rot, t = refine_pose(at_pose(rot).points(coeffs), uv, w, k, rot, t, cs.pose_iterations)
+    frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
+    frozen[n_id:] = torch.tensor([name.startswith(cs.exp_exclude) for name in model.exp_names], device=dev)
+    for _ in range(cs.alternations):
+        w = landmark_weights(batch, corr, cs, rot).to(dev)
+        lb_pose = at_pose(rot)
+        a_id, a_exp = solve_shared_shape(lb_pose, uv, w, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
+                                         exp_bounds=cs.exp_bounds, frozen=frozen,
+                                         lambda_temporal=temporal)
+        coeffs = torch.cat([a_id.expand(nv, -1), a_exp], 1)
+        rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, cs.pose_iterations)
+    lb_pose = at_pose(rot)
+    err = reprojection_residual(lb_pose.points(coeffs), rot, t, uv, k).norm(dim=-1)
+    wmask = (w > 0).to(err)
+    camera = Camera(intrinsics=k, rotation=rot, translation=t, height=batch.size, width=batch.size)
+    id_coeffs, exp_coeffs = coeffs[0, :n_id], coeffs[:, n_id:]
+    landmark_error = (err * wmask).sum(1) / wmask.sum(1)
+    if settings.photometric and renderer is not None:
+        from .coarse import CoarseResult
+        from .photometric import photometric_refine
+        offsets = None if lb_pose is lb else lb_pose.mean - lb.mean
+        joint = CoarseResult(camera=camera, vertices=model(coeffs[:, :n_id], exp_coeffs), id_coeffs=coeffs[:, :n_id],
+                             exp_coeffs=exp_coeffs, landmark_error=landmark_error, landmark_offsets=offsets)
+        joint = photometric_refine(model, batch, corr, joint, cs, renderer, shared_identity=True)
+        camera, id_coeffs, exp_coeffs = joint.camera, joint.id_coeffs[0], joint.exp_coeffs
+        landmark_error = joint.landmark_error
+    neutral = model(id_coeffs[None], torch.zeros(1, n_exp, device=dev))[0]
+    fit = JointFit(camera=camera, id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
+                   vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error)
+    if settings.check_disagreement:
+        single = fit_landmarks(model, batch, corr, cs)
+        fit.single_id_coeffs = single.id_coeffs
+        fit.disagreement_mm = identity_distance(model, single.id_coeffs, id_coeffs)
+    fit.seconds = time.perf_counter() - t0
+    return fit
+
+
+def identity_distance(model: MorphableModel, id_coeffs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(B,) mean distance (mm, model frame, over all vertices) between the neutral meshes of
+    ``id_coeffs`` (B, k) and of ``reference`` (k,). No alignment: both are the model's own frame."""
+    zeros = torch.zeros(id_coeffs.shape[0], model.n_exp, device=id_coeffs.device)
+    meshes = model(id_coeffs, zeros)
+    ref = model(reference[None], zeros[:1])
+    return (meshes - ref).norm(dim=-1).mean(-1)
