@@ -10,7 +10,7 @@ parameters, the photo's camera, pictures and maps.
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
             r.params.setdefault("landmark_error_px", {})[stage] = float(err.mean() / crop.scale)
             r.params.setdefault("landmark_error_iod", {})[stage] = float(err.mean() / crop.scale /
                                                                           crop.landmarks.inter_ocular)
-        r.params.update(_coarse_params(coarse, i, model))
+        r.params.update(_coarse_params(coarse, i, model, crop))
         if "medium" in results:
             r.params["medium"] = {"max_laplacian_change_mm": float(results["medium"].max_laplacian_change[i])}
         r.camera = photo_cameras[i]
@@ -165,7 +165,7 @@ def _add_fine(r: FitResult, fine, i: int) -> List[np.ndarray]:
     return [fine_shaded, s.albedo[i].clamp(0, 1).cpu().numpy(), shading]
 
 
-def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:
+def _coarse_params(coarse: CoarseResult, i: int, model, crop: Optional[FaceCrop] = None) -> dict:
     ypr = coarse.camera.euler_degrees()[i].cpu().numpy()
     out = {
         "units": "mm",
@@ -179,5 +179,8 @@ def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:
     # which landmark sources the fit used (fitting.stages.fusion): MediaPipe's weight in [0, 1], and
     # whether the regressor's 68 points joined them
     trust = 1.0 if coarse.landmark_trust is None else float(coarse.landmark_trust[i])
-    out["landmark_sources"] = {"mediapipe_trust": trust, "regressor68": coarse.points68 is not None}
+    # and whether MediaPipe found the face at all (False: the regressor read it alone, fitting.regressor_faces)
+    found = bool(crop.mediapipe) if crop is not None else True
+    out["landmark_sources"] = {"mediapipe_found": found, "mediapipe_trust": trust if found else 0.0,
+                               "regressor68": coarse.points68 is not None}
     return out
