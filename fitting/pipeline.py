@@ -71,6 +71,11 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
     last = list(model_meshes)[-1]
     proj = {s: camera.project(coarse.landmark_points(corr, v))[..., :2].cpu().numpy()
             for s, v in model_meshes.items()}
+    # A face MediaPipe missed (fitting.regressor_faces) has stand-in points: its landmark error is measured
+    # against the regressor's 68 points (what it was fitted to) at the model's multipie68 vertices instead.
+    ids68 = model.landmark_sets["multipie68"]
+    proj68 = {s: camera.project(v[:, ids68])[..., :2].cpu().numpy() for s, v in model_meshes.items()} \
+        if coarse.points68 is not None and not batch.mediapipe_found else None
     # The identity with every expression at 0: the face to rig with the model's blendshapes
     neutral = model(coarse.id_coeffs).detach()
     photo_cameras = [_photo_camera(camera, i, job.crop) for i, job in enumerate(jobs)]
@@ -85,11 +90,15 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
         r.meshes["neutral"] = Mesh.from_model(model, neutral[i])
         for stage, verts in model_meshes.items():
             r.meshes[stage] = Mesh.from_model(model, verts[i])
-            err = np.linalg.norm(proj[stage][i] - crop.points[:, :2], axis=1)[valid]
+            if crop.mediapipe or proj68 is None:
+                err = np.linalg.norm(proj[stage][i] - crop.points[:, :2], axis=1)[valid]
+            else:
+                err = np.linalg.norm(proj68[stage][i] - coarse.points68[i].cpu().numpy(), axis=1)
             r.params.setdefault("landmark_error_px", {})[stage] = float(err.mean() / crop.scale)
             r.params.setdefault("landmark_error_iod", {})[stage] = float(err.mean() / crop.scale /
                                                                           crop.landmarks.inter_ocular)
         r.params.update(_coarse_params(coarse, i, model, crop))
+        r.params["landmark_error_reference"] = "mediapipe478" if crop.mediapipe else "regressor68"
         if "medium" in results:
             r.params["medium"] = {"max_laplacian_change_mm": float(results["medium"].max_laplacian_change[i])}
         r.camera = photo_cameras[i]

@@ -57,6 +57,9 @@ def test_the_profile_is_fitted_from_the_regressor_alone(face_model, profile):
         r = f.fit(image)
     assert r.params["landmark_sources"] == {"mediapipe_found": False, "mediapipe_trust": 0.0, "regressor68": True}
     assert not r.crop.mediapipe
+    # its landmark error is against the regressor's 68 points (the stand-in 478 are no measurement)
+    assert r.params["landmark_error_reference"] == "regressor68"
+    assert 0.0 < r.params["landmark_error_px"]["medium"] < 10.0, r.params["landmark_error_px"]
     # the model's 68 points on the fitted mesh land on the truth's (the regressor alone on this face reads
     # 6-7 % in `bench align`; the stand-in points at the mean face's pose would be no better than that)
     nme = nme_percent(np.asarray(r.landmarks68["photo_px"]), truth)
