@@ -105,7 +105,10 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
         r.landmarks68 = points68[i]
         img, mask = shaded[last]
         photo = np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
-        r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
+        if crop.mediapipe or proj68 is None:
+            r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
+        else:  # the regressor's 68 points (what the face was fitted to) and the fit's, not the stand-ins
+            r.images["overlay"] = overlay(photo, img[i], mask[i], coarse.points68[i].cpu().numpy(), proj68[last][i])
         panels = [photo, r.images["overlay"]] + [shaded[s][0][i] for s in model_meshes]
         titles = ["input", "overlay"] + list(model_meshes)
         if fine is not None:
