@@ -91,3 +91,12 @@ def test_a_regressor_only_face_needs_fusion(face_model, profile):
     assert torch.equal(batch.mediapipe_weight, torch.zeros(1))
     with pytest.raises(ValueError, match="fusion"):
         fit_landmarks(face_model, batch, corr, CoarseSettings(photometric=False, fusion=FusionSettings(enabled=False)))
+
+
+@pytest.mark.parametrize("kind", ["grey", "noise"])
+def test_no_face_images_give_no_boxes(kind):
+    """The regressor is run only on a detector's box: a photo without a face gives none (still no face)."""
+    rng = np.random.default_rng(0)
+    image = np.full((480, 640, 3), 0.5, np.float32) if kind == "grey" else rng.random((480, 640, 3)).astype(np.float32)
+    with FaceMeshDetector() as det:
+        assert det.detect(image) == [] and det.boxes_without_mesh(image) == []
