@@ -276,7 +276,9 @@ class FaceFitter:
 
     def _detect(self, source: ImageSource, name: str) -> List[FaceJob]:
         img = load_image(source, name=name)
-        faces = self.detector.detect(img)
+        faces = [(f, True) for f in self.detector.detect(img)]
+        if not faces or (self.all_faces and len(faces) < self.detector.max_faces):
+            faces += [(f, False) for f in self._regressor_faces(img, [f for f, _ in faces])]
         if not faces:
             from landmarks import NoFaceError
             raise NoFaceError(f"no face found in '{name}'")
@@ -287,11 +289,27 @@ class FaceFitter:
                 raise FitError(f"face_index {self.face_index} out of range: {len(faces)} face(s) in '{name}'")
             chosen = [(self.face_index, faces[self.face_index])]
         results = []
-        for i, face in chosen:
+        for i, (face, mediapipe) in chosen:
             fname = name if len(chosen) == 1 else f"{name}#face{i}"
-            crop = crop_face(img.pixels, face, self.crop_size, fname, self.fov_deg)
+            crop = crop_face(img.pixels, face, self.crop_size, fname, self.fov_deg, mediapipe=mediapipe)
             results.append(FaceJob(name=fname, crop=crop))
         return results
+
+    def _regressor_faces(self, img, faces) -> list:
+        """Faces MediaPipe's mesh missed but a detector boxed, read by the 3DDFA_V2 regressor alone
+        (:mod:`fitting.regressor_faces`): stand-in :class:`landmarks.FaceLandmarks`, largest first. None
+        without the regressor (the face stays not found, as before) or with fusion off (nothing would fit
+        the regressor's points)."""
+        from .regressor_faces import regressor_face
+        from .stages.initializers import RegressorInitializer
+        init = self.context.initializer
+        coarse = self.context.settings.get("coarse")
+        if not isinstance(init, RegressorInitializer) or (coarse is not None and not coarse.fusion.enabled):
+            return []
+        init.prepare()
+        found = [regressor_face(img.pixels, box, init.regressor, self.model, self.context.correspondence,
+                                self.fov_deg)[0] for box in self.detector.boxes_without_mesh(img, faces)]
+        return sorted(found, key=lambda f: f.area, reverse=True)
 
     def _run_chunk(self, chunk: List[FaceJob], bar: StageProgress) -> List[FitResult]:
         from .pipeline import run_stages

@@ -33,7 +33,9 @@ class FaceCrop:
     photo pixels; ``region_labels`` (S, S) uint8 (landmarks.REGION_NAMES),
     background wherever the crop runs past the photo's edge; ``inside``
     (S, S) bool, the crop pixels that lie wholly inside the photo (the rest
-    of ``image`` repeats the photo's edge and is no evidence of anything).
+    of ``image`` repeats the photo's edge and is no evidence of anything); ``mediapipe``: False for a
+    face MediaPipe's mesh missed and the regressor read alone, whose ``points`` are stand-ins
+    (:mod:`fitting.regressor_faces`) that no stage may fit.
     """
 
     name: str
@@ -48,6 +50,7 @@ class FaceCrop:
     region_labels: np.ndarray
     landmarks: FaceLandmarks
     inside: np.ndarray
+    mediapipe: bool = True
 
     @property
     def box(self) -> np.ndarray:
@@ -69,8 +72,9 @@ class FaceJob:
 
 
 def crop_face(image: np.ndarray, face: FaceLandmarks, size: int = 512, name: str = "",
-              fov_deg: float = DEFAULT_FOV) -> FaceCrop:
-    """Cut a square crop of side ``size`` around ``face`` (border pixels replicated)."""
+              fov_deg: float = DEFAULT_FOV, mediapipe: bool = True) -> FaceCrop:
+    """Cut a square crop of side ``size`` around ``face`` (border pixels replicated). ``mediapipe``: whether
+    ``face`` holds MediaPipe's points (False: stand-ins of :func:`fitting.regressor_faces.regressor_face`)."""
     h, w = image.shape[:2]
     pts = face.points
     lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
@@ -102,14 +106,16 @@ def crop_face(image: np.ndarray, face: FaceLandmarks, size: int = 512, name: str
     return FaceCrop(name=name, image=np.clip(crop, 0, 1).astype(np.float32), points=cpts.astype(np.float32),
                     intrinsics=k.astype(np.float32), x0=float(x0), y0=float(y0), scale=float(scale),
                     photo_size=(h, w), photo_intrinsics=k_photo.astype(np.float32), region_labels=labels,
-                    landmarks=face, inside=inside)
+                    landmarks=face, inside=inside, mediapipe=bool(mediapipe))
 
 
 @dataclass
 class DetectionBatch:
     """Stacked crops for a stage: ``images`` (B, S, S, 3), ``uv`` (B, 478, 2), ``rel_depth`` (B, 478),
     ``intrinsics`` (B, 4) of the crops, ``region_labels`` (B, S, S) int64, ``groups`` (478,) landmark
-    group ids."""
+    group ids, ``mediapipe_weight`` (B,) float: 1 where ``uv`` are MediaPipe's points, 0 where they are
+    stand-ins for a face the regressor read alone (``FaceCrop.mediapipe``; the coarse stage's fusion
+    multiplies MediaPipe's trust by it, and the medium stage follows that trust)."""
 
     crops: List[FaceCrop]
     images: torch.Tensor
@@ -118,6 +124,16 @@ class DetectionBatch:
     intrinsics: torch.Tensor
     region_labels: torch.Tensor
     groups: torch.Tensor
+    mediapipe_weight: Optional[torch.Tensor] = None
+
+    def __post_init__(self):
+        if self.mediapipe_weight is None:
+            self.mediapipe_weight = torch.ones(len(self.crops), dtype=torch.float32, device=self.uv.device)
+
+    @property
+    def mediapipe_found(self) -> bool:
+        """Whether every face's ``uv`` are MediaPipe's own points."""
+        return bool((self.mediapipe_weight > 0).all())
 
     @classmethod
     def stack(cls, crops: Sequence[FaceCrop], device: Optional[torch.device] = None) -> "DetectionBatch":
@@ -125,7 +141,9 @@ class DetectionBatch:
         return cls(crops=list(crops), images=t([c.image for c in crops]), uv=t([c.points[:, :2] for c in crops]),
                    rel_depth=t([c.points[:, 2] for c in crops]), intrinsics=t([c.intrinsics for c in crops]),
                    region_labels=t([c.region_labels for c in crops], torch.int64),
-                   groups=torch.as_tensor(point_groups(), dtype=torch.int64, device=device))
+                   groups=torch.as_tensor(point_groups(), dtype=torch.int64, device=device),
+                   mediapipe_weight=torch.tensor([float(getattr(c, "mediapipe", True)) for c in crops],
+                                                 dtype=torch.float32, device=device))
 
     @property
     def size(self) -> int:

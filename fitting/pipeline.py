@@ -10,7 +10,7 @@ parameters, the photo's camera, pictures and maps.
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,11 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
     last = list(model_meshes)[-1]
     proj = {s: camera.project(coarse.landmark_points(corr, v))[..., :2].cpu().numpy()
             for s, v in model_meshes.items()}
+    # A face MediaPipe missed (fitting.regressor_faces) has stand-in points: its landmark error is measured
+    # against the regressor's 68 points (what it was fitted to) at the model's multipie68 vertices instead.
+    ids68 = model.landmark_sets["multipie68"]
+    proj68 = {s: camera.project(v[:, ids68])[..., :2].cpu().numpy() for s, v in model_meshes.items()} \
+        if coarse.points68 is not None and not batch.mediapipe_found else None
     # The identity with every expression at 0: the face to rig with the model's blendshapes
     neutral = model(coarse.id_coeffs).detach()
     photo_cameras = [_photo_camera(camera, i, job.crop) for i, job in enumerate(jobs)]
@@ -85,18 +90,25 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
         r.meshes["neutral"] = Mesh.from_model(model, neutral[i])
         for stage, verts in model_meshes.items():
             r.meshes[stage] = Mesh.from_model(model, verts[i])
-            err = np.linalg.norm(proj[stage][i] - crop.points[:, :2], axis=1)[valid]
+            if crop.mediapipe or proj68 is None:
+                err = np.linalg.norm(proj[stage][i] - crop.points[:, :2], axis=1)[valid]
+            else:
+                err = np.linalg.norm(proj68[stage][i] - coarse.points68[i].cpu().numpy(), axis=1)
             r.params.setdefault("landmark_error_px", {})[stage] = float(err.mean() / crop.scale)
             r.params.setdefault("landmark_error_iod", {})[stage] = float(err.mean() / crop.scale /
                                                                           crop.landmarks.inter_ocular)
-        r.params.update(_coarse_params(coarse, i, model))
+        r.params.update(_coarse_params(coarse, i, model, crop))
+        r.params["landmark_error_reference"] = "mediapipe478" if crop.mediapipe else "regressor68"
         if "medium" in results:
             r.params["medium"] = {"max_laplacian_change_mm": float(results["medium"].max_laplacian_change[i])}
         r.camera = photo_cameras[i]
         r.landmarks68 = points68[i]
         img, mask = shaded[last]
         photo = np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
-        r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
+        if crop.mediapipe or proj68 is None:
+            r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
+        else:  # the regressor's 68 points (what the face was fitted to) and the fit's, not the stand-ins
+            r.images["overlay"] = overlay(photo, img[i], mask[i], coarse.points68[i].cpu().numpy(), proj68[last][i])
         panels = [photo, r.images["overlay"]] + [shaded[s][0][i] for s in model_meshes]
         titles = ["input", "overlay"] + list(model_meshes)
         if fine is not None:
@@ -165,7 +177,7 @@ def _add_fine(r: FitResult, fine, i: int) -> List[np.ndarray]:
     return [fine_shaded, s.albedo[i].clamp(0, 1).cpu().numpy(), shading]
 
 
-def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:
+def _coarse_params(coarse: CoarseResult, i: int, model, crop: Optional[FaceCrop] = None) -> dict:
     ypr = coarse.camera.euler_degrees()[i].cpu().numpy()
     out = {
         "units": "mm",
@@ -179,5 +191,8 @@ def _coarse_params(coarse: CoarseResult, i: int, model) -> dict:
     # which landmark sources the fit used (fitting.stages.fusion): MediaPipe's weight in [0, 1], and
     # whether the regressor's 68 points joined them
     trust = 1.0 if coarse.landmark_trust is None else float(coarse.landmark_trust[i])
-    out["landmark_sources"] = {"mediapipe_trust": trust, "regressor68": coarse.points68 is not None}
+    # and whether MediaPipe found the face at all (False: the regressor read it alone, fitting.regressor_faces)
+    found = bool(crop.mediapipe) if crop is not None else True
+    out["landmark_sources"] = {"mediapipe_found": found, "mediapipe_trust": trust if found else 0.0,
+                               "regressor68": coarse.points68 is not None}
     return out

@@ -7,7 +7,10 @@ in normalised frame coordinates (x = u / W, y = v / H):
   a list of ``(478, 3)`` float32 ``(x, y, z)``, z in frame widths;
 * ``boxes(frame)``: the full-range detector's face boxes ``(xmin, ymin, xmax, ymax)``;
 * ``face_score(frame)``: the short-range detector's best score (0 if none
-  reaches 0.5): how face-like the frame is.
+  reaches 0.5): how face-like the frame is;
+* ``short_boxes(frame)``: the short-range detector's face boxes, as ``boxes`` (faces the
+  mesh's detector finds but whose mesh it rejects, e.g. near profiles: see
+  :meth:`landmarks.detector.FaceMeshDetector.boxes_without_mesh`).
 
 Score thresholds of the two detectors: mediapipe 0.10.21's ``FaceDetection``
 takes ``min_detection_confidence`` but never applies it: the subgraph's own
@@ -53,6 +56,9 @@ class LitertBackend:
     def boxes(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
         return [tuple(float(v) for v in b) for b in self._full_range(frame).boxes]
 
+    def short_boxes(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
+        return [tuple(float(v) for v in b) for b in self._short_range(frame).boxes]
+
     def face_score(self, frame: np.ndarray) -> float:
         scores = self._short_range(frame).scores
         return float(scores.max()) if len(scores) else 0.0
@@ -96,6 +102,13 @@ class MediaPipeBackend:
     def boxes(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
         out = []
         for det in self._full_range.process(frame).detections or []:
+            b = det.location_data.relative_bounding_box
+            out.append((b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height))
+        return out
+
+    def short_boxes(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
+        out = []
+        for det in self._short_range.process(np.ascontiguousarray(frame)).detections or []:
             b = det.location_data.relative_bounding_box
             out.append((b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height))
         return out

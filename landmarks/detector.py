@@ -308,6 +308,37 @@ class FaceMeshDetector:
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces[:self.max_faces]
 
+    def boxes_without_mesh(self, image: ImageSource, faces: list[FaceLandmarks] | None = None) -> list[tuple]:
+        """Face boxes the detectors find where Face Mesh found no face: ``(u0, v0, u1, v1)`` original pixels,
+        largest first.
+
+        Near profiles (|yaw| about 85-90 degrees) are the common case: the short-range detector finds
+        them (scores 0.60-0.80 on `bench align`'s four missed faces) but the mesh model's face presence
+        score on its region is 0.001-0.05 against a threshold of 0.5, so :meth:`detect` drops them. The
+        boxes of both detectors on the working copy (short range at its threshold 0.5, full range at
+        0.6), less those overlapping a face of ``faces`` (default: :meth:`detect`'s) by
+        ``NEW_BOX_MAX_IOU`` or more, and less duplicates (a box overlapping a larger one kept by
+        ``SAME_FACE_IOU`` or more). What to do with them is the caller's: a landmark regressor that does
+        not need MediaPipe's mesh can read them.
+        """
+        if self._closed:
+            raise RuntimeError("FaceMeshDetector is closed")
+        img = load_image(image)
+        h, w = img.size
+        if faces is None:
+            faces = self.detect(img)
+        small = np.ascontiguousarray(self._working_copy(img))
+        with _native_stderr_silenced(self.quiet):
+            found = list(self._models.short_boxes(small)) + list(self._models.boxes(small))
+        boxes = sorted(((x0 * w, y0 * h, x1 * w, y1 * h) for x0, y0, x1, y1 in found),
+                       key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+        kept: list[tuple] = []
+        for box in boxes:
+            if all(_iou(box, f.bbox) < NEW_BOX_MAX_IOU for f in faces) and \
+                    all(_iou(box, k) < SAME_FACE_IOU for k in kept):
+                kept.append(box)
+        return kept[:max(0, self.max_faces - len(faces))]
+
     def detect_one(self, image: ImageSource, face_index: int = 0) -> FaceLandmarks:
         """The ``face_index``-th largest face in ``image`` (0 = largest).
 

@@ -7,7 +7,10 @@ Faces: :class:`fitting.synthetic.faces.FaceGenerator` ("face_closed" model), ``-
 +-``--pitch-max`` (default 40) degrees, face ``i`` of bin ``j`` drawn with seed ``(seed, j, i)``.
 Ground truth: the model's own 68 iBUG points (``multipie68`` vertices, the 3D jaw) projected by the
 synthetic camera. Each image goes through MediaPipe and :func:`fitting.detections.crop_face` as the
-API does; a face MediaPipe misses is counted in "found" and scored by no row.
+API does. A face MediaPipe's mesh misses but a detector boxes is, with the regressor, read by it alone
+(:mod:`fitting.regressor_faces`, as the API does): it is scored in the regressor's and the fused rows
+only (the MediaPipe, "no initializer" and "pose start" rows have no MediaPipe points to use). "found by
+MediaPipe" and "fitted" count the faces.
 
 NME: mean over the 68 points of the distance (photo pixels) to the truth, over the truth's box size
 sqrt(w h), in %; each cell the mean over the bin's found faces. Rows:
@@ -65,6 +68,7 @@ class AlignFace:
     truth: np.ndarray
     image: np.ndarray
     crop: object = None
+    mediapipe: bool = True  # False: MediaPipe's mesh missed it, the regressor read it alone
 
 
 @dataclass
@@ -91,10 +95,12 @@ def to_photo(uv_crop: np.ndarray, crop) -> np.ndarray:
 
 
 def make_faces(closed_model, n_per_bin: int, seed: int, size: int, crop_size: int, pitch_max: float,
-               progress: bool) -> List[AlignFace]:
+               progress: bool, initializer=None, face_model=None, corr=None) -> List[AlignFace]:
     from fitting.bench.common import _generator
     from fitting.camera import DEFAULT_FOV
     from fitting.detections import crop_face
+    from fitting.regressor_faces import regressor_face
+    from fitting.stages.initializers import RegressorInitializer
     from landmarks import FaceMeshDetector
 
     gen = _generator(closed_model)
@@ -110,8 +116,17 @@ def make_faces(closed_model, n_per_bin: int, seed: int, size: int, crop_size: in
                 truth = np.asarray(sf.params["landmarks68_uvd"], np.float64)[:, :2]
                 face = AlignFace(bin=j, yaw=yaw, pitch=pitch, truth=truth, image=sf.image)
                 found = det.detect(sf.image)
+                name = f"align_{seed}_{j}_{i}"
                 if found:
-                    face.crop = crop_face(sf.image, found[0], crop_size, f"align_{seed}_{j}_{i}", DEFAULT_FOV)
+                    face.crop = crop_face(sf.image, found[0], crop_size, name, DEFAULT_FOV)
+                elif isinstance(initializer, RegressorInitializer):
+                    boxes = det.boxes_without_mesh(sf.image, found)
+                    if boxes:
+                        initializer.prepare()
+                        lm, _ = regressor_face(sf.image, boxes[0], initializer.regressor, face_model, corr,
+                                               DEFAULT_FOV)
+                        face.crop = crop_face(sf.image, lm, crop_size, name, DEFAULT_FOV, mediapipe=False)
+                        face.mediapipe = False
                 faces.append(face)
                 bar.update(1)
         bar.close()
@@ -136,7 +151,8 @@ def run(args) -> int:
     ids68 = face_model.landmark_sets["multipie68"]
     mp68 = mediapipe_to_68(face_model, corr).numpy()
     initializer = resolve_initializer(args.initializer, args.ddfa_dir)
-    faces = make_faces(closed_model, args.faces, args.seed, args.size, args.crop_size, args.pitch_max, progress)
+    faces = make_faces(closed_model, args.faces, args.seed, args.size, args.crop_size, args.pitch_max, progress,
+                       initializer, face_model, corr)
     found = [f for f in faces if f.crop is not None]
 
     fits = {"none": ("no initializer", CoarseSettings(photometric=False), False),
@@ -160,7 +176,8 @@ def run(args) -> int:
     for chunk in chunks(found, max(1, args.chunk)):
         b = len(chunk)
         batch = DetectionBatch.stack([f.crop for f in chunk])
-        for f in chunk:
+        mp_only = [i for i, f in enumerate(chunk) if f.mediapipe]  # faces with MediaPipe's points
+        for f in (chunk[i] for i in mp_only):
             rows["mp"].add(f.bin, nme_percent(to_photo(f.crop.points[mp68, :2], f.crop), f.truth), 0.0)
         init = None
         if initializer is not None:
@@ -172,17 +189,24 @@ def run(args) -> int:
         for key, (_, settings, needs_init) in fits.items():
             if needs_init and init is None:
                 continue
+            # only the fused fit takes a face MediaPipe missed (the others have no points to fit it to)
+            idx = list(range(b)) if key == "fused" else mp_only
+            if not idx:
+                continue
+            sub = [chunk[i] for i in idx]
+            sub_batch = batch if len(idx) == b else DetectionBatch.stack([f.crop for f in sub])
+            sub_init = None if init is None else _take(init, idx)
             t0 = time.perf_counter()
-            coarse = fit_landmarks(face_model, batch, corr, settings, init if needs_init else None)
+            coarse = fit_landmarks(face_model, sub_batch, corr, settings, sub_init if needs_init else None)
             t1 = time.perf_counter()
             stages = [("coarse", coarse.vertices, t1 - t0)]
             if not args.no_medium:
-                medium = medium_stage.run(context, batch, coarse).vertices
+                medium = medium_stage.run(context, sub_batch, coarse).vertices
                 stages.append(("medium", medium, time.perf_counter() - t1))
             for stage, verts, dt in stages:
                 uv = coarse.camera.project(verts[:, ids68].to(coarse.camera.rotation))[..., :2].detach().cpu().numpy()
-                for i, f in enumerate(chunk):
-                    rows[f"{key}_{stage}"].add(f.bin, nme_percent(to_photo(uv[i], f.crop), f.truth), dt / b)
+                for i, f in enumerate(sub):
+                    rows[f"{key}_{stage}"].add(f.bin, nme_percent(to_photo(uv[i], f.crop), f.truth), dt / len(sub))
         bar.update(b)
     bar.close()
 
@@ -193,7 +217,8 @@ def run(args) -> int:
     print(format_table(list(rows.values()), faces))
     print()
     print("NME: mean over the 68 iBUG points of the distance to the model's own 68 points projected (the 3D jaw), "
-          "over the truth's box size sqrt(w h), %; mean over the bin's faces that MediaPipe found. "
+          "over the truth's box size sqrt(w h), %; mean over the bin's faces that MediaPipe found (regressor and "
+          "fused rows: every fitted face). "
           "Fits: least squares (photometric=False); medium: MediumSettings() on that coarse fit.")
     print(f"torch threads {torch.get_num_threads()}.")
     return 0 if found else 1
@@ -213,7 +238,16 @@ def format_table(rows: List[NmeRow], faces: List[AlignFace]) -> str:
         every = [x for j in range(len(BINS)) for x in r.nme.get(j, [])]
         cells += [f"{np.mean(every):.2f}" if every else "nan", f"{np.mean(r.seconds):.3f}" if r.seconds else "nan"]
         lines.append(r.name.ljust(name_w) + "".join(c.rjust(width) for c in cells))
-    counts = [f"{sum(f.crop is not None for f in faces if f.bin == j)}/{sum(f.bin == j for f in faces)}"
-              for j in range(len(BINS))]
-    lines.append("faces found".ljust(name_w) + "".join(c.rjust(width) for c in counts))
+    for label, ok in (("found by MediaPipe", lambda f: f.crop is not None and f.mediapipe),
+                      ("fitted", lambda f: f.crop is not None)):
+        counts = [f"{sum(ok(f) for f in faces if f.bin == j)}/{sum(f.bin == j for f in faces)}"
+                  for j in range(len(BINS))]
+        lines.append(label.ljust(name_w) + "".join(c.rjust(width) for c in counts))
     return "\n".join(lines)
+
+
+def _take(init, idx: List[int]):
+    """The faces ``idx`` of a batch's :class:`fitting.stages.coarse.CoarseInit`."""
+    from dataclasses import fields, replace
+    return replace(init, **{f.name: getattr(init, f.name)[idx] for f in fields(init)
+                            if getattr(init, f.name) is not None})

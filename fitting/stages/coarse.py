@@ -179,6 +179,9 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     else:
         rot, t = affine_pose(lb.points(coeffs), uv, w, k)
     fuse = _Fusion.start(model, batch, corr, settings, init, rot, n_id) if settings.fusion.enabled else None
+    if fuse is None and not batch.mediapipe_found:
+        raise ValueError("a face MediaPipe did not find (fitting.regressor_faces) needs the regressor's 68 points "
+                         "and fusion (CoarseSettings.fusion.enabled) to be fitted")
 
     def fused(lb_pose, w):
         # (basis, targets, weights) of the solve: MediaPipe's points alone, or with the regressor's 68
@@ -230,6 +233,8 @@ class _Fusion:
         p68 = init.points68.to(dev, torch.float32)
         yaw = matrix_to_euler(rotation)[0]
         trust = mediapipe_trust(batch.uv.to(dev), p68, yaw, mediapipe_to_68(model, corr), settings.fusion)
+        # a face MediaPipe's mesh missed (its points are stand-ins, fitting.regressor_faces): the regressor alone
+        trust = trust * batch.mediapipe_weight.to(trust)
         ids, bary = points68_basis_inputs(model)
         basis = LandmarkBasis.from_model(model, ids, bary, n_id=n_id)
         return cls(basis=basis, uv=p68, weights=regressor_weights(yaw, settings.fusion), trust=trust)

@@ -31,8 +31,11 @@ coarse weight), `bench align --faces 8` medium NME 2.83 / 3.38 / 3.29 % (yaw 0-3
 -> 3.41 / 4.30 / 5.08 at 0.1: the medium stage moves vertices one by one, and the regressor's
 single points are noisier (4.0 / 5.5 / 6.4 %) than the fused coarse fit (2.4 / 3.1 / 3.3 %).
 
-MediaPipe's face presence score is not used: the detector keeps only faces above its threshold and
-does not hand the score on; a face it scored low but kept is caught by the disagreement instead.
+MediaPipe's face presence score is used only as found / not found: the detector keeps only faces above
+its threshold and does not hand the score on; a face it scored low but kept is caught by the
+disagreement instead. A face it dropped (near profiles: presence 0.001-0.05) but whose box a detector
+found is read by the regressor alone (:mod:`fitting.regressor_faces`); its ``DetectionBatch.mediapipe_weight``
+is 0, and ``t_b`` is multiplied by it.
 """
 from __future__ import annotations
 
