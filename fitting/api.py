@@ -270,7 +270,8 @@ class FaceFitter:
                                 settings={"lambda_id": settings.lambda_id, "disagreement_mm": settings.disagreement_mm,
                                           "coarse": dataclasses.asdict(settings.coarse)},
                                 licenses={model.license_name: model.license_text} if model.license_name else {},
-                                seconds=time.perf_counter() - started)
+                                seconds=time.perf_counter() - started,
+                                exp_basis=model.exp_basis.detach().cpu().numpy())
 
     # ------------------------------------------------------------------ steps
 

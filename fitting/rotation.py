@@ -82,3 +82,30 @@ def matrix_to_euler(rotation: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
     return torch.rad2deg(yaw), torch.rad2deg(pitch), torch.rad2deg(roll)
 
 
+
+
+def matrix_to_quaternion(rotation: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) rotation -> (B, 4) unit quaternion ``(x, y, z, w)`` (glTF's order), ``w >= 0``.
+
+    Each row is computed from the largest of ``|w|, |x|, |y|, |z|`` (Shepperd's method), which
+    stays accurate near 180 degrees where ``w`` alone would not.
+    """
+    r = rotation
+    m00, m11, m22 = r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]
+    # 4 |w|^2, 4 |x|^2, 4 |y|^2, 4 |z|^2 from the diagonal
+    sq = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    two_abs = sq.clamp_min(0).sqrt()                                       # (B, 4): 2|w|, 2|x|, 2|y|, 2|z|
+    a21, a02, a10 = r[:, 2, 1] - r[:, 1, 2], r[:, 0, 2] - r[:, 2, 0], r[:, 1, 0] - r[:, 0, 1]  # 4 w x, 4 w y, 4 w z
+    s10, s02, s21 = r[:, 1, 0] + r[:, 0, 1], r[:, 0, 2] + r[:, 2, 0], r[:, 2, 1] + r[:, 1, 2]  # 4 x y, 4 x z, 4 y z
+    # row k: 4 q_k * (w, x, y, z); divided by 4 |q_k| it is the quaternion (up to sign)
+    rows = torch.stack([
+        torch.stack([sq[:, 0], a21, a02, a10], -1),
+        torch.stack([a21, sq[:, 1], s10, s02], -1),
+        torch.stack([a02, s10, sq[:, 2], s21], -1),
+        torch.stack([a10, s02, s21, sq[:, 3]], -1)], 1)                     # (B, 4, 4)
+    best = torch.argmax(two_abs, -1)
+    idx = torch.arange(r.shape[0], device=r.device)
+    wxyz = rows[idx, best] / (2 * two_abs[idx, best]).clamp_min(1e-12)[:, None]
+    wxyz = torch.nn.functional.normalize(wxyz, dim=-1)
+    wxyz = torch.where(wxyz[:, :1] < 0, -wxyz, wxyz)
+    return torch.cat([wxyz[:, 1:], wxyz[:, :1]], -1)

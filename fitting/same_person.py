@@ -12,7 +12,12 @@
   time in its video; empty for a photo), head rotation (``yaw_deg``, ``pitch_deg``,
   ``roll_deg``) and translation (``tx_mm``, ``ty_mm``, ``tz_mm``; model -> the photo's camera,
   ``X_cam = R X + t``, camera looking down -z with y up), then the 53 expression weights in [0, 1]
-  under ARKit's names (:mod:`morphable.arkit`; ICT-only shapes under ICT's).
+  under ARKit's names (:mod:`morphable.arkit`; ICT-only shapes under ICT's);
+- ``animation.glb`` (glTF 2.0, metres; :mod:`fitting.outputs.gltf`): the neutral mesh (its texture
+  where it has one; the joint fit gives none yet, so a flat grey material) with the 53 expressions
+  as morph targets under the same names, and an animation of the expression weights and the head
+  pose: keys at a video's frame times (LINEAR), or one per photo 1 s apart (STEP). Written when the
+  result carries the model's expression basis (``exp_basis``; every fit does).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from morphable.arkit import arkit_names
 
 from .mesh import Mesh
 from .outputs.files import ExportError, staged_files, save_obj, save_ply
+from .outputs.gltf import GlbSettings, animation_glb, write_glb
 
 POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg", "tx_mm", "ty_mm", "tz_mm")
 
@@ -58,7 +64,9 @@ class SamePersonResult:
     """One identity from several photos. ``neutral``: the identity's mesh (model frame, mm, no
     expression); ``id_coeffs`` (n_id,); ``views``: the photos fitted, in input order; ``skipped``:
     ``(name, reason)`` for each photo left out (unreadable, no face); ``warnings``: one line each
-    (identities that disagree); ``exp_names``: the model's (ICT) expression names."""
+    (identities that disagree); ``exp_names``: the model's (ICT) expression names; ``exp_basis``:
+    (n_exp, V, 3) mm, the model's expression blendshapes minus the neutral (the model is linear:
+    the same for every identity), model frame, on ``neutral``'s vertices (None: no ``animation.glb``)."""
 
     neutral: Mesh
     id_coeffs: np.ndarray
@@ -69,6 +77,7 @@ class SamePersonResult:
     settings: Dict[str, object] = field(default_factory=dict)
     licenses: Dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    exp_basis: Optional[np.ndarray] = None
 
     def expressions_csv(self) -> str:
         """The text of ``expressions.csv`` (see the module doc)."""
@@ -100,16 +109,30 @@ class SamePersonResult:
             "seconds": self.seconds,
         }
 
+    def animation_glb(self, settings: GlbSettings = GlbSettings()):
+        """``animation.glb``'s document (a ``pygltflib.GLTF2``; :func:`fitting.outputs.gltf.animation_glb`).
+        Raises ValueError without ``exp_basis``."""
+        if self.exp_basis is None:
+            raise ValueError("no expression basis: animation.glb needs the model's blendshapes")
+        views = self.views
+        return animation_glb(self.neutral, self.exp_basis, arkit_names(self.exp_names), [v.time_s for v in views],
+                             np.stack([v.exp_coeffs for v in views]), np.stack([v.rotation for v in views]),
+                             np.stack([v.translation for v in views]), intrinsics=views[0].intrinsics,
+                             settings=settings)
+
     def save(self, folder) -> Path:
         """Write the files of the module doc (and the model's licence notice) into ``folder``;
         each file is written whole or not at all. Raises ExportError."""
         folder = Path(folder)
         save_obj(self.neutral, folder / "identity.obj")
         save_ply(self.neutral, folder / "identity.ply")
+        glb = self.animation_glb() if self.exp_basis is not None else None
         targets = [folder / "identity_params.json", folder / "expressions.csv",
-                   *(folder / name for name in self.licenses)]
+                   *([folder / "animation.glb"] if glb is not None else []), *(folder / name for name in self.licenses)]
         try:
             with staged_files(*targets) as tmp:
+                if glb is not None:
+                    write_glb(glb, tmp["animation.glb"])
                 tmp["identity_params.json"].write_text(json.dumps(self.params(), indent=1), encoding="utf-8")
                 tmp["expressions.csv"].write_text(self.expressions_csv(), encoding="utf-8")
                 for name, text in self.licenses.items():

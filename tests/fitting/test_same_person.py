@@ -131,8 +131,9 @@ def test_cli_same_person_one_photo_and_a_faceless_one(tmp_path, good_photos, bad
     assert res.returncode == 1, res.stderr
     errors = error_lines(res.stderr)
     assert len(errors) == 1 and "grey" in errors[0] and "no face" in errors[0], res.stderr
-    for name in ("identity.obj", "identity.ply", "identity_params.json", "expressions.csv"):
+    for name in ("identity.obj", "identity.ply", "identity_params.json", "expressions.csv", "animation.glb"):
         assert (out / name).is_file(), name
+    assert (out / "animation.glb").read_bytes()[:4] == b"glTF"  # the format is tests/fitting/test_animation_glb.py's
     rows = list(csv.reader((out / "expressions.csv").open()))
     assert len(rows) == 2  # header + the one photo
     header, row = rows
@@ -223,6 +224,12 @@ def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_
     assert [r[1] for r in rows] == ["0.0000", "0.1000", "0.2000", "0.4000"]  # frame 3 has no face
     assert all(r[0] == str(clip) for r in rows)
     assert (out / "identity.obj").is_file()
+    pygltflib = pytest.importorskip("pygltflib")
+    gltf = pygltflib.GLTF2().load(str(out / "animation.glb"))
+    (anim,) = gltf.animations
+    times = gltf.accessors[anim.samplers[0].input]
+    assert times.count == len(rows) and times.min == [0.0] and times.max == pytest.approx([0.4])  # the frames' times
+    assert anim.samplers[0].interpolation == "LINEAR"
 
 
 def test_temporal_term_smooths_expressions_only_for_ordered_frames(face_model, person):
