@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-medium", action="store_true", help="leave out the medium-stage rows")
     p.add_argument("--chunk", type=int, default=8, help="faces per batch through our stages (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--landmarks-backend", default="litert", choices=("litert", "mediapipe"),
+                   help="who runs MediaPipe's face models: our runner (litert, default) or mediapipe 0.10.21 "
+                        "itself (the cross-check extra, Python <= 3.12)")
 
 
 @dataclass
@@ -95,7 +98,7 @@ def to_photo(uv_crop: np.ndarray, crop) -> np.ndarray:
 
 
 def make_faces(closed_model, n_per_bin: int, seed: int, size: int, crop_size: int, pitch_max: float,
-               progress: bool, initializer=None, face_model=None, corr=None) -> List[AlignFace]:
+               progress: bool, initializer=None, face_model=None, corr=None, backend: str = "litert") -> List[AlignFace]:
     from fitting.bench.common import _generator
     from fitting.camera import DEFAULT_FOV
     from fitting.detections import crop_face
@@ -105,7 +108,7 @@ def make_faces(closed_model, n_per_bin: int, seed: int, size: int, crop_size: in
 
     gen = _generator(closed_model)
     faces = []
-    with FaceMeshDetector() as det:
+    with FaceMeshDetector(backend=backend) as det:
         bar = tqdm(total=n_per_bin * len(BINS), desc="synthetic faces", unit="face", disable=not progress)
         for j, (lo, hi) in enumerate(BINS):
             for i in range(n_per_bin):
@@ -152,7 +155,7 @@ def run(args) -> int:
     mp68 = mediapipe_to_68(face_model, corr).numpy()
     initializer = resolve_initializer(args.initializer, args.ddfa_dir)
     faces = make_faces(closed_model, args.faces, args.seed, args.size, args.crop_size, args.pitch_max, progress,
-                       initializer, face_model, corr)
+                       initializer, face_model, corr, backend=args.landmarks_backend)
     found = [f for f in faces if f.crop is not None]
 
     fits = {"none": ("no initializer", CoarseSettings(photometric=False), False),
@@ -213,7 +216,8 @@ def run(args) -> int:
     print()
     print(f"align bench: {len(faces)} synthetic faces ({args.faces} per yaw bin), seed={args.seed}, "
           f"|pitch|<={args.pitch_max:g} deg, {args.size} px, crop {args.crop_size} px; "
-          f"initializer {args.initializer!r} -> {'3ddfa_v2' if initializer is not None else 'none'}")
+          f"initializer {args.initializer!r} -> {'3ddfa_v2' if initializer is not None else 'none'}; "
+          f"MediaPipe's models run by {args.landmarks_backend}")
     print(format_table(list(rows.values()), faces))
     print()
     print("NME: mean over the 68 iBUG points of the distance to the model's own 68 points projected (the 3D jaw), "
