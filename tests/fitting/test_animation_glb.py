@@ -241,6 +241,13 @@ def test_without_an_expression_basis_no_glb(face_model, tmp_path):
 
 BLENDER_CHECK = """
 import bpy, json, sys
+try:  # Debian 12's Blender 3.4.1 importer still says np.bool, which Debian's numpy 1.24 no longer has
+    import numpy
+    if "bool" not in vars(numpy):
+        numpy.bool = numpy.bool_
+except ImportError:  # the importer cannot run at all: say so, the test skips
+    print("RESULT-NO-NUMPY")
+    sys.exit(0)
 path = sys.argv[sys.argv.index("--") + 1]
 bpy.ops.wm.read_factory_settings(use_empty=True)
 bpy.ops.import_scene.gltf(filepath=path)
@@ -264,6 +271,8 @@ def test_blender_imports_shape_keys_and_animation(video):
     _, result, _, path = video
     res = subprocess.run(["blender", "-b", "--factory-startup", "--python-expr", BLENDER_CHECK, "--", str(path)],
                          capture_output=True, text=True, timeout=300)
+    if "RESULT-NO-NUMPY" in res.stdout:
+        pytest.skip("Blender's Python has no numpy, which its glTF importer needs (Debian: apt-get install python3-numpy)")
     lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
     assert res.returncode == 0 and lines, res.stdout[-2000:] + res.stderr[-2000:]
     out = json.loads(lines[-1][len("RESULT "):])
