@@ -49,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-frames", type=int, default=0, metavar="T",
                    help="part (b): also a synthetic clip of T frames (smooth head motion, jaw and blink curves; "
                         "default 0: not run)")
-    p.add_argument("--temporal", default="0,30,100,300",
-                   help="part (b): lambda_temporal_exp values to compare (comma-separated; default 0,30,100,300)")
+    p.add_argument("--temporal", default="0,1000,5000",
+                   help="part (b): lambda_temporal_exp values to compare (comma-separated; default 0,1000,5000: "
+                        "off, weaker and SamePersonSettings' default)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="part (b): write clip_curves.csv, clip_jawOpen.png and clip_eyeBlink_L.png (the curves over the "
                         "frames: truth, independent fits, the joint fit at the last --temporal value) here")

@@ -81,11 +81,15 @@ class SamePersonSettings:
     # (mean |second difference| of the vertices) / expression-weight error / eyeBlink error:
     # independent per-frame fits 1.539 mm / 0.0616 / 0.134; joint at 0: 1.034 / 0.0743 / 0.145;
     # with the eye shapes at 0.05 x (below): 1000: 0.524 / 0.0553 / 0.142; 2000: 0.446 / 0.0507 / 0.139;
-    # 4000: 0.390 / 0.0483 / 0.144 (truth's own jitter: 0.230 mm). 2000: jitter 0.29 x the
-    # independent fits' with a lower weight error and blinks as well followed.
-    lambda_temporal_exp: float = 2000.0
+    # 4000: 0.390 / 0.0483 / 0.144 (truth's own jitter: 0.230 mm). Checked on two clips it was not
+    # chosen on (--clip-frames 90, seeds 0 and 1), 2000 -> 5000: jitter 0.399 -> 0.320 and 0.361 ->
+    # 0.287 mm (independent fits 1.246 and 1.290: 0.32 / 0.28 x -> 0.26 / 0.22 x), weight error
+    # 0.0508 -> 0.0463 and 0.0914 -> 0.0866 (independent 0.0601 and 0.0791: seed 1's joint fit is
+    # worse at any weight), eyeBlink error 0.137 / 0.123 -> 0.137 / 0.125; the 30-frame clip at
+    # 5000: 0.359 mm / 0.0481 / 0.146. 5000: under 0.3 x the independent jitter on all three clips.
+    lambda_temporal_exp: float = 5000.0
     # Expressions (name prefixes) that change within 2-3 frames (a blink), and the factor on their
-    # temporal weight: at the full weight 2000 the clip's 3-frame blinks peaked at 0.39 instead of 1
+    # temporal weight: at a full weight of 2000 the clip's 3-frame blinks peaked at 0.39 instead of 1
     # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181.
     temporal_fast: tuple = ("eyeBlink", "eyeSquint", "eyeWide")
     temporal_fast_scale: float = 0.05
