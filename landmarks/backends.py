@@ -99,19 +99,17 @@ class MediaPipeBackend:
         found = self._meshes[max_faces].process(frame).multi_face_landmarks or []
         return [np.array([(p.x, p.y, p.z) for p in f.landmark], np.float32) for f in found]
 
+    @staticmethod
+    def _boxes(graph, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """One face detection graph's boxes, (xmin, ymin, xmax, ymax) normalised."""
+        boxes = (d.location_data.relative_bounding_box for d in graph.process(frame).detections or [])
+        return [(b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height) for b in boxes]
+
     def boxes(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
-        out = []
-        for det in self._full_range.process(frame).detections or []:
-            b = det.location_data.relative_bounding_box
-            out.append((b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height))
-        return out
+        return self._boxes(self._full_range, frame)
 
     def short_boxes(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
-        out = []
-        for det in self._short_range.process(np.ascontiguousarray(frame)).detections or []:
-            b = det.location_data.relative_bounding_box
-            out.append((b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height))
-        return out
+        return self._boxes(self._short_range, np.ascontiguousarray(frame))
 
     def face_score(self, frame: np.ndarray) -> float:
         found = self._short_range.process(np.ascontiguousarray(frame)).detections or []

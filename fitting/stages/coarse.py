@@ -188,8 +188,8 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
         return (lb_pose, uv, w) if fuse is None else fuse.join(lb_pose, uv, w)
 
     lb_pose, offsets = at_pose(rot)
-    rot, t = refine_pose(fused(lb_pose, w)[0].points(coeffs), *fused(lb_pose, w)[1:], k, rot, t,
-                         settings.pose_iterations)
+    lb_all, uv_all, w_all = fused(lb_pose, w)
+    rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, settings.pose_iterations)
     rel = batch.rel_depth.to(dev) if fuse is None else None
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = torch.tensor([name.startswith(settings.exp_exclude) for name in model.exp_names], device=dev)
