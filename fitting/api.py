@@ -209,11 +209,8 @@ class FaceFitter:
         Raises VideoError for a file that does not decode. The frames' expressions are smoothed over
         time (``settings.lambda_temporal_exp``); the poses are each frame's own."""
         from pathlib import Path
-        from .video import read_frames
-        stem = Path(path).stem
-        frames = ((f"{stem}#f{f.index:06d}", f.pixels, str(path), f.time_s)
-                  for f in read_frames(path, every, max_frames))
-        return self.fit_views(frames, settings, ordered=True)
+        from .video import frame_views
+        return self.fit_views(frame_views(path, Path(path).stem, every, max_frames), settings, ordered=True)
 
     def fit_views(self, items, settings=None, ordered: bool = False):
         """The same-person fit of ``items``, an iterable of ``(name, image source, path or None,

@@ -262,7 +262,7 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
     from .rendering.renderer import RendererUnavailable
     from .naming import name_of, unique_names
     from .result import FitError
-    from .video import VideoError, is_video, read_frames
+    from .video import VideoError, frame_views, is_video
     try:
         fitter = FaceFitter(("coarse",), model_dir=args.model_dir, device=args.device, face_index=args.face_index,
                             initializer=None, progress=not args.no_progress)
@@ -273,8 +273,7 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
 
     def frames_of(video: str, name: str):
         try:
-            for f in read_frames(video, args.every, args.max_frames):
-                yield f"{name}#f{f.index:06d}", f.pixels, video, f.time_s
+            yield from frame_views(video, name, args.every, args.max_frames)
         except VideoError as exc:
             bad_videos.append(video)
             print(f"error: {video}: {exc}", file=sys.stderr)

@@ -80,3 +80,11 @@ def read_frames(path: Union[str, os.PathLike], every: int = 1, max_frames: Optio
         cap.release()
     if given == 0:
         raise VideoError(f"no frame of '{path}' could be decoded")
+
+
+def frame_views(path: Union[str, os.PathLike], name: str, every: int = 1,
+                max_frames: Optional[int] = None) -> Iterator[tuple]:
+    """:func:`read_frames` as same-person views ``(view name, pixels, path, time_s)``: the frame's name
+    is ``NAME#fINDEX`` (six digits), for the API and the CLI alike. Raises VideoError as it does."""
+    for f in read_frames(path, every, max_frames):
+        yield f"{name}#f{f.index:06d}", f.pixels, str(path), f.time_s
