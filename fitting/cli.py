@@ -193,24 +193,18 @@ def _run(argv) -> int:
 
     # Imported here, not at the top: --help, --version and argument errors answer without torch,
     # MediaPipe or the model. Each stage's own modules load when the stage first runs.
-    from landmarks import LandmarksError
-    from morphable import ModelLoadError
-    from .api import FaceFitter
-    from .rendering.renderer import RendererUnavailable
+    import importlib
+    importlib.import_module(".api", __package__)  # torch, the detector's and the stages' modules: timed as "imports"
     fine = None
     if args.fine_subdivisions is not None:
         from .stages.fine import FineSettings
         fine = FineSettings(displaced_subdivisions=args.fine_subdivisions)
     initializer = None if args.initializer == "none" else args.initializer
     parts = {"imports": time.perf_counter() - started}
-    try:
-        fitter = FaceFitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
-                            all_faces=args.all_faces, initializer=initializer,
-                            regressor_dir=args.regressor_dir, batch_size=args.batch_size,
-                            fine=fine, progress=not args.no_progress)
-    except (ModelLoadError, LandmarksError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
-        # str() of a KeyError is its repr, quotes and all; its message is the first argument
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+    fitter = _open_fitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
+                          all_faces=args.all_faces, initializer=initializer, regressor_dir=args.regressor_dir,
+                          batch_size=args.batch_size, fine=fine, progress=not args.no_progress)
+    if fitter is None:
         return 2
     parts["load"] = time.perf_counter() - started - parts["imports"]
 
@@ -248,6 +242,21 @@ def _run(argv) -> int:
     return 1 if failed else 0
 
 
+def _open_fitter(stages, **kwargs):
+    """``FaceFitter(stages, **kwargs)``, or None after printing why it could not load (a missing or
+    damaged model, no face detector or renderer, a bad setting) as one ``error:`` line."""
+    from landmarks import LandmarksError
+    from morphable import ModelLoadError
+    from .api import FaceFitter
+    from .rendering.renderer import RendererUnavailable
+    try:
+        return FaceFitter(stages, **kwargs)
+    except (ModelLoadError, LandmarksError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
+        # str() of a KeyError is its repr, quotes and all; its message is the first argument
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        return None
+
+
 def _run_same_person(args, photos, failed: int, out: Path) -> int:
     """``--same-person``: one joint fit of ``photos`` and videos' frames (fitting.same_person); writes
     into ``out`` itself.
@@ -255,19 +264,13 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
     Photos (frames) that cannot be read or show no face and videos that do not decode are reported
     and left out; the exit status is 1 when any was (as for a failed photo without --same-person),
     the files are written all the same."""
-    from landmarks import LandmarksError
-    from morphable import ModelLoadError
-    from .api import FaceFitter
     from .outputs.files import ExportError
-    from .rendering.renderer import RendererUnavailable
     from .naming import name_of, unique_names
     from .result import FitError
     from .video import VideoError, frame_views, is_video
-    try:
-        fitter = FaceFitter(("coarse",), model_dir=args.model_dir, device=args.device, face_index=args.face_index,
-                            initializer=None, progress=not args.no_progress)
-    except (ModelLoadError, LandmarksError, RendererUnavailable, ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+    fitter = _open_fitter(("coarse",), model_dir=args.model_dir, device=args.device, face_index=args.face_index,
+                          initializer=None, progress=not args.no_progress)
+    if fitter is None:
         return 2
     bad_videos = []
 
