@@ -71,11 +71,14 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
     last = list(model_meshes)[-1]
     proj = {s: camera.project(coarse.landmark_points(corr, v))[..., :2].cpu().numpy()
             for s, v in model_meshes.items()}
-    # A face MediaPipe missed (fitting.regressor_faces) has stand-in points: its landmark error is measured
-    # against the regressor's 68 points (what it was fitted to) at the model's multipie68 vertices instead.
+    # A face fitted mostly to the regressor's 68 points (MediaPipe missed it, fitting.regressor_faces, and its
+    # points are stand-ins; or the fusion distrusted them) has its landmark error and overlay measured against
+    # those 68 points at the model's multipie68 vertices: the points it was fitted to.
     ids68 = model.landmark_sets["multipie68"]
     proj68 = {s: camera.project(v[:, ids68])[..., :2].cpu().numpy() for s, v in model_meshes.items()} \
-        if coarse.points68 is not None and not batch.mediapipe_found else None
+        if coarse.points68 is not None else None
+    references = landmark_references(coarse, weights, [job.crop.mediapipe for job in jobs])
+    iod_px = frontal_inter_ocular_px(camera, coarse.landmark_points(corr, coarse.vertices))
     # The identity with every expression at 0: the face to rig with the model's blendshapes
     neutral = model(coarse.id_coeffs).detach()
     photo_cameras = [_photo_camera(camera, i, job.crop) for i, job in enumerate(jobs)]
@@ -90,22 +93,21 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
         r.meshes["neutral"] = Mesh.from_model(model, neutral[i])
         for stage, verts in model_meshes.items():
             r.meshes[stage] = Mesh.from_model(model, verts[i])
-            if crop.mediapipe or proj68 is None:
+            if references[i] == "mediapipe478":
                 err = np.linalg.norm(proj[stage][i] - crop.points[:, :2], axis=1)[valid]
             else:
                 err = np.linalg.norm(proj68[stage][i] - coarse.points68[i].cpu().numpy(), axis=1)
             r.params.setdefault("landmark_error_px", {})[stage] = float(err.mean() / crop.scale)
-            r.params.setdefault("landmark_error_iod", {})[stage] = float(err.mean() / crop.scale /
-                                                                          crop.landmarks.inter_ocular)
+            r.params.setdefault("landmark_error_iod", {})[stage] = float(err.mean() / iod_px[i])
         r.params.update(_coarse_params(coarse, i, model, crop))
-        r.params["landmark_error_reference"] = "mediapipe478" if crop.mediapipe else "regressor68"
+        r.params["landmark_error_reference"] = references[i]
         if "medium" in results:
             r.params["medium"] = {"max_laplacian_change_mm": float(results["medium"].max_laplacian_change[i])}
         r.camera = photo_cameras[i]
         r.landmarks68 = points68[i]
         img, mask = shaded[last]
         photo = np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
-        if crop.mediapipe or proj68 is None:
+        if references[i] == "mediapipe478":
             r.images["overlay"] = overlay(photo, img[i], mask[i], crop.points, proj[last][i][valid])
         else:  # the regressor's 68 points (what the face was fitted to) and the fit's, not the stand-ins
             r.images["overlay"] = overlay(photo, img[i], mask[i], coarse.points68[i].cpu().numpy(), proj68[last][i])
@@ -119,6 +121,37 @@ def assemble(context: FitContext, batch: DetectionBatch, jobs: List[FaceJob], re
     for r in out:  # the per-face pictures and meshes made here, shared by the batch's faces
         r.timings["results"] = (time.perf_counter() - started) / len(out)
     return out
+
+
+def frontal_inter_ocular_px(camera, points: torch.Tensor) -> np.ndarray:
+    """(B,) crop pixels: the fitted face's inter-ocular distance as it would look facing the camera at its
+    depth, ``f * |eye_l - eye_r| / depth`` (eye centres: the midpoints of MediaPipe's eye corners on the
+    mesh, ``points`` (B, 478, 3) model frame, mm). The normaliser of ``landmark_error_iod``: the distance
+    between the eyes in the photo shrinks as the head turns (to a few pixels in profile) and would inflate
+    the error of a turned face; this one does not change with the head's pose."""
+    from landmarks import indices as I
+    right = 0.5 * (points[:, I.RIGHT_EYE_OUTER_CORNER] + points[:, I.RIGHT_EYE_INNER_CORNER])
+    left = 0.5 * (points[:, I.LEFT_EYE_INNER_CORNER] + points[:, I.LEFT_EYE_OUTER_CORNER])
+    depth = -camera.to_camera((0.5 * (left + right))[:, None])[:, 0, 2]
+    focal = camera.intrinsics[:, 0].to(depth)  # (B, 4): fx, fy, cx, cy
+    return (focal * (left - right).norm(dim=-1) / depth).cpu().numpy()
+
+
+def landmark_references(coarse: CoarseResult, weights: torch.Tensor, mediapipe_found: Sequence[bool]) -> List[str]:
+    """Per face, the detections its landmark error and overlay are measured against: the source that
+    carried most of the coarse fit's landmark weight (:mod:`fitting.stages.fusion`).
+
+    ``weights`` (B, K): MediaPipe's per-point weights before the fusion's trust; ``mediapipe_found`` (B,):
+    False where MediaPipe missed the face and its points are stand-ins. Returns ``"mediapipe478"`` or
+    ``"regressor68"`` per face. Without the regressor's points every face is ``"mediapipe478"``.
+    """
+    if coarse.points68 is None:
+        return ["mediapipe478"] * len(mediapipe_found)
+    trust = torch.ones(len(mediapipe_found)) if coarse.landmark_trust is None else coarse.landmark_trust.cpu()
+    found = torch.tensor([bool(f) for f in mediapipe_found], dtype=torch.float32)
+    mediapipe_share = weights.cpu().float().sum(1) * trust * found
+    regressor_share = coarse.weights68.cpu().float().sum(1)
+    return ["mediapipe478" if m >= r else "regressor68" for m, r in zip(mediapipe_share.tolist(), regressor_share.tolist())]
 
 
 def _photo_camera(camera, i: int, crop: FaceCrop) -> Dict[str, np.ndarray]:

@@ -187,3 +187,4 @@ def test_rendered_profile_with_garbage_mediapipe_follows_the_real_regressor(face
     # measured: fused 2.84 %, the regressor's own points 6.45 %, MediaPipe's garbage alone 35.6 %
     assert got < 5.0 and got < regressor, (got, regressor)
     assert nme_percent(to_photo(fitted68(face_model, plain).numpy(), crop), truth) > 10.0
+
