@@ -243,8 +243,9 @@ class FaceFitter:
             raise FitError("no face found in any photo or frame" + "".join(f"; {n}: {r}" for n, r in skipped[:5]))
         model = self.model
         batch = DetectionBatch.stack([j.crop for j in jobs], device=self.device)
+        from .stages.coarse import initial_guess
         fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer,
-                              ordered=ordered)
+                              ordered=ordered, init=initial_guess(self.context, batch))
         euler = fit.camera.euler_degrees().cpu().numpy()
         views, warnings = [], []
         for i, job in enumerate(jobs):

@@ -269,7 +269,8 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
     from .result import FitError
     from .video import VideoError, frame_views, is_video
     fitter = _open_fitter(("coarse",), model_dir=args.model_dir, device=args.device, face_index=args.face_index,
-                          initializer=None, progress=not args.no_progress)
+                          initializer=None if args.initializer == "none" else args.initializer,
+                          regressor_dir=args.regressor_dir, progress=not args.no_progress)
     if fitter is None:
         return 2
     bad_videos = []

@@ -137,7 +137,7 @@ def make_faces(closed_model, n_per_bin: int, seed: int, size: int, crop_size: in
 
 
 def run(args) -> int:
-    from fitting.bench.common import chunks, load_models
+    from fitting.bench.common import chunks, init_subset, load_models
     from fitting.detections import DetectionBatch
     from fitting.rendering.renderer import Renderer
     from fitting.stages import medium as medium_stage
@@ -198,7 +198,7 @@ def run(args) -> int:
                 continue
             sub = [chunk[i] for i in idx]
             sub_batch = batch if len(idx) == b else DetectionBatch.stack([f.crop for f in sub])
-            sub_init = None if init is None else _take(init, idx)
+            sub_init = None if init is None else init_subset(init, idx)
             t0 = time.perf_counter()
             coarse = fit_landmarks(face_model, sub_batch, corr, settings, sub_init if needs_init else None)
             t1 = time.perf_counter()
@@ -249,9 +249,3 @@ def format_table(rows: List[NmeRow], faces: List[AlignFace]) -> str:
         lines.append(label.ljust(name_w) + "".join(c.rjust(width) for c in counts))
     return "\n".join(lines)
 
-
-def _take(init, idx: List[int]):
-    """The faces ``idx`` of a batch's :class:`fitting.stages.coarse.CoarseInit`."""
-    from dataclasses import fields, replace
-    return replace(init, **{f.name: getattr(init, f.name)[idx] for f in fields(init)
-                            if getattr(init, f.name) is not None})

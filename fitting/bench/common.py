@@ -317,3 +317,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-size", type=int, default=512, help="working crop side, pixels (default 512, as the API)")
     p.add_argument("--chunk", type=int, default=8, help="faces per batch through our stages (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def init_subset(init, idx: List[int]):
+    """The faces ``idx`` of a batch's :class:`fitting.stages.coarse.CoarseInit`."""
+    from dataclasses import fields, replace
+    return replace(init, **{f.name: getattr(init, f.name)[idx] for f in fields(init)
+                            if getattr(init, f.name) is not None})

@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frames: truth, independent fits, the joint fit at the last --temporal value) here")
     p.add_argument("--no-oracle", action="store_true",
                    help="leave out the rows fed exact landmarks (the true projections of the table's surface points)")
+    p.add_argument("--initializer", default="auto", choices=("auto", "3ddfa_v2", "none"),
+                   help="part (a)'s fits: the 3DDFA_V2 regressor's pose and 68 points fused with MediaPipe's, as "
+                        "fit-face does; 'auto' (default) uses it when its files are on this machine")
+    p.add_argument("--3ddfa-dir", dest="ddfa_dir", default=None, help="the regressor's files (else as the CLI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -214,18 +218,21 @@ def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int
     return "\n".join(lines)
 
 
-def score(face_model, corr, people, counts, settings, exact: bool = False, narrow=None):
+def score(face_model, corr, people, counts, settings, exact: bool = False, narrow=None, context=None):
     """Identity errors (mm) of single-view and joint fits for each N in ``counts``, over ``people``.
 
     ``exact``: fit the true projections of the table's surface points instead of MediaPipe's
     (:func:`fitting.bench.common.oracle_crop`; ``settings.coarse.landmark_offsets`` should be off).
     Returns ``{N: {"single", "averaged", "joint", "joint_narrow", "single_narrow", "exp", "seconds":
     [per person]}}`` and the joint fits' disagreement distances at the largest N (mm, one per view).
+    ``context``: a :class:`fitting.stages.context.FitContext` whose initialiser (the 3DDFA_V2 regressor)
+    reads every view, as the API's coarse stage and same-person fit do: single-view and joint fits then
+    fuse its 68 points with MediaPipe's (not with ``exact``).
     """
     from fitting.detections import DetectionBatch
-    from fitting.stages.coarse import fit_landmarks
+    from fitting.stages.coarse import fit_landmarks, initial_guess
     from fitting.stages.joint import fit_same_person
-    from .common import oracle_crop
+    from .common import init_subset, oracle_crop
 
     zeros = torch.zeros(1, face_model.n_exp)
 
@@ -244,7 +251,9 @@ def score(face_model, corr, people, counts, settings, exact: bool = False, narro
         if not found:
             continue
         crops = [oracle_crop(person["views"][v], corr) if exact else person["views"][v].crop for v in found]
-        alone = fit_landmarks(face_model, DetectionBatch.stack(crops), corr, settings.coarse)  # each view alone
+        views = DetectionBatch.stack(crops)
+        init = initial_guess(context, views) if context is not None and not exact else None
+        alone = fit_landmarks(face_model, views, corr, settings.coarse, init)  # each view alone
         alone_mesh = [neutral(a) for a in alone.id_coeffs]
         for c in counts:
             if c > len(crops):
@@ -253,7 +262,8 @@ def score(face_model, corr, people, counts, settings, exact: bool = False, narro
             row["single"].append(float(np.mean([err(m, truth) for m in alone_mesh[:c]])))
             row["single_narrow"].append(float(np.mean([err(m, truth, narrow) for m in alone_mesh[:c]])))
             row["averaged"].append(err(neutral(alone.id_coeffs[:c].mean(0)), truth))
-            fit = fit_same_person(face_model, DetectionBatch.stack(crops[:c]), corr, settings)
+            fit = fit_same_person(face_model, DetectionBatch.stack(crops[:c]), corr, settings,
+                                  init=None if init is None else init_subset(init, list(range(c))))
             row["seconds"].append(fit.seconds)
             row["joint"].append(err(fit.neutral.numpy(), truth))
             row["joint_narrow"].append(err(fit.neutral.numpy(), truth, narrow))
@@ -282,6 +292,8 @@ def run(args) -> int:
     import dataclasses
     from fitting.detections import DetectionBatch
     from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.context import FitContext
+    from fitting.stages.initializers import resolve_initializer
     from fitting.stages.joint import SamePersonSettings, fit_same_person
     from .common import narrow_area
 
@@ -295,7 +307,10 @@ def run(args) -> int:
     t_gen = time.perf_counter() - t0
     counts = [c for c in VIEW_COUNTS if c <= args.views]
     found = sum(f.crop is not None for p in people for f in p["views"])
-    rows, same_dist = score(face_model, corr, people, counts, settings, narrow=narrow)
+    initializer = None if args.initializer == "none" else resolve_initializer(args.initializer, args.ddfa_dir)
+    context = FitContext(model=face_model, correspondence=corr, renderer=None, device=face_model.device,
+                         initializer=initializer) if initializer is not None else None
+    rows, same_dist = score(face_model, corr, people, counts, settings, narrow=narrow, context=context)
     # different people in one set: view v of person v mod n
     mixed = [people[v % len(people)]["views"][v].crop for v in range(args.views)]
     mixed = [c for c in mixed if c is not None]
@@ -311,7 +326,8 @@ def run(args) -> int:
     print()
     print(f"same-person bench: {args.n} synthetic people x {args.views} views, seed={args.seed}, "
           f"|yaw|<={args.yaw_max:g} deg, {args.size} px; MediaPipe found {found}/{args.n * args.views} views")
-    print("MediaPipe's landmarks (the real path):")
+    print("MediaPipe's landmarks (the real path)" + (", fused with the 3DDFA_V2 regressor's 68 points:"
+                                                     if context is not None else ", no regressor:"))
     print(format_rows(rows, counts))
     if rows.get(8) and rows[8]["joint"]:
         ratio = np.mean(rows[8]["joint"]) / np.mean(rows[8]["single"])

@@ -178,7 +178,7 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
         rot, t = init.rotation.to(dev), init.translation.to(dev)
     else:
         rot, t = affine_pose(lb.points(coeffs), uv, w, k)
-    fuse = _Fusion.start(model, batch, corr, settings, init, rot, n_id) if settings.fusion.enabled else None
+    fuse = LandmarkFusion.start(model, batch, corr, settings, init, rot, n_id) if settings.fusion.enabled else None
     if fuse is None and not batch.mediapipe_found:
         raise ValueError("a face MediaPipe did not find (fitting.regressor_faces) needs the regressor's 68 points "
                          "and fusion (CoarseSettings.fusion.enabled) to be fitted")
@@ -214,7 +214,7 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
 
 
 @dataclass
-class _Fusion:
+class LandmarkFusion:
     """The regressor's 68 points as extra landmarks of :func:`fit_landmarks` (:mod:`fitting.stages.fusion`):
     ``basis`` their LandmarkBasis (68 points), ``uv`` (B, 68, 2) crop px, ``weights`` (B, 68), ``trust``
     (B,) MediaPipe's face trust."""

@@ -40,7 +40,7 @@ from morphable import MorphableModel
 from ..camera import Camera
 from ..detections import DetectionBatch
 from ..rotation import matrix_to_euler
-from .coarse import CoarseSettings, fit_landmarks
+from .coarse import CoarseInit, CoarseSettings, LandmarkFusion, fit_landmarks
 from .correspondence import Correspondence
 from .landmark_fit import (LandmarkBasis, affine_pose, landmark_weights, refine_pose, reprojection_residual,
                            shape_rows, solve_spd)
@@ -206,7 +206,8 @@ def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) ->
 
 
 def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspondence,
-                    settings: Optional[SamePersonSettings] = None, renderer=None, ordered: bool = False) -> JointFit:
+                    settings: Optional[SamePersonSettings] = None, renderer=None, ordered: bool = False,
+                    init: Optional[CoarseInit] = None) -> JointFit:
     """N detected views of one person (``batch``, B = N) -> one identity and each view's pose and expression.
 
     Steps 1-3 of the module doc, with the coarse stage's landmark weights and yaw-dependent
@@ -215,6 +216,12 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     of one video, in order: ``settings.lambda_temporal_exp`` applies. With ``settings.check_disagreement``
     each view is also fitted alone (:func:`fitting.stages.coarse.fit_landmarks`) and its neutral
     mesh compared with the joint one (``JointFit.disagreement_mm``).
+
+    ``init`` (:func:`fitting.stages.coarse.initial_guess` of the batch, as the coarse stage gets it): each
+    view's start pose, and with ``init.points68`` and ``settings.coarse.fusion.enabled`` the regressor's
+    68 points join every view's landmarks as in the single-view fit (:mod:`fitting.stages.fusion`: MediaPipe
+    weighted by its per-view trust; views MediaPipe missed are read from the regressor alone). Its
+    coefficients, if any, are not used: one identity is solved for all views.
     """
     settings = settings or SamePersonSettings()
     cs = settings.coarse
@@ -238,18 +245,31 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
         return lb.shifted(corr.offsets_at(matrix_to_euler(rotation)[0]).to(dev))
 
     w = landmark_weights(batch, corr, cs).to(dev)
-    rot, t = affine_pose(lb.points(coeffs), uv, w, k)
-    rot, t = refine_pose(at_pose(rot).points(coeffs), uv, w, k, rot, t, cs.pose_iterations)
+    if init is not None and init.rotation is not None and init.translation is not None:
+        rot, t = init.rotation.to(dev), init.translation.to(dev)
+    else:
+        rot, t = affine_pose(lb.points(coeffs), uv, w, k)
+    fuse = LandmarkFusion.start(model, batch, corr, cs, init, rot, n_id) if cs.fusion.enabled else None
+    if fuse is None and not batch.mediapipe_found:
+        raise ValueError("a view MediaPipe did not find (fitting.regressor_faces) needs the regressor's 68 points "
+                         "and fusion (CoarseSettings.fusion.enabled) to be fitted")
+
+    def fused(lb_pose, w):
+        # (basis, targets, weights): MediaPipe's points alone, or with the regressor's 68 (fitting.stages.fusion)
+        return (lb_pose, uv, w) if fuse is None else fuse.join(lb_pose, uv, w)
+
+    lb_all, uv_all, w_all = fused(at_pose(rot), w)
+    rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = torch.tensor([name.startswith(cs.exp_exclude) for name in model.exp_names], device=dev)
     for _ in range(cs.alternations):
         w = landmark_weights(batch, corr, cs, rot).to(dev)
-        lb_pose = at_pose(rot)
-        a_id, a_exp = solve_shared_shape(lb_pose, uv, w, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
+        lb_all, uv_all, w_all = fused(at_pose(rot), w)
+        a_id, a_exp = solve_shared_shape(lb_all, uv_all, w_all, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
                                          exp_bounds=cs.exp_bounds, frozen=frozen,
                                          lambda_temporal=temporal)
         coeffs = torch.cat([a_id.expand(nv, -1), a_exp], 1)
-        rot, t = refine_pose(lb_pose.points(coeffs), uv, w, k, rot, t, cs.pose_iterations)
+        rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     lb_pose = at_pose(rot)
     err = reprojection_residual(lb_pose.points(coeffs), rot, t, uv, k).norm(dim=-1)
     wmask = (w > 0).to(err)
@@ -261,7 +281,10 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
         from .photometric import photometric_refine
         offsets = None if lb_pose is lb else lb_pose.mean - lb.mean
         joint = CoarseResult(camera=camera, vertices=model(coeffs[:, :n_id], exp_coeffs), id_coeffs=coeffs[:, :n_id],
-                             exp_coeffs=exp_coeffs, landmark_error=landmark_error, landmark_offsets=offsets)
+                             exp_coeffs=exp_coeffs, landmark_error=landmark_error, landmark_offsets=offsets,
+                             landmark_trust=None if fuse is None else fuse.trust,
+                             points68=None if fuse is None else fuse.uv,
+                             weights68=None if fuse is None else fuse.weights)
         joint = photometric_refine(model, batch, corr, joint, cs, renderer, shared_identity=True)
         camera, id_coeffs, exp_coeffs = joint.camera, joint.id_coeffs[0], joint.exp_coeffs
         landmark_error = joint.landmark_error
@@ -269,7 +292,7 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     fit = JointFit(camera=camera, id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
                    vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error)
     if settings.check_disagreement:
-        single = fit_landmarks(model, batch, corr, cs)
+        single = fit_landmarks(model, batch, corr, cs, init)
         fit.single_id_coeffs = single.id_coeffs
         fit.disagreement_mm = identity_distance(model, single.id_coeffs, id_coeffs)
     fit.seconds = time.perf_counter() - t0

@@ -121,6 +121,43 @@ def test_joint_fit_recovers_identity_better_than_one_view(face_model, person):
     assert float(joint.landmark_error.max()) < 2.0  # crop pixels, exact points
 
 
+def test_joint_fit_fuses_the_regressor_per_view(face_model):
+    """Two views of one person, one frontal, one a profile whose MediaPipe points are garbage (a mesh in
+    the wrong place): with the regressor's points (fitting.stages.fusion) the joint fit distrusts that
+    view's MediaPipe points and follows the regressor there, as the single-view fit does; without them
+    the garbage pulls the shared identity."""
+    import dataclasses
+    from fitting.detections import DetectionBatch
+    from fitting.stages.coarse import CoarseInit
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+    from test_fusion import SETTINGS, fitted68, nme, scene
+
+    views = [scene(face_model, 10.0, -5.0, garbage=False, seed=5), scene(face_model, 75.0, 10.0, garbage=True, seed=5)]
+    batches = [v[0] for v in views]
+    batch = DetectionBatch(crops=[None, None], **{f: torch.cat([getattr(b, f) for b in batches]) for f in
+                                                  ("images", "uv", "rel_depth", "intrinsics", "region_labels")},
+                           groups=batches[0].groups)
+    init = CoarseInit(**{f: torch.cat([getattr(v[1], f) for v in views]) for f in ("rotation", "translation",
+                                                                                  "points68")})
+    truth_id = torch.randn(1, face_model.n_id, generator=torch.Generator().manual_seed(5)).clamp(-2, 2)
+    settings = SamePersonSettings(coarse=SETTINGS, check_disagreement=False)
+    corr = load_correspondence()
+    fused = fit_same_person(face_model, batch, corr, settings, init=init)
+    plain = fit_same_person(face_model, batch, corr, settings,
+                            init=dataclasses.replace(init, points68=None))  # the same start pose, no fusion
+    n_id = fused.id_coeffs.shape[0]
+    fused_err = _neutral_error(face_model, fused.id_coeffs, truth_id[0, :n_id])
+    plain_err = _neutral_error(face_model, plain.id_coeffs, truth_id[0, :n_id])
+    assert fused_err < 0.5 * plain_err, (fused_err, plain_err)
+
+    class Fit:  # what fitted68 reads of a fit: its camera and vertices
+        def __init__(self, fit, i):
+            self.camera, self.vertices = fit.camera[i], fit.vertices[i:i + 1]
+    for i, (_, _, truth) in enumerate(views):
+        assert nme(fitted68(face_model, Fit(fused, i)), truth) < 2.5
+
+
 # --------------------------------------------------------------------------- fit-face --same-person
 
 def test_cli_same_person_one_photo_and_a_faceless_one(tmp_path, good_photos, bad_inputs, model_args):
