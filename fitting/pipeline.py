@@ -151,7 +151,8 @@ def landmark_references(coarse: CoarseResult, weights: torch.Tensor, mediapipe_f
     found = torch.tensor([bool(f) for f in mediapipe_found], dtype=torch.float32)
     mediapipe_share = weights.cpu().float().sum(1) * trust * found
     regressor_share = coarse.weights68.cpu().float().sum(1)
-    return ["mediapipe478" if m >= r else "regressor68" for m, r in zip(mediapipe_share.tolist(), regressor_share.tolist())]
+    return ["mediapipe478" if f and m >= r else "regressor68"
+            for f, m, r in zip(mediapipe_found, mediapipe_share.tolist(), regressor_share.tolist())]
 
 
 def _photo_camera(camera, i: int, crop: FaceCrop) -> Dict[str, np.ndarray]:

@@ -237,7 +237,8 @@ class LandmarkFusion:
         trust = trust * batch.mediapipe_weight.to(trust)
         ids, bary = points68_basis_inputs(model)
         basis = LandmarkBasis.from_model(model, ids, bary, n_id=n_id)
-        return cls(basis=basis, uv=p68, weights=regressor_weights(yaw, settings.fusion), trust=trust)
+        return cls(basis=basis, uv=p68, weights=regressor_weights(yaw, settings.fusion, trust),
+                   trust=trust)
 
     def join(self, lb: LandmarkBasis, uv: torch.Tensor, w: torch.Tensor):
         """MediaPipe's ``lb`` (K points), ``uv`` (B, K, 2), ``w`` (B, K) with the 68 points appended and

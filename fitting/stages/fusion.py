@@ -20,9 +20,11 @@ they are the model's own 3D points (the jaw is the 3D jaw, not the silhouette). 
    stage's targets: :attr:`fitting.stages.coarse.CoarseResult.landmark_trust`).
 2. The regressor's 68 points are extra landmarks on the model's ``multipie68`` vertices, each with
    weight ``regressor_weight`` (jaw points ``regressor_jaw_weight``, faded with yaw as MediaPipe's
-   contour is: the far half of a turned head's jaw is hidden, and guessed), the same on every face: where
-   MediaPipe is trusted they share the fit with its ~470 points, where it is not (``t_b`` = 0) the face
-   is fitted from them alone.
+   contour is: the far half of a turned head's jaw is hidden, and guessed), times ``(1 - t_b)`` (plus
+   ``regressor_share_when_trusted * t_b``): where MediaPipe is trusted its ~470 dense points carry the
+   shape and the regressor gives only the start pose (its points, another face model's 68 placed by a
+   network, pull the identity toward their own offsets: measured in :class:`FusionSettings`); where it
+   is not (``t_b`` = 0) the face is fitted from them alone.
 
 The photometric polish keeps both (:func:`fitting.stages.photometric.photometric_refine`). The medium
 stage follows ``t_b`` only: its targets are MediaPipe's points, weighted by the trust. Tried and left
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import torch
 
@@ -71,6 +73,15 @@ class FusionSettings:
     # 0.93 -> 1.07; the fit leaves MediaPipe's points for the regressor's where they differ.
     regressor_weight: float = 2.0
     regressor_jaw_weight: float = 2.0
+    # The share of those weights kept where MediaPipe is fully trusted (its trust t: the weights times
+    # share * t + (1 - t)). The regressor's points are not the model's multipie68 vertices exactly (its
+    # own face model's 68 points, placed by a network): every weight on them pulls the identity toward
+    # their systematic offsets. Measured on 20 synthetic faces (seed 0, |yaw| <= 45, the coarse least
+    # squares' identity error, mean per-vertex mm): no regressor 3.21; its pose only 3.21; fused at full
+    # weight 2 -> 3.88 (21 % worse), 1 -> 3.45, 0.5 -> 3.30, 0.25 -> 3.24, 0 -> 3.21. So where MediaPipe
+    # is trusted its dense points carry the shape and the regressor gives the pose start; where it is not
+    # (profiles, a mesh in the wrong place) the regressor's points carry the fit.
+    regressor_share_when_trusted: float = 0.0
     # The regressor's jaw points fade with the head's yaw as cos(yaw) ** power (as MediaPipe's contour
     # does, CoarseSettings.contour_yaw_power): on a turned head the far half of the jaw is hidden and the
     # regressor guesses it. Measured (weight 1): no fade 2.47 / 3.49 / 5.89, power 2 -> 2.47 / 3.22 / 3.86,
@@ -135,12 +146,17 @@ def mediapipe_trust(uv: torch.Tensor, points68: torch.Tensor, yaw_deg: torch.Ten
         _ramp(gap, settings.disagree_full, settings.disagree_zero)
 
 
-def regressor_weights(yaw_deg: torch.Tensor, settings: FusionSettings) -> torch.Tensor:
-    """(B, 68) the regressor's point weights (module docstring, rule 2); ``yaw_deg`` (B,) its head yaw."""
+def regressor_weights(yaw_deg: torch.Tensor, settings: FusionSettings,
+                      trust: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, 68) the regressor's point weights (module docstring, rule 2); ``yaw_deg`` (B,) its head yaw;
+    ``trust`` (B,) MediaPipe's face trust (:func:`mediapipe_trust`; None: 0, the regressor's full weight)."""
     w = torch.full((len(yaw_deg), N68), float(settings.regressor_weight), dtype=torch.float32,
                    device=yaw_deg.device)
     fade = torch.cos(torch.deg2rad(yaw_deg.float())).clamp_min(0.0) ** settings.regressor_jaw_yaw_power
     w[:, JAW68] = float(settings.regressor_jaw_weight) * fade[:, None]
+    if trust is not None:
+        t = trust.to(w)[:, None]
+        w = w * (settings.regressor_share_when_trusted * t + (1.0 - t))
     return w
 
 
