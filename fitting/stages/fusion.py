@@ -68,6 +68,8 @@ class FusionSettings:
     # least squares, NME % in yaw bins 0-30 / 30-60 / 60-90: weight 0.5 -> 2.63 / 3.40 / 3.11,
     # 1 -> 2.47 / 3.25 / 3.21, 2 -> 2.37 / 3.10 / 3.29, 3 -> 2.41 / 3.05 / 3.35 (no fusion: 2.94 /
     # 3.69 / 10.01). 2: the best mean; the regressor's points then carry about a quarter of the weight.
+    # (Measured when these weights applied on every face; they now apply as MediaPipe's trust falls,
+    # regressor_share_when_trusted below.)
     # Its price on `bench photos` (8 shared photos, error against MediaPipe's own points, % of the
     # inter-ocular distance, which is not an error against any truth): coarse 2.11 -> 2.71, medium
     # 0.93 -> 1.07; the fit leaves MediaPipe's points for the regressor's where they differ.
