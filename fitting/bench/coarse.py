@@ -10,6 +10,9 @@ Rows:
   solve, with no shape fit);
 - ours, least squares: :func:`fitting.stages.coarse.fit_landmarks` with
   ``CoarseSettings(photometric=False)``, identity and expressions;
+- ours, LS, 3DDFA_V2 fused: the same with the regressor's start pose and 68 points
+  (:mod:`fitting.stages.fusion`), as ``fit-face`` runs when the regressor's files are there
+  (``--initializer none`` or no files: not run);
 - ours + photometric: the same followed by
   :func:`fitting.stages.photometric.photometric_refine` (``photometric=True``);
   "n/a" when that module cannot be imported;
@@ -51,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eos-iterations", type=int, default=3,
                    help="eos: camera / shape alternations (1 = one camera on the mean, one shape solve; default 3)")
     p.add_argument("--eos-lambda", type=float, default=3.0, help="eos: shape regulariser (eos's default 3.0)")
+    p.add_argument("--initializer", default="auto", choices=("auto", "3ddfa_v2", "none"),
+                   help="the 'fused' row: the 3DDFA_V2 regressor's pose and 68 points with MediaPipe's, as fit-face "
+                        "fits (auto: when its files are on this machine)")
+    p.add_argument("--3ddfa-dir", dest="ddfa_dir", default=None, help="the regressor's files (else as the CLI)")
 
 
 # --------------------------------------------------------------------------- eos
@@ -117,7 +124,7 @@ def eos_fit(pca, crop, vertex_ids: np.ndarray, mask: np.ndarray, iterations: int
 # --------------------------------------------------------------------------- run
 
 def run(args) -> int:
-    from fitting.stages.coarse import CoarseSettings, fit_landmarks, landmark_weights
+    from fitting.stages.coarse import CoarseSettings, fit_landmarks, initial_guess, landmark_weights
     from fitting.detections import DetectionBatch
     from fitting.stages.landmark_fit import LandmarkBasis, affine_pose, refine_pose, reprojection_residual
 
@@ -133,6 +140,11 @@ def run(args) -> int:
     oracle_weak = CoarseSettings(photometric=False, landmark_offsets=False, lambda_id=oracle_settings.lambda_id / 100,
                                  lambda_exp=oracle_settings.lambda_exp / 100)
     ph_settings = CoarseSettings(photometric=True)
+    from fitting.stages.context import FitContext
+    from fitting.stages.initializers import resolve_initializer
+    initializer = None if args.initializer == "none" else resolve_initializer(args.initializer, args.ddfa_dir)
+    context = FitContext(model=face_model, correspondence=corr, renderer=None, device=face_model.device,
+                         initializer=initializer)
     photometric = None
     photometric_note = None
     if args.no_photometric:
@@ -146,11 +158,15 @@ def run(args) -> int:
 
     rows = {k: RowStats(name) for k, name in (("mean", "mean shape (Umeyama-aligned)"),
                                               ("ls", "ours, least squares"),
+                                              ("fused", "ours, LS, 3DDFA_V2 fused"),
                                               ("ph", "ours + photometric"),
                                               ("oracle", "ours, LS, exact landmarks"),
                                               ("oracle_weak", "ours, LS, exact, priors/100"),
                                               ("eos", "eos-py (identity only)"))}
     rows["ph"].note = photometric_note
+    if initializer is None:
+        rows["fused"].note = ("not run (--initializer none)" if args.initializer == "none" else
+                              "not run (the regressor's files are not on this machine: --3ddfa-dir or FACEFIT_3DDFA_DIR)")
     if args.no_eos:
         rows["eos"].note = "not run (--no-eos)"
     if args.no_oracle:
@@ -178,6 +194,13 @@ def run(args) -> int:
         coarse = fit_landmarks(face_model, batch, corr, ls_settings)
         t_ls = (time.perf_counter() - t0) / b
         _score_ours(rows["ls"], coarse, chunk, corr, mask, narrow, t_ls)
+
+        # ours, least squares with the regressor's pose and points (fitting.stages.fusion), as fit-face runs it
+        if initializer is not None:
+            t0 = time.perf_counter()
+            fused = fit_landmarks(face_model, batch, corr, ls_settings, initial_guess(context, batch))
+            t_fused = (time.perf_counter() - t0) / b
+            _score_ours(rows["fused"], fused, chunk, corr, mask, narrow, t_fused)
 
         # ours + photometric
         if photometric is not None:
@@ -213,7 +236,8 @@ def run(args) -> int:
     print(format_table(list(rows.values())))
     base = rows["mean"].summary()["mean_mm"]
     gains = [f"{name} {100.0 * (1.0 - rows[key].summary()['mean_mm'] / base):.1f} %"
-             for key, name in (("ls", "least squares"), ("ph", "+ photometric"), ("oracle", "exact landmarks"),
+             for key, name in (("ls", "least squares"), ("fused", "fused"), ("ph", "+ photometric"),
+                               ("oracle", "exact landmarks"),
                                ("oracle_weak", "exact, priors / 100"))
              if rows[key].mean_mm]
     print("mean error below the mean shape's: " + ", ".join(gains) + " (issue 4's target for least squares: 40 %)")
