@@ -16,6 +16,7 @@ COMMANDS = {
     "scale": "fitting.bench.scale",
     "align": "fitting.bench.align",
     "same-person": "fitting.bench.same_person",
+    "expressions": "fitting.bench.expressions",
 }
 
 

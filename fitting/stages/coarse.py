@@ -51,6 +51,16 @@ class CoarseSettings:
     # 1.47 -> 1.43 / 1.42 mm (better at yaw 0-20, worse by up to 0.06 / 0.14 mm at 40-60, where the
     # landmarks are less sure). 50: the best on the synthetic set, most of the scan's gain.
     lambda_id: float = 50.0
+    # Issue 16 (expressions absorbing identity; `bench scan`, `bench expressions`), measured and left out,
+    # least squares, `bench scan` without the regressor: browDown_L stays 1.00 at yaw 0-40 under an
+    # overlap-aware price per expression (+ mu x lambda_id x |C_j|^2, C_j the identity's ridge fit of
+    # expression j's landmark rows; mu 0.3 / 1 / 3 -> 1.00 / 1.00 / 0.86, while on 6 synthetic faces
+    # with set expressions (yaw 0-40) a smile of 0.8 was found at 0.46 / 0.29 / 0.16 and jawOpen 0.5 at
+    # 0.15 / 0.09 / 0.06, against 0.62 and 0.28 today),
+    # an orthogonalised identity prior lambda_id |a_id + C a_exp|^2 (1.00; neutral mean RMSE 1.62 ->
+    # 1.66 mm), eyeBlink pinned at 1, brows and the lid-crease rings at weight 0. A dense 3D fit of the
+    # model to that scan needs no browDown (< 0.1; identity alone 1.37 mm): MediaPipe's brows there sit
+    # about 8 mm, its lid-crease points 4-7 mm, below the model's (the table's) points on that fit.
     lambda_exp: float = 10.0
     n_id: int = 100  # identity modes used (the first n_id)
     exp_bounds: tuple = (0.0, 1.0)  # ICT expression activations

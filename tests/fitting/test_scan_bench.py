@@ -152,6 +152,17 @@ def test_the_uniform_look_is_one_albedo_under_order_2_light(reference):
 ALBEDO_SPREAD_MAX_PERCENT = 9.0
 
 
+def test_top_expression_leaves_the_eyes_closing_apart():
+    """The scan's eyes are closed: eyeBlink near 1 is right there, so the bench's top expression is the
+    largest of the others, with the eyeBlink weights beside it."""
+    from fitting.bench.scan import top_expressions
+
+    top, blink = top_expressions({"eyeBlink_L": 0.98, "browDown_L": 0.4, "eyeBlink_R": 0.9, "jawOpen": 0.1})
+    assert top == ("browDown_L", 0.4) and blink == {"eyeBlink_L": 0.98, "eyeBlink_R": 0.9}
+    top, blink = top_expressions({"eyeBlink_L": 0.5})
+    assert top[0] == "" and math.isnan(top[1]) and blink == {"eyeBlink_L": 0.5}
+
+
 def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
     """One yaw, one look, reduced sizes: a finite row, fits that beat the mean face, the albedo spread on
     the uniform look within ALBEDO_SPREAD_MAX_PERCENT, the error picture written, and the oracle: shape
@@ -166,7 +177,8 @@ def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
     lines = out.splitlines()
     head = lines.index("look: uniform")
     cells = lines[head + 3].split()
-    assert cells[0] == "0" and len(cells) == 16, cells  # the top expression is a name and a weight
+    # the top expression but eyeBlink is a name and a weight, then the eyeBlink_L/R weights
+    assert cells[0] == "0" and len(cells) == 17, cells
     rmse = {m: float(c.split("/")[0]) for m, c in zip(("mean", "coarse", "neutral", "medium", "fine"), cells[2:7])}
     normals = [tuple(float(x) for x in c.split("/")) for c in cells[7:10]]
     spread = float(cells[10])
@@ -179,6 +191,8 @@ def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
     assert 0.0 < spread < ALBEDO_SPREAD_MAX_PERCENT, spread
     expression, weight = cells[11], float(cells[12])
     assert expression.replace("_", "").isalnum() and 0.0 <= weight <= 1.0, cells[11:13]
+    assert not expression.startswith("eyeBlink"), expression
+    assert all(0.0 <= float(x) <= 1.0 for x in cells[13].split("/")) and cells[13].count("/") == 1, cells[13]
     scale = float(re.search(r"scale (\d+\.\d+) mm per scan unit", out).group(1))
     assert scale == pytest.approx(MM_PER_UNIT, rel=0.03)
     assert (tmp_path / "scan_error_yaw0.png").is_file()
