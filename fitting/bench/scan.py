@@ -398,7 +398,8 @@ def run(args) -> int:
     print(format_tables(rows))
     ok = [r for r in rows if r.error is None]
     if ok:
-        cov = {m: np.mean([r.shape[m].coverage for r in ok if m in r.shape]) for m in MESHES}
+        cov = {m: np.mean([r.shape[m].coverage for r in ok if m in r.shape]) for m in MESHES
+               if any(m in r.shape for r in ok)}  # the stages that ran (--stages): no empty means
         print("shape: scan-to-mesh RMSE/median mm; scan vertices with a footprint on the mesh (mean over rows): "
               + ", ".join(f"{m} {100 * c:.1f} %" for m, c in cov.items()))
         depth = [(r.look, r.yaw, r.normals_depth) for r in ok if r.normals_depth]
