@@ -62,6 +62,12 @@ def _default_group_weights() -> Dict[str, float]:
     # with them and the prior below, bench scan was still +0.02 mm over coarse, textured yaw 0).
     # The others are in proportion to their Wiener gain b / (1 - b), b = cov(residual, truth) /
     # var(residual): eyes 0.15, brows 0.22, mouth 0.25 -> 0.18 : 0.28 : 0.33, the mouth at the paper's 0.1.
+    # With the prior below that removes 3 / 11 / 7 % of those groups' residual (synthetic, 40 faces),
+    # less than the Wiener share. Weights that remove exactly it (eyes 0.5, brows 0.2, mouth 0.6:
+    # 15 / 22 / 26 %) give the same synthetic shape (-0.04 % against coarse, -0.02 % with these) and
+    # bench scan medium - coarse at most +0.004 mm (+0.002 with these): the residual's shape content
+    # is so small (correlation <= 0.14) that either scale is a near no-op on the shape; the smaller
+    # one is kept, as the expected gain from moving further is below 1 % of the residual's variance.
     return {
         "eyes": 0.055,
         "nose": 0.0,
@@ -393,7 +399,9 @@ def run(context: "FitContext", batch, previous: "CoarseResult") -> MediumResult:
     tris = model.triangles
     w = torch.as_tensor(settings.landmark_weights()).to(batch.uv) * corr.valid.to(batch.uv)
     trust = getattr(previous, "landmark_trust", None)
-    if trust is not None:  # MediaPipe's weight against the regressor in the coarse fit (fitting.stages.fusion)
+    # MediaPipe's weight against the regressor in the coarse fit (fitting.stages.fusion). It is a real
+    # weight only with the displacement prior: eq. 3 alone met the scan's yaw-60 points at trust 0.05 too.
+    if trust is not None:
         w = w * trust.to(w)[:, None]
     verts_cam = camera.to_camera(previous.vertices)
     uv = previous.surface_uv(corr, batch.uv)  # MediaPipe's pose-dependent offsets taken out
