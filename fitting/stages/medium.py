@@ -55,8 +55,10 @@ def _default_group_weights() -> Dict[str, float]:
     # between the residual the medium stage sees (MediaPipe's point, offsets taken out, minus the coarse
     # surface point's projection) and the true offset (the true surface point's projection minus the
     # coarse one, a 2D affine taken out), per group: eyes +0.07, brows +0.11, mouth +0.14, nose -0.07,
-    # contour -0.03, other -0.06 (all -0.03). MediaPipe's own per-face error (3.1 px per axis RMS in the
-    # 512 px crop, 0.85 px of it the mean bias the offsets model) is a smooth field as large as the
+    # contour -0.03, other -0.06 (all -0.03; `tools/medium_residual_info.py` reproduces these; on only 8
+    # faces eyes and brows come out at -0.08 / -0.05, so their small values are near the noise).
+    # MediaPipe's own per-face error (3.1 px per axis RMS in the 512 px crop, 0.85 px of it the mean
+    # bias the offsets model) is a smooth field as large as the
     # true offsets, so a residual that does not correlate with the truth is detector error: those
     # groups get 0 (the paper's 0.6 nose / 0.05 contour / 0.1 other bent the whole face toward it;
     # with them and the prior below, bench scan was still +0.02 mm over coarse, textured yaw 0).
