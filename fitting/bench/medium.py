@@ -102,7 +102,8 @@ def run(args) -> int:
           f"(per face {np.nanmin(deform):.2f}-{np.nanmax(deform):.2f} mm).")
     print(f"coarse: fit_landmarks, CoarseSettings(photometric=False); medium: the medium stage (fitting.stages.medium.run) with "
           f"MediumSettings(correspondence={medium_settings.correspondence!r}, iterations={medium_settings.iterations}, "
-          f"weight_scale={medium_settings.weight_scale:g}); both projected with the coarse camera. CPU, chunks of "
+          f"weight_scale={medium_settings.weight_scale:g}, displacement prior alpha={medium_settings.alpha:.3g}); "
+          f"both projected with the coarse camera. CPU, chunks of "
           f"{args.chunk}; time = each stage's own chunk time / faces.")
     if not args.no_oracle:
         print("exact landmarks: both stages fed the true projections of the correspondence table's surface points on "

@@ -3,6 +3,11 @@
     L(v_i) = v_i - (1/N_i) sum_{j in N(i)} v_j                              (2)
     E(V') = ||L V' - L V||^2 + sum_k w_k ||S_k V' - mu_k||^2                 (3)
 
+plus, optionally, a displacement prior ``alpha ||V' - V||^2`` (``alpha``): eq. 3 alone puts
+no price on a smooth warp (its Laplacian is ~0), so any landmark weight, however small, is met
+exactly by bending the whole mesh; ``alpha`` > 0 makes that bending cost something
+(:class:`fitting.stages.medium.MediumSettings` states its size).
+
 ``V`` (V, 3) are the input vertices, ``V'`` the deformed ones, in mm, in any
 frame (the uniform Laplacian commutes with rigid motion, so deforming in camera
 space and mapping back with the inverse rigid transform gives the same mesh as
@@ -14,7 +19,7 @@ point inside a triangle), and ``mu`` (K, 3) are the landmark targets, mm.
 E is quadratic and separable in x, y, z with the same matrix, so the minimiser
 solves the normal equations
 
-    (L^T L + S^T W S) V' = L^T L V + S^T W mu,       W = diag(w)
+    (L^T L + alpha I + S^T W S) V' = (L^T L + alpha I) V + S^T W mu,       W = diag(w)
 
 with one sparse LU factorisation (:func:`scipy.sparse.linalg.splu`) and three
 right-hand sides. Vertices listed as *fixed* are hard constraints: they are
@@ -95,15 +100,15 @@ def anchor_matrix(tri_ids: ArrayLike, bary: ArrayLike, triangles: ArrayLike, n_v
 
 
 def deformation_energy(new_vertices: ArrayLike, vertices: ArrayLike, L: sp.spmatrix, S: sp.spmatrix,
-                       targets: ArrayLike, weights: ArrayLike) -> float:
-    """Eq. 3 for (V, 3) ``new_vertices`` V' against the input (V, 3) ``vertices`` V; mm^2."""
+                       targets: ArrayLike, weights: ArrayLike, alpha: float = 0.0) -> float:
+    """Eq. 3 (plus ``alpha ||V' - V||^2``) for (V, 3) ``new_vertices`` V' against the input (V, 3) ``vertices`` V; mm^2."""
     vn = _np(new_vertices, np.float64)
     v = _np(vertices, np.float64)
     mu = _np(targets, np.float64)
     w = _np(weights, np.float64).reshape(-1)
     lap = L @ (vn - v)
     res = S @ vn - mu
-    return float((lap ** 2).sum() + (w[:, None] * res ** 2).sum())
+    return float((lap ** 2).sum() + alpha * ((vn - v) ** 2).sum() + (w[:, None] * res ** 2).sum())
 
 
 class DeformSolver:
@@ -121,10 +126,12 @@ class DeformSolver:
         fixed: optional (M,) vertex indices held exactly at their input
             position (hard constraints, eliminated from the unknowns).
         LtL: optional precomputed ``L.T @ L`` (saves ~10 ms per build).
+        alpha: ``alpha`` >= 0 of the displacement prior ``alpha ||V' - V||^2`` (dimensionless,
+            relative to the Laplacian term; 0: eq. 3 alone).
     """
 
     def __init__(self, L: sp.spmatrix, S: sp.spmatrix, weights: ArrayLike,
-                 fixed: Optional[ArrayLike] = None, LtL: Optional[sp.spmatrix] = None):
+                 fixed: Optional[ArrayLike] = None, LtL: Optional[sp.spmatrix] = None, alpha: float = 0.0):
         n = L.shape[0]
         if L.shape != (n, n) or S.shape[1] != n:
             raise ValueError(f"L must be (V, V) and S (K, V); got {L.shape} and {S.shape}")
@@ -137,7 +144,12 @@ class DeformSolver:
         self.L = sp.csr_matrix(L, dtype=np.float64)
         self.S = sp.csr_matrix(S, dtype=np.float64)
         self.w = w
-        self.LtL = sp.csr_matrix(LtL if LtL is not None else self.L.T @ self.L)
+        if not (np.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
+        self.alpha = float(alpha)
+        LtL = sp.csr_matrix(LtL if LtL is not None else self.L.T @ self.L)
+        # the prior's matrix: L^T L + alpha I (the right-hand side applies it to the input mesh)
+        self.LtL = (LtL + self.alpha * sp.identity(n, format="csr")).tocsr() if self.alpha > 0 else LtL
         self.StW = sp.csr_matrix(self.S.T @ sp.diags(w))
         A = (self.LtL + self.StW @ self.S).tocsr()
 
@@ -148,7 +160,8 @@ class DeformSolver:
                 raise ValueError(f"fixed vertex indices out of range [0, {n})")
             fixed_mask[fi] = True
         self.user_fixed = fixed_mask.copy()
-        # Components with neither a weighted anchor nor a fixed vertex: hold in place.
+        # Components with neither a weighted anchor nor a fixed vertex: hold in place (with alpha > 0
+        # that is also their minimiser).
         pattern = (abs(self.L) + abs(self.L.T)).tocsr()
         n_comp, comp = csgraph.connected_components(pattern, directed=False)
         anchored = np.zeros(n_comp, bool)
@@ -190,15 +203,15 @@ def _as_output(x: np.ndarray, like: ArrayLike):
 
 
 def deform(vertices: ArrayLike, L: sp.spmatrix, S: sp.spmatrix, targets: ArrayLike, weights: ArrayLike,
-           fixed: Optional[ArrayLike] = None) -> ArrayLike:
+           fixed: Optional[ArrayLike] = None, alpha: float = 0.0) -> ArrayLike:
     """Minimise eq. 3: one sparse least-squares solve. See :class:`DeformSolver`.
 
     ``vertices`` (V, 3) mm (numpy or torch), ``L`` (V, V), ``S`` (K, V),
     ``targets`` (K, 3) mm in the frame of ``vertices``, ``weights`` (K,),
-    ``fixed`` optional (M,) vertex indices kept exactly in place. Returns the
+    ``fixed`` optional (M,) vertex indices kept exactly in place, ``alpha`` the displacement prior. Returns the
     (V, 3) deformed vertices, same type (and torch dtype/device) as ``vertices``.
     """
-    return _as_output(DeformSolver(L, S, weights, fixed).solve(vertices, targets), vertices)
+    return _as_output(DeformSolver(L, S, weights, fixed, alpha=alpha).solve(vertices, targets), vertices)
 
 
 def deform_batch(vertices: ArrayLike, L: sp.spmatrix, S: Union[sp.spmatrix, Sequence[sp.spmatrix]],

@@ -50,36 +50,56 @@ UNFOLD_SPREAD_RINGS = 6
 
 
 def _default_group_weights() -> Dict[str, float]:
+    # Which landmark groups carry shape after the coarse fit, measured on 40 synthetic faces with known
+    # truth (seed 7, out-of-model deformation on, |yaw| <= 45; not the bench's seed 0): the correlation
+    # between the residual the medium stage sees (MediaPipe's point, offsets taken out, minus the coarse
+    # surface point's projection) and the true offset (the true surface point's projection minus the
+    # coarse one, a 2D affine taken out), per group: eyes +0.07, brows +0.11, mouth +0.14, nose -0.07,
+    # contour -0.03, other -0.06 (all -0.03; `tools/medium_residual_info.py` reproduces these; on only 8
+    # faces eyes and brows come out at -0.08 / -0.05, so their small values are near the noise).
+    # MediaPipe's own per-face error (3.1 px per axis RMS in the 512 px crop, 0.85 px of it the mean
+    # bias the offsets model) is a smooth field as large as the
+    # true offsets, so a residual that does not correlate with the truth is detector error: those
+    # groups get 0 (the paper's 0.6 nose / 0.05 contour / 0.1 other bent the whole face toward it;
+    # with them and the prior below, bench scan was still +0.02 mm over coarse, textured yaw 0).
+    # The others are in proportion to their Wiener gain b / (1 - b), b = cov(residual, truth) /
+    # var(residual): eyes 0.15, brows 0.22, mouth 0.25 -> 0.18 : 0.28 : 0.33, the mouth at the paper's 0.1.
+    # With the prior below that removes 3 / 11 / 7 % of those groups' residual (synthetic, 40 faces),
+    # less than the Wiener share. Weights that remove exactly it (eyes 0.5, brows 0.2, mouth 0.6:
+    # 15 / 22 / 26 %) give the same synthetic shape (-0.04 % against coarse, -0.02 % with these) and
+    # bench scan medium - coarse at most +0.004 mm (+0.002 with these): the residual's shape content
+    # is so small (correlation <= 0.14) that either scale is a near no-op on the shape; the smaller
+    # one is kept, as the expected gain from moving further is below 1 % of the residual's variance.
     return {
-        "eyes": 0.6,      # paper: 0.6 eyes and nose
-        "nose": 0.6,
+        "eyes": 0.055,
+        "nose": 0.0,
         # The iris points sit on the eyeball, which the ICT face region does not contain and
         # which rotates independently of the eyelids; the nearest skin surface under them is
         # the lid or a hole, so they get no weight.
         "iris": 0.0,
-        "brows": 0.1,     # paper: 0.1 brows and mouth
+        "brows": 0.085,
         "mouth": 0.1,
-        "contour": 0.05,  # paper: "lower on the contour" (silhouette back-projection is least reliable)
-        "other": 0.1,     # cheeks, forehead, ...: not in the paper's list; as the brows/mouth
+        "contour": 0.0,
+        "other": 0.0,
     }
 
 
 @dataclass
 class MediumSettings:
-    """Every setting of the medium stage; defaults are the paper's.
+    """Every setting of the medium stage; the landmark weights and the displacement prior are
+    measured (comments at each), the rest are the paper's.
 
     Weights are dimensionless: eq. 3 adds ``w_k ||S_k v' - mu_k||^2`` (mm^2) to
     the Laplacian energy ``||L v' - L v||^2`` (mm^2), so ``w_k`` is the price of
     1 mm of landmark error relative to 1 mm of change of a vertex's Laplacian
-    coordinate (its offset from the mean of its neighbours).
+    coordinate (its offset from the mean of its neighbours); the displacement
+    prior ``alpha ||v' - v||^2`` is priced the same way (:attr:`alpha`).
 
     - ``group_weights``: per landmark group (:data:`landmarks.indices.GROUP_NAMES`).
-    - ``weight_scale``: global multiplier on every landmark weight. The paper's
-      values were set for 1000 Face++ landmarks; measured on the 9409-vertex
-      ICT face with ~100-478 landmarks and smooth displacements of a few pixels,
-      1.0 already removes > 90 % of the reprojection error (the Laplacian energy
-      of a smooth displacement is tiny), so the default stays 1.0. Raise it to
-      trust the landmarks more, lower it to keep more of the coarse shape.
+    - ``weight_scale``: global multiplier on every landmark weight. With the
+      displacement prior off, a smooth displacement's Laplacian energy is tiny and
+      any scale meets the landmarks almost exactly (1.0 removes > 90 % of the
+      reprojection error); with it on, the scale trades landmarks against the prior.
     - ``fix_rigid``: hold ICT's "rigid" vertices in place (hard constraints),
       see :func:`medium_fixed_vertices`.
     - ``correspondence``: how the caller maps landmarks to the surface:
@@ -123,6 +143,19 @@ class MediumSettings:
     # `bench medium` (20 faces): medium vs coarse +5.1 % -> +3.4 %; with exact landmarks the gain
     # falls from -10.5 % to -4.5 % (faces up to 45 degrees: their far side now counts less).
     facing_power: float = 2.0
+    # Displacement prior (MAP form of eq. 3): the medium displacement d = v' - v has a Gaussian prior
+    # of precision L^T L / laplacian_prior_mm^2 + I / displacement_prior_mm^2 (per axis), i.e. eq. 3
+    # (times laplacian_prior_mm^2) gains alpha ||v' - v||^2, alpha = (laplacian_prior_mm /
+    # displacement_prior_mm)^2 = 0.030. Without it a smooth warp costs nothing, so any landmark weight,
+    # however small (the fusion's trust 0.05 at yaw 60), is met exactly by bending the whole face.
+    # laplacian_prior_mm: the RMS Laplacian coordinate per axis of the coarse fit's error, maximum
+    # likelihood on the 40 synthetic faces above (0.109 mm). displacement_prior_mm: the size of the
+    # out-of-model shape the stage is for, the RMS per axis of the synthetic generator's out-of-model
+    # fields (200 draws: 0.634 mm). inf: off (eq. 3 alone). Measured (with the weights above):
+    # bench scan medium - coarse at most +0.002 mm over both looks, yaws 0-60, with and without the
+    # regressor (+0.46 mm before); synthetic (40 faces) mean error -0.0 % (+3.3 % before).
+    displacement_prior_mm: float = 0.634
+    laplacian_prior_mm: float = 0.109
 
     def __post_init__(self):
         if self.correspondence not in CORRESPONDENCES:
@@ -131,6 +164,13 @@ class MediumSettings:
             raise ValueError("iterations must be >= 1")
         if self.weight_scale < 0 or any(w < 0 for w in self.group_weights.values()):
             raise ValueError("landmark weights must be >= 0")
+
+    @property
+    def alpha(self) -> float:
+        """alpha of :class:`fitting.stages.laplacian.DeformSolver`: (laplacian_prior_mm / displacement_prior_mm)^2."""
+        if not (self.displacement_prior_mm > 0) or not np.isfinite(self.displacement_prior_mm):
+            return 0.0
+        return (self.laplacian_prior_mm / self.displacement_prior_mm) ** 2
 
     def landmark_weights(self) -> np.ndarray:
         """(478,) float32 per-landmark weights from ``group_weights`` (``weight_scale`` not applied)."""
@@ -294,7 +334,7 @@ def deform_to_landmarks(vertices_cam: torch.Tensor, triangles, intrinsics: torch
         this = (tri_all[i], bary_all[i], w_all[i])
         if solver is None or not all(np.array_equal(a, c) for a, c in zip(key, this)):
             S = anchor_matrix(tri_all[i], bary_all[i], tris, n)
-            solver = DeformSolver(L, S, w_all[i], fixed_vertices, LtL=LtL)
+            solver = DeformSolver(L, S, w_all[i], fixed_vertices, LtL=LtL, alpha=settings.alpha)
             key = this
         w_i = w_all[i]
         for guard in range(settings.flip_guard_rounds + 1):
@@ -315,7 +355,7 @@ def deform_to_landmarks(vertices_cam: torch.Tensor, triangles, intrinsics: torch
             if not near.any():
                 break
             w_i = np.where(near, w_i * FLIP_GUARD_WEIGHT_FACTOR, w_i)
-            solver = DeformSolver(L, solver.S, w_i, fixed_vertices, LtL=LtL)
+            solver = DeformSolver(L, solver.S, w_i, fixed_vertices, LtL=LtL, alpha=settings.alpha)
             key = (tri_all[i], bary_all[i], w_i)
         if settings.unfold_rounds > 0:
             cur = unfold_flips(v0[i], cur, tris, ring, settings.unfold_rounds)
@@ -361,7 +401,9 @@ def run(context: "FitContext", batch, previous: "CoarseResult") -> MediumResult:
     tris = model.triangles
     w = torch.as_tensor(settings.landmark_weights()).to(batch.uv) * corr.valid.to(batch.uv)
     trust = getattr(previous, "landmark_trust", None)
-    if trust is not None:  # MediaPipe's weight against the regressor in the coarse fit (fitting.stages.fusion)
+    # MediaPipe's weight against the regressor in the coarse fit (fitting.stages.fusion). It is a real
+    # weight only with the displacement prior: eq. 3 alone met the scan's yaw-60 points at trust 0.05 too.
+    if trust is not None:
         w = w * trust.to(w)[:, None]
     verts_cam = camera.to_camera(previous.vertices)
     uv = previous.surface_uv(corr, batch.uv)  # MediaPipe's pose-dependent offsets taken out

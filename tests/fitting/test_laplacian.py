@@ -96,6 +96,23 @@ def test_deform_is_energy_minimum():
     assert np.abs(grad).max() < 1e-8
 
 
+def test_displacement_prior_matches_dense_least_squares_and_shrinks_the_warp():
+    v, t, L, S, mu, w = _problem(4)
+    alpha = 0.05
+    out = deform(v, L, S, mu, w, alpha=alpha)
+    # Stacked least squares [L; sqrt(alpha) I; sqrt(W) S] v' ~ [L v; sqrt(alpha) v; sqrt(W) mu].
+    n = v.shape[0]
+    A = np.vstack([L.toarray(), np.sqrt(alpha) * np.eye(n), np.sqrt(w)[:, None] * S.toarray()])
+    b = np.vstack([L @ v, np.sqrt(alpha) * v, np.sqrt(w)[:, None] * mu])
+    np.testing.assert_allclose(out, np.linalg.lstsq(A, b, rcond=None)[0], atol=1e-8)
+    free = deform(v, L, S, mu, w)
+    assert 0 < np.abs(out - v).max() < np.abs(free - v).max()  # the prior prices the warp
+    e = deformation_energy(out, v, L, S, mu, w, alpha)
+    assert e <= deformation_energy(free, v, L, S, mu, w, alpha)
+    with pytest.raises(ValueError):
+        DeformSolver(L, S, w, alpha=-1.0)
+
+
 def test_zero_displacement_keeps_mesh_and_torch_roundtrip():
     v, t, L, S, mu, w = _problem(3)
     vt = torch.from_numpy(v).float()

@@ -8,6 +8,7 @@ by a known smooth 2D displacement of a few pixels and the stage must follow.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -21,6 +22,8 @@ from fitting.stages.medium import (MediumSettings, count_flipped_triangles, inde
 from sfs.projection import camera_to_pixel
 
 K_CAM = torch.tensor([[1500.0, 1500.0, 256.0, 256.0]], dtype=torch.float64)
+# The scene tests check eq. 3 itself (the machinery): the displacement prior off.
+EQ3 = MediumSettings(displacement_prior_mm=float("inf"))
 T_CAM = torch.tensor([0.0, 0.0, -600.0], dtype=torch.float64)
 N_LANDMARKS = 100
 
@@ -70,11 +73,13 @@ def test_settings_defaults_and_validation():
     from landmarks.indices import GROUP_NAMES, point_groups
     g = point_groups()
     assert w.shape == (478,)
-    assert np.all(w[g == GROUP_NAMES.index("eyes")] == pytest.approx(0.6))
-    assert np.all(w[g == GROUP_NAMES.index("nose")] == pytest.approx(0.6))
-    assert np.all(w[g == GROUP_NAMES.index("brows")] == pytest.approx(0.1))
-    assert np.all(w[g == GROUP_NAMES.index("iris")] == 0)
-    assert 0 < w[g == GROUP_NAMES.index("contour")].max() < 0.1
+    assert np.all(w[g == GROUP_NAMES.index("eyes")] == pytest.approx(0.055))
+    assert np.all(w[g == GROUP_NAMES.index("brows")] == pytest.approx(0.085))
+    assert np.all(w[g == GROUP_NAMES.index("mouth")] == pytest.approx(0.1))
+    for group in ("iris", "nose", "contour", "other"):  # measured: no shape in their residual
+        assert np.all(w[g == GROUP_NAMES.index(group)] == 0)
+    assert s.alpha == pytest.approx((0.109 / 0.634) ** 2)
+    assert MediumSettings(displacement_prior_mm=float("inf")).alpha == 0.0
     with pytest.raises(ValueError):
         MediumSettings(correspondence="nearest")
     with pytest.raises(ValueError):
@@ -112,7 +117,8 @@ def test_index_map_correspondence_reads_pixel_under_landmark():
 
 def test_smooth_displacement_is_followed_without_damage(scene):
     uv_t = scene["uv0"] + smooth_shift(scene["uv0"])
-    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"], scene["weights"])
+    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"], scene["weights"],
+                              settings=EQ3)
     before, after = res.reprojection_before.item(), res.reprojection_after.item()
     assert before > 1.5                                         # the shift is real
     assert after <= 0.5 * before, (before, after)
@@ -134,7 +140,7 @@ def test_local_displacement_leaves_far_vertices(scene):
     centre = uv0[0, 10]
     shift = local_shift(uv0, centre)
     res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv0 + shift, scene["tri"], scene["bary"],
-                     scene["weights"])
+                     scene["weights"], settings=EQ3)
     assert res.reprojection_after.item() <= 0.5 * res.reprojection_before.item()
     v0 = scene["v_cam"][0].double()
     moved = (res.vertices_cam[0].double() - v0).norm(dim=-1)
@@ -154,16 +160,32 @@ def test_weight_scale_trades_landmarks_against_shape(scene):
     errs, laps = [], []
     for scale in (0.1, 1.0, 10.0):
         res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
-                         scene["weights"], settings=MediumSettings(weight_scale=scale))
+                         scene["weights"], settings=dataclasses.replace(EQ3, weight_scale=scale))
         errs.append(res.reprojection_after.item())
         laps.append(res.max_laplacian_change.item())
     assert errs[0] > errs[1] > errs[2]
     assert laps[0] < laps[2]
 
 
+def test_displacement_prior_prices_a_smooth_warp(scene):
+    """Eq. 3 alone meets a smooth shift of the landmarks at any weight (a smooth warp costs nothing), so
+    scaling the weights (the fusion's trust does) changes little; with the displacement prior the move
+    follows the weight."""
+    uv_t = scene["uv0"] + smooth_shift(scene["uv0"])
+    moved = {}
+    for name, base in (("eq3", EQ3), ("prior", MediumSettings())):
+        for scale in (0.05, 1.0):
+            res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
+                                      scene["weights"], settings=dataclasses.replace(base, weight_scale=scale))
+            moved[name, scale] = float((res.vertices_cam[0] - scene["v_cam"][0]).norm(dim=-1).max())
+    assert moved["eq3", 0.05] > 0.7 * moved["eq3", 1.0]
+    assert moved["prior", 1.0] < moved["eq3", 1.0]
+    assert moved["prior", 0.05] < 0.5 * moved["prior", 1.0], moved
+
+
 def test_zero_displacement_keeps_mesh(scene):
     res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, scene["uv0"], scene["tri"], scene["bary"],
-                     scene["weights"])
+                     scene["weights"], settings=EQ3)
     assert (res.vertices_cam - scene["v_cam"]).abs().max() < 1e-4
     assert res.reprojection_after.item() < 1e-4
 
@@ -171,7 +193,7 @@ def test_zero_displacement_keeps_mesh(scene):
 def test_solution_minimises_eq3(scene):
     """With one iteration the targets are fixed by the input: check the energy directly."""
     uv_t = scene["uv0"] + smooth_shift(scene["uv0"])
-    s = MediumSettings(iterations=1)
+    s = dataclasses.replace(EQ3, iterations=1)
     res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
                      scene["weights"], settings=s)
     v0 = scene["v_cam"][0].double().numpy()
@@ -199,7 +221,7 @@ def test_fixed_vertices_do_not_move(scene, face_model):
     fixed = torch.cat([fixed, extra])
     uv_t = scene["uv0"] + smooth_shift(scene["uv0"])
     res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, scene["tri"], scene["bary"],
-                     scene["weights"], fixed_vertices=fixed)
+                     scene["weights"], fixed_vertices=fixed, settings=EQ3)
     assert torch.equal(res.vertices_cam[0, fixed], scene["v_cam"][0, fixed])
     assert (res.vertices_cam - scene["v_cam"]).abs().max() > 0.3
     assert res.reprojection_after.item() < res.reprojection_before.item()
@@ -228,7 +250,8 @@ def test_missing_landmarks_are_ignored(scene):
     uv_t[0, :10] = float("nan")
     tri = scene["tri"].clone()
     tri[10:15] = -1
-    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, tri, scene["bary"], scene["weights"])
+    res = deform_to_landmarks(scene["v_cam"], scene["tris"], K_CAM, uv_t, tri, scene["bary"], scene["weights"],
+                              settings=EQ3)
     assert res.n_landmarks.item() == N_LANDMARKS - 15
     assert torch.isfinite(res.vertices_cam).all()
     assert res.reprojection_after.item() <= 0.5 * res.reprojection_before.item()

@@ -79,14 +79,14 @@ def test_coarse_landmark_error_on_photos(medium_fits):
 
 
 def test_medium_lowers_landmark_error_on_every_photo(medium_fits):
-    for r in medium_fits[1]:
-        e = r.params["landmark_error_iod"]
-        assert e["medium"] < e["coarse"], (r.name, e)
-        # Near-frontal, every landmark faces the camera and pulls fully. On a turned head the medium
-        # stage weights a landmark by how squarely its surface faces the camera (MediumSettings.
-        # facing_power), so the far side keeps more of its error by design (45-degree photo: 0.60x).
-        if abs(r.params["pose_deg"]["yaw"]) < 20:
-            assert e["medium"] < 0.6 * e["coarse"], (r.name, e)  # measured 0.3-0.5x
+    # The medium stage is a MAP estimate that moves each landmark group by its measured share of
+    # MediaPipe's residual (MediumSettings: eyes, brows, mouth only, the rest is detector error), so it
+    # lowers the landmark error a little, never raises it: measured 0.966-0.982x on the 9 photos (it
+    # followed the points to 0.3-0.5x before).
+    ratios = {r.name: r.params["landmark_error_iod"]["medium"] / r.params["landmark_error_iod"]["coarse"]
+              for r in medium_fits[1]}
+    print("\nmedium / coarse landmark error:", {k: round(v, 3) for k, v in ratios.items()})
+    assert all(v < 1.0 for v in ratios.values()), ratios
 
 
 def test_medium_surface_stays_smooth(medium_fits, face_model):
