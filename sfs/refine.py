@@ -120,13 +120,25 @@ class SfsSettings:
     # are fitted first to the shading: min_c min_light |I - gamma_avg S(n(d0 + B c), light)|^2
     # + basis_prior |c|^2, with the light solved in closed form inside the energy (variable projection)
     # and the albedo held at the region means (a flat albedo cannot absorb the smooth shading).
-    # With the model's 100 identity modes (FineSettings.shape_modes), 30 iterations, prior 1e-4, pool 2:
-    # `bench scan` fine normal error, mean of 8 photos, 10.94 -> 9.52 deg (every row lower, e.g. uniform yaw 0
-    # 10.55 -> 8.61); `bench fine` (8 synthetic faces) 10.78 -> 10.35 deg (+1.6 -> +5.6 % vs medium), at
-    # about +3 s per face. The prior was not tuned (1e-4 ~ the photometric mean's change of a 1-sigma mode).
-    basis_iters: int = 30                # L-BFGS iterations (0: off)
+    # Measured on the scan bench's cached medium results (the fine stage alone on the same inputs; fine
+    # normal error, mean of the 8 photos; main 10.94 deg) and on `bench fine --n 8 --seed 0` (synthetic
+    # faces from the model itself; main 10.78 deg, depth error 2.945 mm):
+    # - 100 modes, 30 iterations, no anchor: scan 9.52 deg (every row lower, uniform yaw 0 10.55 -> 8.61), bench
+    #   fine 10.35 deg / 2.829 mm; about +3 s per face.
+    # - 60 modes, 15 iterations, no anchor: scan 9.65, bench fine 10.38 / 2.833; about +0.5 s per face (mode maps
+    #   0.14 s, fit 0.4-0.9 s). But the scan's RMSE rose at 5 of 8 rows (uniform 0 1.27 -> 1.42 mm, 60 2.41 ->
+    #   2.62, textured 20 1.39 -> 1.52, 40 1.36 -> 1.50): on a face outside the model, shading fixes the slopes,
+    #   not the relief's depth. Hence basis_anchor, the pull of eq. 9's d1 toward the start depth:
+    # - anchor 0.001: scan 10.13, RMSE at or below medium's except uniform 60 (+0.02 mm) and textured 40
+    #   (+0.003); bench fine 10.61 / 2.923.
+    # - anchor 0.003 (= lambda_depth_1's d1, the per-pixel phases' own trust in d0; taken by that principle):
+    #   scan 10.41, RMSE at or below medium's except uniform 60 (+0.002 mm) and textured 0 (+0.017); bench fine
+    #   10.69 / 2.934.
+    # The prior was not tuned (1e-4: about the photometric mean's change of a one-sigma mode).
+    basis_iters: int = 15                # L-BFGS iterations (0: off)
     basis_prior: float = 1e-4            # 1/coefficient^2 (coefficients in the modes' standard deviations)
     basis_pool: int = 2                  # the modes are fitted on the working image average-pooled by this factor
+    basis_anchor: float = 0.001 * 3      # 1/mm^2: weight of the modes' mean squared depth change (mean over the mask)
 
     # --- reporting ----------------------------------------------------------------------
     # Closed-form last albedo pass at the input resolution (see refine_depth),
@@ -154,6 +166,7 @@ class SfsResult:
     rendered: torch.Tensor     # (B, H, W, 3) gamma * S(n) + eps * beta
     mask: torch.Tensor         # (B, H, W) bool
     history: dict = field(default_factory=dict)   # phase name -> list of total energies per iteration
+    basis_coeffs: Optional[torch.Tensor] = None   # (B, K) the fitted coefficients of ``depth_basis`` (None: none)
 
 
 # ----------------------------------------------------------------------------------------
@@ -288,6 +301,8 @@ def _fit_basis(img, d0, basis, m, intr, gamma_avg, usable, w_photo, s: SfsSettin
         n = depth_to_normals(d, intr, m)
         light = estimate_sh_light(img, n, gamma_avg, usable, ridge=s.light_ridge)
         e = _photometric(gamma_avg * sh_irradiance(n, light), img, w_photo) + s.basis_prior * (c ** 2).sum()
+        if s.basis_anchor > 0:
+            e = e + s.basis_anchor * _masked_mean((d - d0) ** 2, m.to(d.dtype))
         e.backward()
         hist.append(float(e.detach()))
         return e
@@ -319,8 +334,9 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
             region (the whole mask).
         settings: :class:`SfsSettings`.
         callback: optional ``callback(phase, iteration, energy)``, called every iteration.
-        fixed_depth: optional (B, H, W) bool, mask pixels whose depth stays ``depth0``
-            (they still take part in light, albedo and specular), e.g. eyebrows: hair,
+        fixed_depth: optional (B, H, W) bool, mask pixels whose depth stays ``depth0`` (plus the
+            smooth modes' change, with ``depth_basis``; they still take part in light, albedo and
+            specular), e.g. eyebrows: hair,
             whose colour varies at the scale of the detail and would become ridges.
         depth_basis: optional (B, K, H', W') mm per unit coefficient: smooth shape modes whose
             coefficients are fitted to the shading before the per-pixel phases
@@ -495,4 +511,4 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
             albedo_o = torch.where(mask_o[..., None], refit, albedo_o)
         rendered = albedo_o * shading + s.eps_specular * beta_o
     return SfsResult(depth=depth, normals=normals, albedo=albedo_o, shading=shading, specular=beta_o,
-                      light=light, rendered=rendered, mask=mask_o, history=history)
+                      light=light, rendered=rendered, mask=mask_o, history=history, basis_coeffs=coeffs)
