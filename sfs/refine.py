@@ -113,6 +113,37 @@ class SfsSettings:
     lambda_depth_2: tuple = (0.001 * 3, 0.03 * 0.02, 0.025, 2.5 / _I255)
     lr_depth: tuple = (0.015, 0.05)      # mm per Adam step; paper 0.015 and 0.05 (depth unit assumed mm)
 
+    # --- mid-frequency shape from the morphable model (before eq. 6-9) ----------------------
+    # The start depth's error is mostly smooth (eye sockets, brow ridge, nose sides, cheeks), which the
+    # per-pixel terms of eq. 9 do not move. When the caller gives ``depth_basis`` (the depth change per
+    # unit coefficient of a few smooth shape modes, e.g. the model's identity modes), their coefficients c
+    # are fitted first to the shading: min_c min_light |I - gamma_avg S(n(d0 + B c), light)|^2
+    # + basis_prior |c|^2, with the light solved in closed form inside the energy (variable projection)
+    # and the albedo held at the region means (a flat albedo cannot absorb the smooth shading).
+    # Measured on the scan bench's cached medium results (the fine stage alone on the same inputs; fine
+    # normal error, mean of the 8 photos; main 10.94 deg) and on `bench fine --n 8 --seed 0` (synthetic
+    # faces from the model itself; main 10.78 deg, depth error 2.945 mm):
+    # - 100 modes, 30 iterations, no anchor: scan 9.52 deg (every row lower, uniform yaw 0 10.55 -> 8.61), bench
+    #   fine 10.35 deg / 2.829 mm; about +3 s per face.
+    # - 60 modes, 15 iterations, no anchor: scan 9.65, bench fine 10.38 / 2.833; about +0.5 s per face (mode maps
+    #   0.14 s, fit 0.4-0.9 s). But the scan's RMSE rose at 5 of 8 rows (uniform 0 1.27 -> 1.42 mm, 60 2.41 ->
+    #   2.62, textured 20 1.39 -> 1.52, 40 1.36 -> 1.50): on a face outside the model, shading fixes the slopes,
+    #   not the relief's depth. Hence basis_anchor, the pull of eq. 9's d1 toward the start depth:
+    # - anchor 0.001: scan 10.13, RMSE at or below medium's except uniform 60 (+0.02 mm) and textured 40
+    #   (+0.003); bench fine 10.61 / 2.923.
+    # - anchor 0.003 (= lambda_depth_1's d1, the per-pixel phases' own trust in d0; taken by that principle):
+    #   scan 10.41, RMSE at or below medium's except uniform 60 (+0.002 mm) and textured 0 (+0.017); bench fine
+    #   10.69 / 2.934.
+    # The prior was not tuned (1e-4: about the photometric mean's change of a one-sigma mode).
+    basis_iters: int = 15                # L-BFGS iterations (0: off)
+    basis_prior: float = 1e-4            # 1/coefficient^2 (coefficients in the modes' standard deviations)
+    # The modes are fitted on the working image average-pooled by this factor (the modes are smooth: 64 px
+    # at the default working size). 2 -> 4 on the scan cache: mean fine normal error 10.41 -> 10.42 deg, RMSE
+    # within 0.01 mm per row; fine stage 4.27 / 4.14 s per face without the modes, 4.31 / 4.97 with them at
+    # pool 4 (runs back to back, the machine shared), 5.51 / 5.91 at pool 2 in an earlier pair.
+    basis_pool: int = 4
+    basis_anchor: float = 0.001 * 3      # 1/mm^2: weight of the modes' mean squared depth change (mean over the mask)
+
     # --- reporting ----------------------------------------------------------------------
     # Closed-form last albedo pass at the input resolution (see refine_depth),
     # unitless: the ridge weight toward the optimised albedo relative to
@@ -139,6 +170,7 @@ class SfsResult:
     rendered: torch.Tensor     # (B, H, W, 3) gamma * S(n) + eps * beta
     mask: torch.Tensor         # (B, H, W) bool
     history: dict = field(default_factory=dict)   # phase name -> list of total energies per iteration
+    basis_coeffs: Optional[torch.Tensor] = None   # (B, K) the fitted coefficients of ``depth_basis`` (None: none)
 
 
 # ----------------------------------------------------------------------------------------
@@ -177,6 +209,19 @@ def _laplacian(d: torch.Tensor, mask: torch.Tensor):
     m[:, 1:-1, 1:-1] = (mask[:, 1:-1, 1:-1] & mask[:, :-2, 1:-1] & mask[:, 2:, 1:-1]
                         & mask[:, 1:-1, :-2] & mask[:, 1:-1, 2:])
     return lap, m
+
+
+def _extend(x: torch.Tensor, mask: torch.Tensor, px: int) -> torch.Tensor:
+    """(B, H, W) ``x`` with the pixels within ``px`` of the (B, H, W) bool ``mask`` (outside it) set to
+    the mean of their masked 3x3 neighbours, ring by ring."""
+    m = mask.to(x.dtype)[:, None]
+    x = x[:, None] * m
+    for _ in range(px):
+        num = F.avg_pool2d(x * m, 3, 1, 1)
+        den = F.avg_pool2d(m, 3, 1, 1)
+        x = torch.where(m > 0, x, num / den.clamp_min(1e-6))
+        m = (den > 0).to(x.dtype)
+    return x[:, 0]
 
 
 def _resize(x: torch.Tensor, size, mode: str) -> torch.Tensor:
@@ -232,6 +277,44 @@ def _depth_prior(d, d0, gray_gx, gray_gy, mask, w_mask, lam):
     return e
 
 
+def _fit_basis(img, d0, basis, m, intr, gamma_avg, usable, w_photo, s: SfsSettings):
+    """Coefficients (B, K) of ``basis`` fitted to the shading (see SfsSettings.basis_iters), and the
+    energies per L-BFGS evaluation: [coeffs, history]."""
+    f = max(1, int(s.basis_pool))
+    if f > 1:  # smooth modes: a pooled image is enough (pixel-edge intrinsics scale like _resize's)
+        def pool(x):  # (B, C, H, W) mean over the mask pixels of each f x f cell
+            return F.avg_pool2d(x * mf[:, None], f) / F.avg_pool2d(mf[:, None], f).clamp_min(1e-6)
+        mf = m.to(d0.dtype)
+        full = F.avg_pool2d(mf[:, None], f)[:, 0] > 0.999
+        img = pool(img.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        gamma_avg = pool(gamma_avg.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        d0 = torch.where(full, pool(d0[:, None])[:, 0], d0.mean())
+        basis = pool(basis) * full[:, None]
+        w_photo = (F.avg_pool2d(w_photo[:, None], f)[:, 0] > 0.999).to(d0.dtype) * full
+        usable = w_photo > 0
+        m = full
+        intr = intr / f
+    c = torch.zeros(basis.shape[:2], device=d0.device, dtype=d0.dtype, requires_grad=True)
+    opt = torch.optim.LBFGS([c], lr=1.0, max_iter=int(s.basis_iters), history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+    hist = []
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        d = d0 + torch.einsum("bk,bkhw->bhw", c, basis)
+        n = depth_to_normals(d, intr, m)
+        light = estimate_sh_light(img, n, gamma_avg, usable, ridge=s.light_ridge)
+        e = _photometric(gamma_avg * sh_irradiance(n, light), img, w_photo) + s.basis_prior * (c ** 2).sum()
+        if s.basis_anchor > 0:
+            e = e + s.basis_anchor * _masked_mean((d - d0) ** 2, m.to(d.dtype))
+        e.backward()
+        hist.append(float(e.detach()))
+        return e
+
+    opt.step(closure)
+    return [c.detach(), hist]
+
+
 # ----------------------------------------------------------------------------------------
 # main entry point
 # ----------------------------------------------------------------------------------------
@@ -240,7 +323,8 @@ def _depth_prior(d, d0, gray_gx, gray_gy, mask, w_mask, lam):
 def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor,
                  region_labels: Optional[torch.Tensor] = None, settings: SfsSettings = SfsSettings(),
                  callback: Optional[Callable[[str, int, float], None]] = None,
-                 fixed_depth: Optional[torch.Tensor] = None) -> SfsResult:
+                 fixed_depth: Optional[torch.Tensor] = None,
+                 depth_basis: Optional[torch.Tensor] = None) -> SfsResult:
     """Refine a depth map by shape from shading (METHOD.md eq. 4-9).
 
     Args:
@@ -254,9 +338,13 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
             region (the whole mask).
         settings: :class:`SfsSettings`.
         callback: optional ``callback(phase, iteration, energy)``, called every iteration.
-        fixed_depth: optional (B, H, W) bool, mask pixels whose depth stays ``depth0``
-            (they still take part in light, albedo and specular), e.g. eyebrows: hair,
+        fixed_depth: optional (B, H, W) bool, mask pixels whose depth stays ``depth0`` (plus the
+            smooth modes' change, with ``depth_basis``; they still take part in light, albedo and
+            specular), e.g. eyebrows: hair,
             whose colour varies at the scale of the detail and would become ridges.
+        depth_basis: optional (B, K, H', W') mm per unit coefficient: smooth shape modes whose
+            coefficients are fitted to the shading before the per-pixel phases
+            (``SfsSettings.basis_iters``), at any resolution (resized to the working size).
 
     Returns:
         :class:`SfsResult` at the input resolution; the history holds the total energy per
@@ -294,6 +382,12 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         img, d0, m, intr, labels = image, depth0_full, mask, intrinsics.to(dtype), region_labels
         fixed = None if fixed_depth is None else fixed_depth.to(dev).bool()
     d0 = d0.detach()
+    basis = None
+    if depth_basis is not None:  # to the working size; the modes' maps may come at any resolution
+        basis = depth_basis.to(dev, dtype)
+        if tuple(basis.shape[-2:]) != tuple(d0.shape[-2:]):
+            basis = F.interpolate(basis, size=tuple(d0.shape[-2:]), mode="bilinear", align_corners=False)
+        basis = basis * m[:, None]
 
     # region labels: -1 outside the mask, unlabelled mask pixels form one extra region
     if labels is None:
@@ -311,11 +405,20 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     prog = _Progress(s, callback)
     history = {"albedo": [], "depth1": [], "depth2": []}
 
-    # ---- 1. light by least squares, albedo = region mean colour, eps = 0 -------------------
-    n0 = depth_to_normals(d0, intr, m)
     gamma_avg = region_mean(img, labels, w_photo)
     # a region with no usable pixel (all saturated): fall back to its plain mean
     gamma_avg = torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
+
+    # ---- 0. smooth shape modes fitted to the shading (SfsSettings.basis_iters) ---------------
+    coeffs = None
+    if basis is not None and s.basis_iters > 0 and basis.shape[1] > 0:
+        coeffs = _fit_basis(img, d0, basis, m, intr, gamma_avg, usable, w_photo, s)
+        history["basis"] = coeffs.pop()
+        coeffs = coeffs[0]
+        d0 = (d0 + torch.einsum("bk,bkhw->bhw", coeffs, basis)).detach()
+
+    # ---- 1. light by least squares, albedo = region mean colour, eps = 0 -------------------
+    n0 = depth_to_normals(d0, intr, m)
     light = estimate_sh_light(img, n0, gamma_avg, usable, ridge=s.light_ridge).detach()
     shading0 = sh_irradiance(n0, light)
 
@@ -383,6 +486,12 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     # ---- outputs at the input resolution ------------------------------------------------------
     with torch.no_grad():
         d = current_depth()
+        if coeffs is not None:  # the modes' change reaches every mask pixel, fixed ones too
+            change = torch.einsum("bk,bkhw->bhw", coeffs, basis)
+            if change.shape[-2:] != (h, w):  # extended past the working mask first: no ramp to 0 at its edge
+                change = _extend(change, m, max(2, round(1 / scale)))
+                change = F.interpolate(change[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+            depth0_full = depth0_full + change * mask
         if scale < 1.0:
             dd = _resize((d - d0)[..., None], (h, w), "bilinear")[..., 0]
             keep = mask if fixed_depth is None else mask & ~fixed_depth.to(dev).bool()
@@ -406,4 +515,4 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
             albedo_o = torch.where(mask_o[..., None], refit, albedo_o)
         rendered = albedo_o * shading + s.eps_specular * beta_o
     return SfsResult(depth=depth, normals=normals, albedo=albedo_o, shading=shading, specular=beta_o,
-                      light=light, rendered=rendered, mask=mask_o, history=history)
+                      light=light, rendered=rendered, mask=mask_o, history=history, basis_coeffs=coeffs)

@@ -75,3 +75,30 @@ def test_subdivide_keeps_the_surface_and_the_uv_layout_in_step():
     assert (out.vertices[0][:, 2] == 0).all()  # the surface did not move
     same = subdivide(batch, tris, uvs, uv_tris, levels=0)
     torch.testing.assert_close(same.vertices, batch)
+
+
+def test_mode_depth_maps_match_the_depth_of_the_displaced_mesh(face_model):
+    """mode_depth_maps (the tangent-plane depth change per unit mode) against rasterising the mesh moved
+    by a small multiple of each of two identity modes, over pixels away from the silhouette."""
+    from fitting.rendering.renderer import Renderer
+    from fitting.stages.fine import erode, mode_depth_maps
+
+    renderer = Renderer("cpu")
+    size = 128
+    verts = face_model.mean[None].double()
+    verts = verts - verts.mean(1, keepdim=True) + torch.tensor([0.0, 0.0, -500.0], dtype=torch.float64)
+    f = size * 500.0 / 200.0
+    k = torch.tensor([[f, f, size / 2, size / 2]], dtype=torch.float64)
+    tris = face_model.triangles
+    frags = renderer.rasterize(verts, tris, k, size, size)
+    modes = face_model.id_basis[:2].double()[None]  # (1, 2, V, 3), model frame = camera frame here
+    maps = mode_depth_maps(renderer, frags, verts, tris, modes, k)
+    inner = erode(frags.mask, 3)[0]
+    for j in range(2):
+        eps = 0.05
+        moved = renderer.rasterize(verts + eps * modes[:, j], tris, k, size, size)
+        both = inner & moved.mask[0]
+        change = (moved.depth - frags.depth)[0][both] / eps
+        approx = maps[0, j][both]
+        err = (approx - change).abs()
+        assert float(err.median()) < 0.05 * float(change.abs().median()) + 1e-3
