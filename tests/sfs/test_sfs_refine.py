@@ -179,3 +179,27 @@ def test_smooth_modes_fitted_to_the_shading_correct_the_start_shape(scene):
     assert r_on.history["basis"][-1] < r_on.history["basis"][0]
     assert e_on < 0.85 * e_off  # measured 2.31 vs 2.98 deg (0.78)
     _check_sane(r_on, sc, sc["mask"], 4.0 * 1.5 + on.max_depth_change_mm)
+
+
+def test_modes_phase_does_not_import_the_compiler():
+    """The modes phase's L-BFGS is SciPy's: any torch.optim optimiser imports torch._dynamo, about 1.3 s
+    of the first fine fit in every process (a fresh interpreter, as a user's run starts)."""
+    import subprocess
+    import sys
+    code = """
+import sys, torch
+from sfs.refine import SfsSettings, refine_depth
+h = w = 32
+yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+depth = (500.0 + 30.0 * (xx ** 2 + yy ** 2))[None]
+mask = torch.ones(1, h, w, dtype=torch.bool)
+image = torch.full((1, h, w, 3), 0.5)
+basis = torch.stack([xx, yy], 0)[None]
+s = SfsSettings(working_size=32, basis_iters=3, albedo_iters=2, depth_iters=(2, 2))
+r = refine_depth(image, depth, mask, torch.tensor([[60.0, 60.0, 16.0, 16.0]]), settings=s, depth_basis=basis)
+assert "basis" in r.history
+print("torch._dynamo" in sys.modules)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False"
