@@ -247,6 +247,7 @@ class FaceFitter:
         fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer,
                               ordered=ordered, init=initial_guess(self.context, batch))
         euler = fit.camera.euler_degrees().cpu().numpy()
+        overlays = self._view_overlays(fit, jobs)
         views, warnings = [], []
         for i, job in enumerate(jobs):
             photo = fit.camera[i].uncrop(torch.as_tensor(job.crop.box)[None], *job.crop.photo_size)
@@ -256,7 +257,7 @@ class FaceFitter:
                                  intrinsics=photo.intrinsics[0].cpu().numpy(),
                                  exp_coeffs=fit.exp_coeffs[i].cpu().numpy(),
                                  landmark_error_px=float(fit.landmark_error[i]) / job.crop.scale,
-                                 disagreement_mm=dis, time_s=times[i]))
+                                 disagreement_mm=dis, time_s=times[i], overlay=overlays[i]))
             if dis is not None and len(jobs) > 1 and dis > settings.disagreement_mm:
                 warnings.append(f"{job.name}: its own identity is {dis:.1f} mm from the joint one (threshold "
                                 f"{settings.disagreement_mm:g} mm): is it the same person?")
@@ -270,6 +271,31 @@ class FaceFitter:
                                 licenses={model.license_name: model.license_text} if model.license_name else {},
                                 seconds=time.perf_counter() - started,
                                 exp_basis=model.exp_basis.detach().cpu().numpy())
+
+    def _view_overlays(self, fit, jobs: List[FaceJob], chunk: int = 16) -> List[np.ndarray]:
+        """Each view's crop with ``fit`` (a :class:`fitting.stages.joint.JointFit`: the identity with the
+        view's expression, at its pose) shaded over it and the points it followed (MediaPipe's, or the
+        regressor's 68 where the fusion trusted MediaPipe less than half): (S, S, 3) uint8 RGB at
+        :data:`fitting.same_person.OVERLAY_SIZE` px, rendered ``chunk`` views at a time."""
+        import cv2
+        from .pipeline import OUTSIDE_PHOTO
+        from .rendering.pictures import overlay, shade_geometry
+        from .same_person import OVERLAY_SIZE
+        out = []
+        for s in range(0, len(jobs), chunk):
+            cam = fit.camera[s:s + chunk]
+            verts = cam.to_camera(fit.vertices[s:s + chunk].to(cam.rotation))
+            img, mask = shade_geometry(self.renderer, verts, self.model.triangles, cam.intrinsics, cam.height)
+            for i, job in enumerate(jobs[s:s + chunk], start=s):
+                crop = job.crop
+                photo = np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
+                followed = crop.points if crop.mediapipe else None
+                if fit.points68 is not None and (not crop.mediapipe or float(fit.landmark_trust[i]) < 0.5):
+                    followed = fit.points68[i].cpu().numpy()
+                picture = overlay(photo, img[i - s].cpu().numpy(), mask[i - s].cpu().numpy(), followed)
+                small = cv2.resize(picture, (OVERLAY_SIZE, OVERLAY_SIZE), interpolation=cv2.INTER_AREA)
+                out.append((np.clip(small, 0, 1) * 255).round().astype(np.uint8))
+        return out
 
     # ------------------------------------------------------------------ steps
 

@@ -17,7 +17,11 @@
   where it has one; the joint fit gives none yet, so a flat grey material) with the 53 expressions
   as morph targets under the same names, and an animation of the expression weights and the head
   pose: keys at a video's frame times (LINEAR), or one per photo 1 s apart (STEP). Written when the
-  result carries the model's expression basis (``exp_basis``; every fit does).
+  result carries the model's expression basis (``exp_basis``; every fit does);
+- ``overlay.mp4`` (a video's frames) or ``overlays.png`` (photos, a sheet of them in input order): each
+  view's crop with the joint fit (the one identity, the view's pose and expression) shaded over it and
+  the detected landmarks in green, so a person can watch the fit. Written when the views carry them
+  (``ViewFit.overlay``; every fit does).
 """
 from __future__ import annotations
 
@@ -57,6 +61,12 @@ class ViewFit:
     landmark_error_px: float
     disagreement_mm: Optional[float] = None
     time_s: Optional[float] = None  # a video frame's time (None: a photo)
+    # (S, S, 3) uint8 RGB: the crop with the fit shaded over it (OVERLAY_SIZE px; None: not made)
+    overlay: Optional[np.ndarray] = field(default=None, repr=False)
+
+
+OVERLAY_SIZE = 256  # px, each view's overlay: a 300-frame video keeps 300 x 192 KB
+SHEET_COLUMNS = 6  # overlays.png: views per row
 
 
 @dataclass
@@ -127,12 +137,20 @@ class SamePersonResult:
         save_obj(self.neutral, folder / "identity.obj")
         save_ply(self.neutral, folder / "identity.ply")
         glb = self.animation_glb() if self.exp_basis is not None else None
-        targets = [folder / "identity_params.json", folder / "expressions.csv",
+        overlays = [v.overlay for v in self.views if v.overlay is not None]
+        overlays = overlays if overlays and len(overlays) == len(self.views) else None
+        video = overlays is not None and all(v.time_s is not None for v in self.views)
+        pictures = [] if overlays is None else [folder / ("overlay.mp4" if video else "overlays.png")]
+        targets = [folder / "identity_params.json", folder / "expressions.csv", *pictures,
                    *([folder / "animation.glb"] if glb is not None else []), *(folder / name for name in self.licenses)]
         try:
             with staged_files(*targets) as tmp:
                 if glb is not None:
                     write_glb(glb, tmp["animation.glb"])
+                if video:
+                    _write_video(overlays, [v.time_s for v in self.views], tmp["overlay.mp4"])
+                elif overlays is not None:
+                    _write_sheet(overlays, tmp["overlays.png"])
                 tmp["identity_params.json"].write_text(json.dumps(self.params(), indent=1), encoding="utf-8")
                 tmp["expressions.csv"].write_text(self.expressions_csv(), encoding="utf-8")
                 for name, text in self.licenses.items():
@@ -140,3 +158,35 @@ class SamePersonResult:
         except OSError as exc:
             raise ExportError(f"cannot write {folder}: {exc.strerror or exc}") from None
         return folder
+
+
+def _write_sheet(images: List[np.ndarray], path: Path) -> None:
+    """The (S, S, 3) uint8 RGB ``images`` in rows of SHEET_COLUMNS, as one PNG."""
+    import cv2
+    size = images[0].shape[0]
+    rows = -(-len(images) // SHEET_COLUMNS)
+    cols = min(len(images), SHEET_COLUMNS)
+    sheet = np.zeros((rows * size, cols * size, 3), np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, SHEET_COLUMNS)
+        sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = img
+    if not cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot encode {path.name}")
+
+
+def _write_video(images: List[np.ndarray], times: List[float], path: Path) -> None:
+    """The (S, S, 3) uint8 RGB ``images`` as an MP4 (MPEG-4 part 2) at the frames' own rate (the median
+    step of ``times``, seconds; 25 fps for a single frame)."""
+    import cv2
+    steps = np.diff(np.asarray(times, np.float64))
+    steps = steps[steps > 0]
+    fps = float(1.0 / np.median(steps)) if len(steps) else 25.0
+    size = images[0].shape[0]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    if not writer.isOpened():
+        raise OSError(f"no MP4 encoder in this OpenCV for {path.name}")
+    try:
+        for img in images:
+            writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()

@@ -104,7 +104,9 @@ class JointFit:
     expression; ``vertices`` (N, V, 3) each view's face (identity + its expression), model frame;
     ``landmark_error`` (N,) mean reprojection error in crop pixels over the weighted landmarks;
     ``single_id_coeffs`` (N, n_id) and ``disagreement_mm`` (N,): each view's own single-view
-    identity and the mean distance of its neutral mesh from ``neutral`` (None: not checked).
+    identity and the mean distance of its neutral mesh from ``neutral`` (None: not checked);
+    ``landmark_trust`` (N,) and ``points68`` (N, 68, 2) crop px: MediaPipe's trust and the regressor's
+    points per view when the regressor was fused (:mod:`fitting.stages.fusion`; None otherwise).
     """
 
     camera: Camera
@@ -116,6 +118,8 @@ class JointFit:
     single_id_coeffs: Optional[torch.Tensor] = None
     disagreement_mm: Optional[torch.Tensor] = None
     seconds: float = 0.0
+    landmark_trust: Optional[torch.Tensor] = None
+    points68: Optional[torch.Tensor] = None
 
 
 def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
@@ -290,7 +294,8 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
         landmark_error = joint.landmark_error
     neutral = model(id_coeffs[None], torch.zeros(1, n_exp, device=dev))[0]
     fit = JointFit(camera=camera, id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
-                   vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error)
+                   vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error,
+                   landmark_trust=None if fuse is None else fuse.trust, points68=None if fuse is None else fuse.uv)
     if settings.check_disagreement:
         single = fit_landmarks(model, batch, corr, cs, init)
         fit.single_id_coeffs = single.id_coeffs

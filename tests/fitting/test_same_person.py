@@ -183,6 +183,11 @@ def test_cli_same_person_one_photo_and_a_faceless_one(tmp_path, good_photos, bad
     params = json.loads((out / "identity_params.json").read_text())
     assert len(params["id_coeffs"]) == 100 and len(params["views"]) == 1
     assert params["skipped"][0]["name"] == "grey"
+    import cv2  # the fit shaded over the photo, for a person to look at: one tile for the one photo
+    from fitting.same_person import OVERLAY_SIZE
+    sheet = cv2.imread(str(out / "overlays.png"))
+    assert sheet.shape == (OVERLAY_SIZE, OVERLAY_SIZE, 3) and sheet.std() > 10
+    assert not (out / "overlay.mp4").exists()
     assert (out / "identity.obj").read_text().count("\nf ") > 1000
 
 
@@ -267,6 +272,10 @@ def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_
     times = gltf.accessors[anim.samplers[0].input]
     assert times.count == len(rows) and times.min == [0.0] and times.max == pytest.approx([0.4])  # the frames' times
     assert anim.samplers[0].interpolation == "LINEAR"
+    import cv2  # a video's overlays are a video: one frame per fitted frame
+    movie = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert movie.isOpened() and int(movie.get(cv2.CAP_PROP_FRAME_COUNT)) == len(rows)
+    assert movie.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0, rel=0.01)  # the median step of 0.1 s
 
 
 def test_temporal_term_smooths_expressions_only_for_ordered_frames(face_model, person):
