@@ -282,19 +282,21 @@ class FaceFitter:
         from .rendering.pictures import overlay, shade_geometry
         from .same_person import OVERLAY_SIZE
         out = []
+        scale = OVERLAY_SIZE / fit.camera.height  # rendered at the overlay's size: a quarter of the rays of 512 px
         for s in range(0, len(jobs), chunk):
             cam = fit.camera[s:s + chunk]
             verts = cam.to_camera(fit.vertices[s:s + chunk].to(cam.rotation))
-            img, mask = shade_geometry(self.renderer, verts, self.model.triangles, cam.intrinsics, cam.height)
+            img, mask = shade_geometry(self.renderer, verts, self.model.triangles, cam.intrinsics * scale, OVERLAY_SIZE)
             for i, job in enumerate(jobs[s:s + chunk], start=s):
                 crop = job.crop
-                photo = np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO)
-                followed = crop.points if crop.mediapipe else None
+                photo = cv2.resize(np.where(crop.inside[..., None], crop.image, OUTSIDE_PHOTO).astype(np.float32),
+                                   (OVERLAY_SIZE, OVERLAY_SIZE), interpolation=cv2.INTER_AREA)
+                followed = crop.points[:, :2] if crop.mediapipe else None
                 if fit.points68 is not None and (not crop.mediapipe or float(fit.landmark_trust[i]) < 0.5):
                     followed = fit.points68[i].cpu().numpy()
-                picture = overlay(photo, img[i - s].cpu().numpy(), mask[i - s].cpu().numpy(), followed)
-                small = cv2.resize(picture, (OVERLAY_SIZE, OVERLAY_SIZE), interpolation=cv2.INTER_AREA)
-                out.append((np.clip(small, 0, 1) * 255).round().astype(np.uint8))
+                picture = overlay(photo, img[i - s].cpu().numpy(), mask[i - s].cpu().numpy(),
+                                  None if followed is None else followed * scale)
+                out.append((np.clip(picture, 0, 1) * 255).round().astype(np.uint8))
         return out
 
     # ------------------------------------------------------------------ steps
