@@ -184,21 +184,9 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
         offsets = corr.offsets_at(matrix_to_euler(rotation)[0]).to(dev)
         return lb.shifted(offsets), offsets
 
-    if init is not None and init.rotation is not None and init.translation is not None:
-        rot, t = init.rotation.to(dev), init.translation.to(dev)
-    else:
-        rot, t = affine_pose(lb.points(coeffs), uv, w, k)
-    fuse = LandmarkFusion.start(model, batch, corr, settings, init, rot, n_id) if settings.fusion.enabled else None
-    if fuse is None and not batch.mediapipe_found:
-        raise ValueError("a face MediaPipe did not find (fitting.regressor_faces) needs the regressor's 68 points "
-                         "and fusion (CoarseSettings.fusion.enabled) to be fitted")
-
-    def fused(lb_pose, w):
-        # (basis, targets, weights) of the solve: MediaPipe's points alone, or with the regressor's 68
-        return (lb_pose, uv, w) if fuse is None else fuse.join(lb_pose, uv, w)
-
+    rot, t, fuse = start_pose_and_fusion(model, batch, corr, settings, init, lb.points(coeffs), w)
     lb_pose, offsets = at_pose(rot)
-    lb_all, uv_all, w_all = fused(lb_pose, w)
+    lb_all, uv_all, w_all = fused_targets(fuse, lb_pose, uv, w)
     rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, settings.pose_iterations)
     rel = batch.rel_depth.to(dev) if fuse is None else None
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
@@ -206,7 +194,7 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     for _ in range(settings.alternations):
         w = landmark_weights(batch, corr, settings, rot).to(dev)
         lb_pose, offsets = at_pose(rot)
-        lb_all, uv_all, w_all = fused(lb_pose, w)
+        lb_all, uv_all, w_all = fused_targets(fuse, lb_pose, uv, w)
         coeffs = solve_shape(lb_all, uv_all, w_all, k, rot, t, settings.lambda_id, settings.lambda_exp,
                              prev_coeffs=coeffs, exp_bounds=settings.exp_bounds, rel_depth=rel,
                              lambda_depth=settings.lambda_depth, frozen=frozen, prior_mean=prior_mean)
@@ -221,6 +209,33 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
                         albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0,
                         landmark_trust=None if fuse is None else fuse.trust,
                         points68=None if fuse is None else fuse.uv, weights68=None if fuse is None else fuse.weights)
+
+
+def start_pose_and_fusion(model: MorphableModel, batch: DetectionBatch, corr: Correspondence,
+                          settings: CoarseSettings, init: Optional[CoarseInit], points: torch.Tensor,
+                          weights: torch.Tensor):
+    """The landmark fit's start, for one face per view or per photo: ``(rotation (B, 3, 3), translation (B, 3),
+    fusion)``. The pose is the initialiser's when it has one, else the affine solve of ``points`` (B, K, 3)
+    model frame (the start shape's landmark points) onto MediaPipe's with ``weights`` (B, K); the fusion
+    (:class:`LandmarkFusion`) is None without the regressor's points or with ``settings.fusion`` off.
+    Raises ValueError for a face MediaPipe did not find that cannot then be fitted."""
+    dev = model.device
+    if init is not None and init.rotation is not None and init.translation is not None:
+        rot, t = init.rotation.to(dev), init.translation.to(dev)
+    else:
+        rot, t = affine_pose(points, batch.uv.to(dev), weights, batch.intrinsics.to(dev))
+    fuse = LandmarkFusion.start(model, batch, corr, settings, init, rot, settings.n_id) \
+        if settings.fusion.enabled else None
+    if fuse is None and not batch.mediapipe_found:
+        raise ValueError("a face MediaPipe did not find (fitting.regressor_faces) needs the regressor's 68 points "
+                         "and fusion (CoarseSettings.fusion.enabled) to be fitted")
+    return rot, t, fuse
+
+
+def fused_targets(fuse: Optional["LandmarkFusion"], lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor):
+    """``(basis, targets, weights)`` of a landmark solve: MediaPipe's points alone (``fuse`` None), or with
+    the regressor's 68 joined (:meth:`LandmarkFusion.join`)."""
+    return (lb, uv, weights) if fuse is None else fuse.join(lb, uv, weights)
 
 
 @dataclass

@@ -40,9 +40,9 @@ from morphable import MorphableModel
 from ..camera import Camera
 from ..detections import DetectionBatch
 from ..rotation import matrix_to_euler
-from .coarse import CoarseInit, CoarseSettings, LandmarkFusion, fit_landmarks
+from .coarse import CoarseInit, CoarseSettings, fit_landmarks, fused_targets, start_pose_and_fusion
 from .correspondence import Correspondence
-from .landmark_fit import (LandmarkBasis, affine_pose, landmark_weights, refine_pose, reprojection_residual,
+from .landmark_fit import (LandmarkBasis, landmark_weights, refine_pose, reprojection_residual,
                            shape_rows, solve_spd)
 
 
@@ -249,26 +249,14 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
         return lb.shifted(corr.offsets_at(matrix_to_euler(rotation)[0]).to(dev))
 
     w = landmark_weights(batch, corr, cs).to(dev)
-    if init is not None and init.rotation is not None and init.translation is not None:
-        rot, t = init.rotation.to(dev), init.translation.to(dev)
-    else:
-        rot, t = affine_pose(lb.points(coeffs), uv, w, k)
-    fuse = LandmarkFusion.start(model, batch, corr, cs, init, rot, n_id) if cs.fusion.enabled else None
-    if fuse is None and not batch.mediapipe_found:
-        raise ValueError("a view MediaPipe did not find (fitting.regressor_faces) needs the regressor's 68 points "
-                         "and fusion (CoarseSettings.fusion.enabled) to be fitted")
-
-    def fused(lb_pose, w):
-        # (basis, targets, weights): MediaPipe's points alone, or with the regressor's 68 (fitting.stages.fusion)
-        return (lb_pose, uv, w) if fuse is None else fuse.join(lb_pose, uv, w)
-
-    lb_all, uv_all, w_all = fused(at_pose(rot), w)
+    rot, t, fuse = start_pose_and_fusion(model, batch, corr, cs, init, lb.points(coeffs), w)
+    lb_all, uv_all, w_all = fused_targets(fuse, at_pose(rot), uv, w)
     rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = torch.tensor([name.startswith(cs.exp_exclude) for name in model.exp_names], device=dev)
     for _ in range(cs.alternations):
         w = landmark_weights(batch, corr, cs, rot).to(dev)
-        lb_all, uv_all, w_all = fused(at_pose(rot), w)
+        lb_all, uv_all, w_all = fused_targets(fuse, at_pose(rot), uv, w)
         a_id, a_exp = solve_shared_shape(lb_all, uv_all, w_all, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
                                          exp_bounds=cs.exp_bounds, frozen=frozen,
                                          lambda_temporal=temporal)
