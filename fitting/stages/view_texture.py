@@ -1,0 +1,225 @@
+"""One UV albedo from several views of one person (issue 18): each texel from the views that see it best.
+
+The single-view fine stage bakes one photo's albedo into the model's UV atlas
+(:func:`fitting.stages.texture.bake_albedo`); a turned head leaves its far
+cheek to the pull-push fill there. Here every view of the joint fit
+(:mod:`fitting.stages.joint`: one identity, each view's pose and expression)
+gives each texel a colour and a confidence, and the texture is their
+confidence-weighted mean:
+
+1. per view, the photo's colour at the texel's surface point divided by a
+   grey shading estimate (an order-2 SH light fitted to the photo on the
+   fit's normals with a constant albedo, :func:`sfs.light.estimate_sh_light`),
+   so a cheek lit in one view and shaded in another agree;
+2. per view and texel, a confidence: seen (inside the face's landmark regions,
+   depth within ``tolerance_mm`` of the rendered depth), times the cosine
+   between the surface normal and the ray to the camera (the photo's pixels
+   per unit of surface), times a ramp from 0 at the face mask's edge to 1
+   ``edge_px`` inside it (hair, background and misfit mix in at the edge);
+3. each view's albedo scaled per channel to the reference view's exposure
+   over the texels both see (a camera's auto exposure, the light's falloff
+   as the head turns);
+4. the weighted mean with weights ``confidence ** sharpness``: a sharp
+   weighting is a best-view selection whose seams are feathered wherever two
+   views' confidences cross; texels no view sees well enough are filled by
+   :func:`fitting.stages.texture.fill_unseen`.
+
+Views are processed ``chunk`` at a time and summed, so a video's hundreds of
+frames need the memory of one chunk. Shapes: N views, V vertices, S crop px,
+H x W texels (W = ``tiles * H``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from landmarks import in_regions
+from morphable.geometry import vertex_normals
+from sfs.light import estimate_sh_light
+from sfs.projection import camera_to_pixel, sample_at_pixels
+from sfs.sh import sh_irradiance
+
+from ..rendering.renderer import uv_to_texel
+from .texture import fill_unseen
+
+
+@dataclass
+class ViewTextureSettings:
+    """How the views' albedos are merged into one UV texture."""
+
+    # px; the UV atlas is (height, tiles * height). The single-view fine stage's 1024 (FineSettings)
+    # would cost 4x the per-view work for texels finer than the photos: a 512 px crop puts the face
+    # at about 300 px across, and the face's shell spans about 450 texels of a 512-high atlas.
+    texture_height: int = 512
+    # Landmark regions (landmarks.REGION_NAMES) whose photo pixels give colour: the face's skin,
+    # features and eyes. Beyond them the model's surface (scalp, ears, neck) shows hair or background.
+    regions: Tuple[str, ...] = ("skin", "nose", "lips", "brows", "eyes")
+    # crop px: the ramp of the confidence from the face mask's edge (0) inward (1); as the
+    # single-view texture's texture_edge_px (4 px), the band where hair, background and
+    # grazing-angle shading mix into the colour, with as much again to feather over.
+    edge_px: int = 8
+    # mm: a texel is seen when its depth is within this of the rendered depth at its pixel
+    # (FineSettings.visibility_tolerance_mm's role for one view).
+    tolerance_mm: float = 3.0
+    # Confidence is cos(normal, ray) * edge ramp; the merge weighs each view by confidence ** sharpness
+    # (unitless). 1 averages the views (any misfit between them blurs; the oblique view's stretched
+    # pixels count); large values pick the best view with a hard seam. At 4 a cheek seen at 10 degrees
+    # from one camera and 70 from the other takes (0.98 / 0.34) ** 4 = 69 times the first's weight.
+    sharpness: float = 4.0
+    # A texel whose best confidence is below this is filled from its neighbours (fill_unseen):
+    # below it (cos 0.15: 81 degrees from the ray, or the outermost 1/8 of the edge ramp at
+    # cos 1) the colour is a few stretched photo pixels.
+    min_confidence: float = 0.15
+    # Divide the photo's colour by a grey SH shading fitted to each view (step 1); off: photo colour.
+    remove_shading: bool = True
+    # Shading below this fraction of the view's mean is clamped (unitless): the division would
+    # blow up noise in deep shadow (nostrils, the far side of the nose at grazing light).
+    min_shading: float = 0.25
+    # Scale each view per channel to the reference view over the texels both see (step 3).
+    match_exposure: bool = True
+    # Views rasterised and sampled at once: memory of about chunk x H x W x 40 bytes.
+    chunk: int = 8
+
+
+class ViewTextures(NamedTuple):
+    """The merge's result: ``texture`` (H, W, 3) in [0, 1]; ``seen`` (H, W) bool, texels some view
+    gave (the rest filled); ``best`` (H, W) int64, the view with the largest weight (-1: none);
+    ``coverage`` (N,) the fraction of the seen texels each view was the best for; ``gains`` (N, 3)
+    the exposure scales applied."""
+
+    texture: torch.Tensor
+    seen: torch.Tensor
+    best: torch.Tensor
+    coverage: torch.Tensor
+    gains: torch.Tensor
+
+
+class _ViewSamples(NamedTuple):
+    albedo: torch.Tensor  # (n, H*W, 3)
+    confidence: torch.Tensor  # (n, H*W) in [0, 1]
+
+
+def edge_ramp(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """(B, S, S) bool -> (B, S, S) float: 0 outside ``mask``, rising linearly from its edge to 1 at ``px``
+    pixels inside (a box filter's mean over (2 px + 1)^2, 0.5 at the edge, mapped 0.5 -> 0, 1 -> 1)."""
+    if px <= 0:
+        return mask.float()
+    mean = F.avg_pool2d(mask.float()[:, None], 2 * px + 1, 1, px, count_include_pad=False)[:, 0]
+    return ((2 * mean - 1) * mask).clamp(0, 1)
+
+
+def grey_shading(images: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 9, 3) SH light, the grey shading's coefficients, scaled so the shading's mean over ``mask`` is 1.
+
+    The light is fitted to the photo's grey level with a constant albedo; the per-image constant is
+    divided out by the normalisation, so ``image / shading`` keeps the photo's colour and mean level."""
+    grey = images.mean(-1, keepdim=True).expand_as(images)
+    light = estimate_sh_light(grey, normals, torch.ones(images.shape[0], 3, device=images.device,
+                                                          dtype=images.dtype), mask=mask)
+    s = sh_irradiance(normals, light)[..., 0]
+    m = mask.to(s.dtype)
+    mean = (s * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1)
+    return light / mean.clamp_min(1e-6)[:, None, None]
+
+
+def sample_views(renderer, texel_points: torch.Tensor, texel_normals: torch.Tensor, verts_cam: torch.Tensor,
+                 tris: torch.Tensor, intrinsics: torch.Tensor, images: torch.Tensor, region_labels: torch.Tensor,
+                 settings: ViewTextureSettings) -> _ViewSamples:
+    """Steps 1-2 for a chunk of n views: each texel's albedo and confidence in each view.
+
+    ``texel_points`` / ``texel_normals``: (n, P, 3) camera frame (P texels, zero normal on texels off
+    the mesh); ``verts_cam`` (n, V, 3); ``images`` (n, S, S, 3); ``region_labels`` (n, S, S)."""
+    size = images.shape[1]
+    frags = renderer.rasterize(verts_cam, tris, intrinsics, size, size)
+    source = in_regions(region_labels, settings.regions) & frags.mask
+    uvd = camera_to_pixel(texel_points, intrinsics)
+    colour = sample_at_pixels(images, uvd[..., :2])
+    if settings.remove_shading:
+        pixel_normals = F.normalize(renderer.interpolate(vertex_normals(verts_cam, tris), frags), dim=-1)
+        light = grey_shading(images, pixel_normals, source)
+        shading = sh_irradiance(F.normalize(texel_normals, dim=-1), light)[..., :1]
+        colour = colour / shading.clamp_min(settings.min_shading)
+    depth = sample_at_pixels(frags.depth[..., None], uvd[..., :2])[..., 0]
+    ramp = sample_at_pixels(edge_ramp(source, settings.edge_px)[..., None], uvd[..., :2])[..., 0]
+    to_camera = F.normalize(-texel_points, dim=-1)
+    cosine = (texel_normals * to_camera).sum(-1).clamp_min(0)  # 0 on texels off the mesh (zero normal)
+    seen = (depth - uvd[..., 2]).abs() < settings.tolerance_mm
+    return _ViewSamples(albedo=colour, confidence=cosine * ramp * seen)
+
+
+def exposure_gains(albedo: torch.Tensor, weight: torch.Tensor, ref_albedo: torch.Tensor,
+                   ref_weight: torch.Tensor, min_texels: float = 100.0) -> torch.Tensor:
+    """(n, 3) per-channel scales taking each view's ``albedo`` (n, P, 3) to ``ref_albedo`` (P, 3) over
+    the texels both weigh (``weight`` (n, P), ``ref_weight`` (P,)): the ratio of the overlap's
+    weighted means. 1 where the overlap holds fewer than ``min_texels`` texels' worth of weight."""
+    w = (weight * ref_weight)[..., None]
+    num, den = (w * ref_albedo).sum(1), (w * albedo).sum(1)
+    ok = (w[..., 0].sum(1) >= min_texels)[:, None] & (den > 1e-6)
+    return torch.where(ok, num / den.clamp_min(1e-6), torch.ones_like(num))
+
+
+def merge_views(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, atlas_uvs: torch.Tensor,
+                uv_tris: torch.Tensor, tiles: int, intrinsics: torch.Tensor, images: torch.Tensor,
+                region_labels: torch.Tensor, reference: int = 0,
+                settings: ViewTextureSettings = ViewTextureSettings()) -> ViewTextures:
+    """The views' merged UV albedo (module doc).
+
+    Args:
+        verts_cam: (N, V, 3) each view's face (the shared identity with its expression), its camera's frame, mm;
+            ``tris`` (F, 3) into them.
+        atlas_uvs: (T, 2) in [0, 1]^2 over the whole atlas (``model.uv_atlas()``); ``uv_tris`` (F, 3);
+            ``tiles``: the atlas's width in heights.
+        intrinsics: (N, 4) crop px; ``images`` (N, S, S, 3) in [0, 1]; ``region_labels`` (N, S, S).
+        reference: the view whose exposure the others are scaled to (the detail view).
+    """
+    n = verts_cam.shape[0]
+    h = settings.texture_height
+    w = tiles * h
+    dev, dt = verts_cam.device, verts_cam.dtype
+    # The atlas is rasterised once; each view's texel positions and normals interpolated on it.
+    frags = renderer.rasterize_pixels(uv_to_texel(atlas_uvs, h, w)[None], uv_tris, h, w)
+    on_mesh = frags.mask.reshape(-1)
+
+    def texels(idx):
+        v = verts_cam[idx]
+        attr = torch.cat([v, vertex_normals(v, tris)], -1)  # (n, V, 6)
+        flat = attr.permute(1, 0, 2).reshape(attr.shape[1], -1)  # (V, n*6): one interpolation for n views
+        out = renderer.interpolate(flat, frags, tris).reshape(h * w, len(idx), 6).permute(1, 0, 2)
+        nrm = F.normalize(out[..., 3:], dim=-1) * on_mesh[None, :, None]
+        return out[..., :3], nrm
+
+    def samples(idx):
+        pts, nrm = texels(idx)
+        return sample_views(renderer, pts, nrm, verts_cam[idx], tris, intrinsics[idx], images[idx],
+                            region_labels[idx], settings)
+
+    ref = samples([reference])
+    ref_albedo, ref_conf = ref.albedo[0], ref.confidence[0]
+    acc = torch.zeros(h * w, 3, device=dev, dtype=dt)
+    total = torch.zeros(h * w, device=dev, dtype=dt)
+    best_w = torch.zeros(h * w, device=dev, dtype=dt)
+    best = torch.full((h * w,), -1, dtype=torch.int64, device=dev)
+    gains = torch.ones(n, 3, device=dev, dtype=dt)
+    for start in range(0, n, settings.chunk):
+        idx = list(range(start, min(n, start + settings.chunk)))
+        s = samples(idx)
+        if settings.match_exposure:
+            gains[idx] = exposure_gains(s.albedo, s.confidence, ref_albedo, ref_conf)
+        conf = torch.where(s.confidence >= settings.min_confidence, s.confidence, torch.zeros_like(s.confidence))
+        weight = conf ** settings.sharpness
+        acc += (weight[..., None] * s.albedo * gains[idx][:, None]).sum(0)
+        total += weight.sum(0)
+        top, arg = weight.max(0)
+        better = top > best_w
+        best = torch.where(better, arg + start, best)
+        best_w = torch.where(better, top, best_w)
+    seen = total > 0
+    colour = acc / total.clamp_min(1e-30)[:, None]
+    fallback = (colour * seen[:, None]).sum(0) / seen.sum().clamp_min(1)
+    texture = fill_unseen(colour.reshape(1, h, w, 3), seen.reshape(1, h, w), fallback[None])[0].clamp(0, 1)
+    counts = torch.bincount(best[seen], minlength=n)[:n].to(dt)
+    return ViewTextures(texture=texture, seen=seen.reshape(h, w), best=best.reshape(h, w),
+                        coverage=counts / seen.sum().clamp_min(1), gains=gains)
