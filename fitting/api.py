@@ -221,7 +221,7 @@ class FaceFitter:
         from .detections import DetectionBatch
         from .same_person import SamePersonResult, ViewFit
         from .mesh import Mesh
-        from .stages.joint import SamePersonSettings, fit_same_person
+        from .stages.joint import SamePersonSettings, detail_views, fit_same_person
 
         if settings is None:
             coarse = self.context.settings.get("coarse") or CoarseSettings()
@@ -248,7 +248,17 @@ class FaceFitter:
                               ordered=ordered, init=initial_guess(self.context, batch))
         euler = fit.camera.euler_degrees().cpu().numpy()
         overlays = self._view_overlays(fit, jobs)
-        views, warnings = [], []
+        names = [j.name for j in jobs]
+        detail, unknown = detail_views(names, torch.as_tensor(euler), settings.detail)
+        warnings = [f"{name}: no such view for the detail (the views: {', '.join(names[:5])}"
+                    f"{', ...' if len(names) > 5 else ''})" for name in unknown]
+        texture, texture_info = None, {}
+        if settings.texture is not None:  # exposed like the detail view, or the most frontal one
+            reference = (detail or detail_views(names, torch.as_tensor(euler), ("frontal",))[0])[0]
+            texture, texture_info = self._merged_texture(fit, batch, reference, settings.texture)
+            texture_info["reference"] = names[reference]
+        details = self._detail_fits(fit, jobs, detail) if detail else []
+        views = []
         for i, job in enumerate(jobs):
             photo = fit.camera[i].uncrop(torch.as_tensor(job.crop.box)[None], *job.crop.photo_size)
             dis = None if fit.disagreement_mm is None else float(fit.disagreement_mm[i])
@@ -264,13 +274,55 @@ class FaceFitter:
         for line in warnings:
             log.info("%s", line)
         neutral = Mesh.from_model(model, fit.neutral.detach().cpu().numpy())
+        if texture is not None:  # the texture's atlas: the model's UV tiles side by side in [0, 1]
+            neutral = Mesh(neutral.vertices, neutral.triangles, uvs=model.uv_atlas().cpu().numpy(),
+                           uv_triangles=neutral.uv_triangles, texture=texture)
         return SamePersonResult(neutral=neutral, id_coeffs=fit.id_coeffs.cpu().numpy(), views=views,
                                 exp_names=list(model.exp_names), skipped=skipped, warnings=warnings,
                                 settings={"lambda_id": settings.lambda_id, "disagreement_mm": settings.disagreement_mm,
-                                          "coarse": dataclasses.asdict(settings.coarse)},
+                                          "coarse": dataclasses.asdict(settings.coarse),
+                                          "texture": None if settings.texture is None
+                                          else dataclasses.asdict(settings.texture),
+                                          "detail": list(settings.detail)},
+                                texture_info=texture_info, details=details,
                                 licenses={model.license_name: model.license_text} if model.license_name else {},
                                 seconds=time.perf_counter() - started,
                                 exp_basis=model.exp_basis.detach().cpu().numpy())
+
+    def _merged_texture(self, fit, batch, reference: int, settings):
+        """The views' merged UV albedo (:func:`fitting.stages.view_texture.merge_views`) as an (H, W, 3)
+        float32 array, and what the result's parameters report of it (``reference``: the view index whose
+        exposure it has; per view the share of texels it gave most and its exposure gains; seconds)."""
+        from .stages.view_texture import merge_views
+        started = time.perf_counter()
+        model = self.model
+        with torch.no_grad():
+            merged = merge_views(self.renderer, fit.camera.to_camera(fit.vertices), model.triangles,
+                                 model.uv_atlas(), model.uv_triangles, model.uv_tiles, fit.camera.intrinsics,
+                                 batch.images, batch.region_labels, reference=reference, settings=settings)
+        info = {"reference": reference, "seen_fraction": float(merged.seen.float().mean()),
+                "best_view_share": merged.coverage.cpu().tolist(), "exposure_gains": merged.gains.cpu().tolist(),
+                "seconds": time.perf_counter() - started}
+        return merged.texture.cpu().numpy(), info
+
+    def _detail_fits(self, fit, jobs: List[FaceJob], indices: List[int]) -> List[FitResult]:
+        """The single-view medium and fine stages on the views ``indices`` of ``fit`` (a
+        :class:`fitting.stages.joint.JointFit`), started from its identity, pose and expression: one
+        :class:`FitResult` each (its meshes, texture, maps and report, as ``fit`` gives for one photo).
+        Stage settings: this fitter's where it runs the stage, else the defaults."""
+        import dataclasses
+        from .detections import DetectionBatch
+        from .pipeline import assemble
+        settings = {name: self.context.settings.get(name) or load_stage(name).settings_type() for name in STAGES}
+        context = dataclasses.replace(self.context, settings=settings)
+        chosen = [jobs[i] for i in indices]
+        batch = DetectionBatch.stack([j.crop for j in chosen], device=self.device)
+        results, timings = {"coarse": fit.coarse_result(torch.as_tensor(indices, device=self.device))}, {}
+        for name in ("medium", "fine"):
+            t = time.perf_counter()
+            results[name] = load_stage(name).run(context, batch, results["coarse" if name == "medium" else "medium"])
+            timings[name] = (time.perf_counter() - t) / len(chosen)
+        return assemble(context, batch, chosen, results, timings)
 
     def _view_overlays(self, fit, jobs: List[FaceJob], chunk: int = 16) -> List[np.ndarray]:
         """Each view's crop with ``fit`` (a :class:`fitting.stages.joint.JointFit`: the identity with the

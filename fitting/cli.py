@@ -53,11 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--all-faces", action="store_true", help="fit every face found")
     ap.add_argument("--same-person", action="store_true",
                     help="the photos show ONE person: fit one identity to all of them (each photo keeps its "
-                         "own pose and expression) and write OUT/identity.obj, identity.ply, "
-                         "identity_params.json and expressions.csv (a row per photo: head pose and the 53 "
-                         "expression weights under ARKit's names); landmark fit only (--stages, --workers "
-                         "do not apply); a photo without a face is reported and left out. A video among "
-                         "the inputs (.mp4, .mov, .avi, .mkv, ...) means --same-person, its frames the photos")
+                         "own pose and expression) and write OUT/identity.obj (textured from all photos: "
+                         "identity.png), identity.ply, identity_params.json and expressions.csv (a row per "
+                         "photo: head pose and the 53 expression weights under ARKit's names), and the fine "
+                         "stage's detail on --detail's photos in OUT/detail/NAME/; landmark fit (--stages, "
+                         "--workers do not apply); a photo without a face is reported and left out. A video "
+                         "among the inputs (.mp4, .mov, .avi, .mkv, ...) means --same-person, its frames the photos")
+    ap.add_argument("--detail", nargs="+", default=["frontal"], metavar="NAME",
+                    help="--same-person: the photos (names as in expressions.csv's views: the file's stem, a "
+                         "video frame's NAME#fNNNNNN) that get the medium and fine stages' detail in "
+                         "OUT/detail/NAME/; 'frontal' (default): the most frontal one; 'none': no detail")
     ap.add_argument("--every", type=_int_at_least(1), default=1, metavar="N",
                     help="videos: fit every N-th frame (default 1: all)")
     ap.add_argument("--max-frames", type=_int_at_least(1), default=300, metavar="N",
@@ -292,7 +297,12 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
     with fitter:
         try:
             # one video alone: its frames are in order, and the temporal term applies
-            result = fitter.fit_views(items(), ordered=len(photos) == 1 and is_video(photos[0]))
+            import dataclasses
+            from .stages.joint import SamePersonSettings
+            coarse = dataclasses.replace(fitter.settings("coarse"), photometric=False)
+            detail = () if args.detail == ["none"] else tuple(args.detail)
+            result = fitter.fit_views(items(), SamePersonSettings(coarse=coarse, detail=detail),
+                                      ordered=len(photos) == 1 and is_video(photos[0]))
         except FitError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

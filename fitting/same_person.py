@@ -13,8 +13,16 @@
   ``roll_deg``) and translation (``tx_mm``, ``ty_mm``, ``tz_mm``; model -> the photo's camera,
   ``X_cam = R X + t``, camera looking down -z with y up), then the 53 expression weights in [0, 1]
   under ARKit's names (:mod:`morphable.arkit`; ICT-only shapes under ICT's);
+- ``identity.png`` / ``identity.mtl`` (with ``identity.obj``): the albedo merged from every view into the
+  model's UV atlas (:mod:`fitting.stages.view_texture`: each texel from the views that see it best,
+  shading divided out, exposure matched to the detail view); ``identity.ply``'s vertex colours are
+  sampled from it. Where the fit made one (``SamePersonSettings.texture``; the default);
+- ``detail/<view name>/``: for each detail view (``SamePersonSettings.detail``, default the most
+  frontal view) the single-view medium and fine stages' folder, started from the joint fit
+  (:meth:`fitting.result.FitResult.save`: ``fine.obj`` with its own texture, ``medium.obj``, the maps
+  and ``report.png``, ``params.json``);
 - ``animation.glb`` (glTF 2.0, metres; :mod:`fitting.outputs.gltf`): the neutral mesh (its texture
-  where it has one; the joint fit gives none yet, so a flat grey material) with the 53 expressions
+  where it has one, else a flat grey material) with the 53 expressions
   as morph targets under the same names, and an animation of the expression weights and the head
   pose: keys at a video's frame times (LINEAR), or one per photo 1 s apart (STEP). Written when the
   result carries the model's expression basis (``exp_basis``; every fit does);
@@ -88,6 +96,11 @@ class SamePersonResult:
     licenses: Dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     exp_basis: Optional[np.ndarray] = None
+    # the merged texture's report (identity_params.json's "texture": the reference view, the fraction of
+    # texels seen, each view's share of the texels it gave most, its exposure gains, seconds)
+    texture_info: Dict[str, object] = field(default_factory=dict)
+    # the detail views' single-view results (fitting.result.FitResult: anything with .name and .save(folder))
+    details: List[object] = field(default_factory=list)
 
     def expressions_csv(self) -> str:
         """The text of ``expressions.csv`` (see the module doc)."""
@@ -113,6 +126,8 @@ class SamePersonResult:
                        "expressions": dict(zip(names, v.exp_coeffs.tolist())),
                        "landmark_error_px": v.landmark_error_px, "disagreement_mm": v.disagreement_mm}
                       for v in self.views],
+            "texture": self.texture_info,
+            "detail_views": [d.name for d in self.details],
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
             "warnings": list(self.warnings),
             "settings": self.settings,
@@ -157,6 +172,8 @@ class SamePersonResult:
                     tmp[name].write_text(text, encoding="utf-8")
         except OSError as exc:
             raise ExportError(f"cannot write {folder}: {exc.strerror or exc}") from None
+        for d in self.details:
+            d.save(folder / "detail" / d.name)
         return folder
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -42,6 +42,7 @@ from ..detections import DetectionBatch
 from ..rotation import matrix_to_euler
 from .coarse import CoarseInit, CoarseSettings, fit_landmarks, fused_targets, start_pose_and_fusion
 from .correspondence import Correspondence
+from .view_texture import ViewTextureSettings
 from .landmark_fit import (LandmarkBasis, landmark_weights, refine_pose, reprojection_residual,
                            shape_rows, solve_spd)
 
@@ -93,6 +94,14 @@ class SamePersonSettings:
     # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181.
     temporal_fast: tuple = ("eyeBlink", "eyeSquint", "eyeWide")
     temporal_fast_scale: float = 0.05
+    # The UV albedo merged from every view (fitting.stages.view_texture), exposed like the detail view
+    # (the first of ``detail``, else the most frontal view) and put on identity.obj; None: no texture.
+    texture: Optional[ViewTextureSettings] = field(default_factory=ViewTextureSettings)
+    # Views that get the single-view medium and fine stages' detail (shape from shading, its own
+    # texture), started from the joint fit's identity, pose and expression: view names, "frontal"
+    # (the view with the smallest yaw^2 + pitch^2 of the fit: SfS sees both cheeks there), or ()
+    # for none. Each costs a single-view fine fit (about 6 s on this 2-core machine).
+    detail: Tuple[str, ...] = ("frontal",)
 
 
 @dataclass
@@ -120,6 +129,36 @@ class JointFit:
     seconds: float = 0.0
     landmark_trust: Optional[torch.Tensor] = None
     points68: Optional[torch.Tensor] = None
+    landmark_offsets: Optional[torch.Tensor] = None
+
+    def coarse_result(self, index: torch.Tensor):
+        """The views ``index`` (a (K,) index tensor) as a single-view coarse stage's result
+        (:class:`fitting.stages.coarse.CoarseResult`), for the single-view medium and fine stages."""
+        from .coarse import CoarseResult
+        pick = lambda x: None if x is None else x[index]  # noqa: E731
+        return CoarseResult(camera=self.camera[index], vertices=self.vertices[index],
+                            id_coeffs=self.id_coeffs.expand(len(index), -1), exp_coeffs=self.exp_coeffs[index],
+                            landmark_error=self.landmark_error[index], landmark_offsets=pick(self.landmark_offsets),
+                            landmark_trust=pick(self.landmark_trust), points68=pick(self.points68))
+
+
+def detail_views(names: Sequence[str], euler_deg: torch.Tensor, choice: Sequence[str]) -> Tuple[List[int], List[str]]:
+    """The indices of the views ``choice`` names (SamePersonSettings.detail), in the order given, each once:
+    a view's name, or "frontal" for the view with the smallest yaw^2 + pitch^2 (``euler_deg`` (N, 3) yaw,
+    pitch, roll); and the names in ``choice`` that are no view's (left out: a photo skipped for want of a
+    face, a typo)."""
+    out, unknown = [], []
+    for c in choice:
+        if c == "frontal":
+            i = int(euler_deg[:, :2].pow(2).sum(1).argmin())
+        elif c in names:
+            i = list(names).index(c)
+        else:
+            unknown.append(c)
+            continue
+        if i not in out:
+            out.append(i)
+    return out, unknown
 
 
 def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
@@ -283,7 +322,8 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     neutral = model(id_coeffs[None], torch.zeros(1, n_exp, device=dev))[0]
     fit = JointFit(camera=camera, id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
                    vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error,
-                   landmark_trust=None if fuse is None else fuse.trust, points68=None if fuse is None else fuse.uv)
+                   landmark_trust=None if fuse is None else fuse.trust, points68=None if fuse is None else fuse.uv,
+                   landmark_offsets=None if lb_pose is lb else lb_pose.mean - lb.mean)
     if settings.check_disagreement:
         single = fit_landmarks(model, batch, corr, cs, init)
         fit.single_id_coeffs = single.id_coeffs

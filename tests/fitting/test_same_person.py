@@ -189,6 +189,16 @@ def test_cli_same_person_one_photo_and_a_faceless_one(tmp_path, good_photos, bad
     assert sheet.shape == (OVERLAY_SIZE, OVERLAY_SIZE, 3) and sheet.std() > 10
     assert not (out / "overlay.mp4").exists()
     assert (out / "identity.obj").read_text().count("\nf ") > 1000
+    # the texture from the photos (one here) on the identity, and the fine stage on the most frontal (the one)
+    obj = (out / "identity.obj").read_text()
+    assert "usemtl identity" in obj and "\nvt " in obj and "identity.png" in (out / "identity.mtl").read_text()
+    texture = cv2.imread(str(out / "identity.png"))
+    assert texture.shape == (512, 1024, 3) and texture.std() > 5
+    name = good_photos[0].stem
+    assert params["texture"]["reference"] == name and params["detail_views"] == [name]
+    assert 0.05 < params["texture"]["seen_fraction"] < 0.5 and params["texture"]["best_view_share"] == [1.0]
+    for part in ("fine.obj", "fine.png", "medium.obj", "report.png", "params.json"):
+        assert (out / "detail" / name / part).is_file(), part
 
 
 def test_cli_same_person_refuses_all_faces(tmp_path, good_photos):
@@ -258,14 +268,16 @@ def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(bad_inputs["corrupt"].read_bytes())
     out = tmp_path / "me"
-    res = run_cli(str(clip), str(corrupt), "--max-frames", "5", "--out", str(out), *model_args, cwd=tmp_path)
+    res = run_cli(str(clip), str(corrupt), "--max-frames", "5", "--detail", "none", "--out", str(out), *model_args,
+                  cwd=tmp_path)
     assert res.returncode == 1, res.stderr
     errors = error_lines(res.stderr)
     assert any("corrupt.mp4" in e for e in errors) and any("clip#f000003" in e and "no face" in e for e in errors)
     rows = list(csv.reader((out / "expressions.csv").open()))[1:]
     assert [r[1] for r in rows] == ["0.0000", "0.1000", "0.2000", "0.4000"]  # frame 3 has no face
     assert all(r[0] == str(clip) for r in rows)
-    assert (out / "identity.obj").is_file()
+    assert (out / "identity.obj").is_file() and (out / "identity.png").is_file()
+    assert not (out / "detail").exists()  # --detail none
     pygltflib = pytest.importorskip("pygltflib")
     gltf = pygltflib.GLTF2().load(str(out / "animation.glb"))
     (anim,) = gltf.animations
@@ -294,3 +306,12 @@ def test_temporal_term_smooths_expressions_only_for_ordered_frames(face_model, p
     stiff = SamePersonSettings(check_disagreement=False, lambda_temporal_exp=1e6)
     assert spread(stiff, True) < 0.05 * free  # held together
     assert spread(stiff, False) == pytest.approx(free, rel=1e-4)  # photos: no order, no term
+
+
+def test_detail_views_by_name_or_the_most_frontal():
+    from fitting.stages.joint import detail_views
+    euler = torch.tensor([[30.0, 0, 0], [-5.0, 8.0, 40.0], [12.0, -2.0, 0.0]])  # roll does not count
+    names = ["a", "b", "c"]
+    assert detail_views(names, euler, ("frontal",)) == ([1], [])
+    assert detail_views(names, euler, ("c", "frontal", "b", "x")) == ([2, 1], ["x"])
+    assert detail_views(names, euler, ()) == ([], [])

@@ -103,7 +103,7 @@ def test_two_turned_views_give_both_cheeks(face_model, scene):
     errors = {name: (error(r.texture, truth, left), error(r.texture, truth, right))
               for name, r in (("both", both), ("yaw -40", alone[0]), ("yaw +40", alone[1]))}
     print(errors)
-    # measured: both 0.0177 / 0.0119, yaw -40 alone 0.0177 / 0.0895, yaw +40 alone 0.0908 / 0.0119
+    # measured: both 0.0190 / 0.0104, yaw -40 alone 0.0191 / 0.0898, yaw +40 alone 0.0898 / 0.0105
     for cheek in (0, 1):
         singles = sorted(errors[name][cheek] for name in ("yaw -40", "yaw +40"))
         assert errors["both"][cheek] < 1.05 * singles[0], errors  # as good as the view that shows it
