@@ -292,17 +292,25 @@ class FaceFitter:
     def _merged_texture(self, fit, batch, reference: int, settings):
         """The views' merged UV albedo (:func:`fitting.stages.view_texture.merge_views`) as an (H, W, 3)
         float32 array, and what the result's parameters report of it (``reference``: the view index whose
-        exposure it has; per view the share of texels it gave most and its exposure gains; seconds)."""
-        from .stages.view_texture import merge_views
+        exposure it has; how many views were merged (``settings.max_views``, spread over the yaw range); per
+        view the share of texels it gave most and its exposure gains (0 and 1 for a view not merged); seconds)."""
+        from .stages.view_texture import merge_views, pick_views
         started = time.perf_counter()
         model = self.model
+        idx = pick_views(fit.camera.euler_degrees()[:, 0].cpu(), reference, settings.max_views)
+        sel = torch.as_tensor(idx, device=fit.vertices.device)
+        cam = fit.camera[sel]
         with torch.no_grad():
-            merged = merge_views(self.renderer, fit.camera.to_camera(fit.vertices), model.triangles,
-                                 model.uv_atlas(), model.uv_triangles, model.uv_tiles, fit.camera.intrinsics,
-                                 batch.images, batch.region_labels, reference=reference, settings=settings)
-        info = {"reference": reference, "seen_fraction": float(merged.seen.float().mean()),
-                "best_view_share": merged.coverage.cpu().tolist(), "exposure_gains": merged.gains.cpu().tolist(),
-                "seconds": time.perf_counter() - started}
+            merged = merge_views(self.renderer, cam.to_camera(fit.vertices[sel]), model.triangles,
+                                 model.uv_atlas(), model.uv_triangles, model.uv_tiles, cam.intrinsics,
+                                 batch.images[sel.to(batch.images.device)],
+                                 batch.region_labels[sel.to(batch.images.device)], reference=idx.index(reference),
+                                 settings=settings)
+        share, gains = [0.0] * len(fit.vertices), [[1.0, 1.0, 1.0]] * len(fit.vertices)
+        for j, i in enumerate(idx):
+            share[i], gains[i] = float(merged.coverage[j]), merged.gains[j].cpu().tolist()
+        info = {"reference": reference, "merged_views": len(idx), "seen_fraction": float(merged.seen.float().mean()),
+                "best_view_share": share, "exposure_gains": gains, "seconds": time.perf_counter() - started}
         return merged.texture.cpu().numpy(), info
 
     def _detail_fits(self, fit, jobs: List[FaceJob], indices: List[int]) -> List[FitResult]:

@@ -31,7 +31,7 @@ H x W texels (W = ``tiles * H``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,9 +54,12 @@ class ViewTextureSettings:
     # would cost 4x the per-view work for texels finer than the photos: a 512 px crop puts the face
     # at about 300 px across, and the face's shell spans about 450 texels of a 512-high atlas.
     texture_height: int = 512
-    # Landmark regions (landmarks.REGION_NAMES) whose photo pixels give colour: the face's skin,
-    # features and eyes. Beyond them the model's surface (scalp, ears, neck) shows hair or background.
-    regions: Tuple[str, ...] = ("skin", "nose", "lips", "brows", "eyes")
+    # Landmark regions (landmarks.REGION_NAMES) whose photo pixels give colour: the single-view
+    # texture's (fine.SFS_REGIONS). Beyond them the model's surface (scalp, ears, neck) shows hair or
+    # background; with the eyes in, the coarse mesh's eye sockets took the whites as streaks of glare
+    # on the shared 45-degree photo and its mirror image; left out they are filled like the single
+    # view's.
+    regions: Tuple[str, ...] = ("skin", "nose", "lips", "brows")
     # crop px: the ramp of the confidence from the face mask's edge (0) inward (1); as the
     # single-view texture's texture_edge_px (4 px), the band where hair, background and
     # grazing-angle shading mix into the colour, with as much again to feather over.
@@ -75,13 +78,23 @@ class ViewTextureSettings:
     min_confidence: float = 0.15
     # Divide the photo's colour by a grey SH shading fitted to each view (step 1); off: photo colour.
     remove_shading: bool = True
-    # Shading below this fraction of the view's mean is clamped (unitless): the division would
-    # blow up noise in deep shadow (nostrils, the far side of the nose at grazing light).
-    min_shading: float = 0.25
+    # Shading below this fraction of the view's mean is clamped (unitless). The coarse mesh's normals
+    # under the nose, in the eye sockets and at the mouth's corners predict deep shade that the photo
+    # does not have (light bounces in; the mesh's folds are not the face's): at 0.25 those texels came
+    # out as white glare on the shared 45-degree photo and its mirror image, at 0.5 still visibly, at
+    # 0.65 faintly; the synthetic test's cheek errors are the same at 0.25 and 0.65 (0.0190 / 0.0104).
+    min_shading: float = 0.65
     # Scale each view per channel to the reference view over the texels both see (step 3).
     match_exposure: bool = True
-    # Views rasterised and sampled at once: memory of about chunk x H x W x 40 bytes.
-    chunk: int = 8
+    # Views rasterised and sampled at once: memory of about chunk x H x W x 15 bytes (a third of the
+    # atlas's texels are the mesh's). Measured per view, 4 -> 16 synthetic views at 512 px, best of 3
+    # CPU seconds on this 2-core machine: chunk 4 0.23 s, chunk 8 0.27 s (plus 0.2-0.4 s once per merge).
+    chunk: int = 4
+    # At most this many views are merged (None: all): a video's neighbouring frames show the same
+    # texels from nearly the same angle, and each view costs about 0.23 s (above) against the joint
+    # coarse fit's 0.15 s per frame. :func:`pick_views` keeps the reference and views spread evenly
+    # over the yaw range (the turned head's extremes included).
+    max_views: Optional[int] = 16
     # The light is fitted on every this-many-th crop pixel in each direction: an order-2 SH light is
     # smooth, and the float64 least squares over all of a 512 px crop's pixels was half the merge's time.
     light_stride: int = 4
@@ -101,8 +114,8 @@ class ViewTextures(NamedTuple):
 
 
 class _ViewSamples(NamedTuple):
-    albedo: torch.Tensor  # (n, H*W, 3)
-    confidence: torch.Tensor  # (n, H*W) in [0, 1]
+    albedo: torch.Tensor  # (n, P, 3)
+    confidence: torch.Tensor  # (n, P) in [0, 1]
 
 
 def edge_ramp(mask: torch.Tensor, px: int) -> torch.Tensor:
@@ -135,8 +148,8 @@ def sample_views(renderer, texel_points: torch.Tensor, texel_normals: torch.Tens
                  settings: ViewTextureSettings) -> _ViewSamples:
     """Steps 1-2 for a chunk of n views: each texel's albedo and confidence in each view.
 
-    ``texel_points`` / ``texel_normals``: (n, P, 3) camera frame (P texels, zero normal on texels off
-    the mesh); ``verts_cam`` (n, V, 3); ``images`` (n, S, S, 3); ``region_labels`` (n, S, S)."""
+    ``texel_points`` / ``texel_normals``: (n, P, 3) camera frame, P texels on the mesh; ``verts_cam``
+    (n, V, 3); ``images`` (n, S, S, 3); ``region_labels`` (n, S, S)."""
     size = images.shape[1]
     frags = renderer.rasterize(verts_cam, tris, intrinsics, size, size)
     source = in_regions(region_labels, settings.regions) & frags.mask
@@ -151,7 +164,7 @@ def sample_views(renderer, texel_points: torch.Tensor, texel_normals: torch.Tens
     depth = sample_at_pixels(frags.depth[..., None], uvd[..., :2])[..., 0]
     ramp = sample_at_pixels(edge_ramp(source, settings.edge_px)[..., None], uvd[..., :2])[..., 0]
     to_camera = F.normalize(-texel_points, dim=-1)
-    cosine = (texel_normals * to_camera).sum(-1).clamp_min(0)  # 0 on texels off the mesh (zero normal)
+    cosine = (texel_normals * to_camera).sum(-1).clamp_min(0)
     seen = (depth - uvd[..., 2]).abs() < settings.tolerance_mm
     return _ViewSamples(albedo=colour, confidence=cosine * ramp * seen)
 
@@ -165,6 +178,26 @@ def exposure_gains(albedo: torch.Tensor, weight: torch.Tensor, ref_albedo: torch
     num, den = (w * ref_albedo).sum(1), (w * albedo).sum(1)
     ok = (w[..., 0].sum(1) >= min_texels)[:, None] & (den > 1e-6)
     return torch.where(ok, num / den.clamp_min(1e-6), torch.ones_like(num))
+
+
+def pick_views(yaw_deg: torch.Tensor, reference: int, count: Optional[int]) -> List[int]:
+    """Indices (ascending) of at most ``count`` views to merge, ``reference`` among them: views at ``count``
+    evenly spaced ranks of the views' yaw (``yaw_deg`` (N,)), the smallest and largest yaw included, the one
+    ranked nearest the reference replaced by it. ``count`` None or at least N: all views."""
+    n = yaw_deg.shape[0]
+    if count is None or count >= n:
+        return list(range(n))
+    order = torch.argsort(yaw_deg).tolist()
+    ranks = torch.linspace(0, n - 1, count).round().long().tolist()
+    ref_rank = order.index(reference)
+    nearest = min(range(count), key=lambda j: abs(ranks[j] - ref_rank))
+    ranks[nearest] = ref_rank
+    chosen = {order[r] for r in ranks}
+    for i in order:  # two ranks may round to one view: fill up in yaw order
+        if len(chosen) >= count:
+            break
+        chosen.add(i)
+    return sorted(chosen)
 
 
 def merge_views(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, atlas_uvs: torch.Tensor,
@@ -185,27 +218,28 @@ def merge_views(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, atlas_uvs
     h = settings.texture_height
     w = tiles * h
     dev, dt = verts_cam.device, verts_cam.dtype
-    # The atlas is rasterised once; each view's texel positions and normals interpolated on it.
+    # The atlas is rasterised once; each view's texel positions and normals interpolated on it, at the
+    # P texels the mesh covers only (packed: a third of the atlas; the rest is filled at the end).
     frags = renderer.rasterize_pixels(uv_to_texel(atlas_uvs, h, w)[None], uv_tris, h, w)
-    on_mesh = frags.mask.reshape(-1)
+    on_mesh = frags.pixels  # (P,) flat texel indices
+    p = on_mesh.shape[0]
 
     def texels(idx):
         v = verts_cam[idx]
         attr = torch.cat([v, vertex_normals(v, tris)], -1)  # (n, V, 6)
         flat = attr.permute(1, 0, 2).reshape(attr.shape[1], -1)  # (V, n*6): one interpolation for n views
-        out = renderer.interpolate(flat, frags, tris).reshape(h * w, len(idx), 6).permute(1, 0, 2)
-        nrm = F.normalize(out[..., 3:], dim=-1) * on_mesh[None, :, None]
-        return out[..., :3], nrm
+        out = renderer.interpolate(flat, frags, tris, packed=True).reshape(p, len(idx), 6).permute(1, 0, 2)
+        return out[..., :3], F.normalize(out[..., 3:], dim=-1)
 
     def samples(idx):
         pts, nrm = texels(idx)
         return sample_views(renderer, pts, nrm, verts_cam[idx], tris, intrinsics[idx], images[idx],
                             region_labels[idx], settings)
 
-    acc = torch.zeros(h * w, 3, device=dev, dtype=dt)
-    total = torch.zeros(h * w, device=dev, dtype=dt)
-    best_w = torch.zeros(h * w, device=dev, dtype=dt)
-    best = torch.full((h * w,), -1, dtype=torch.int64, device=dev)
+    acc = torch.zeros(p, 3, device=dev, dtype=dt)
+    total = torch.zeros(p, device=dev, dtype=dt)
+    best_w = torch.zeros(p, device=dev, dtype=dt)
+    best = torch.full((p,), -1, dtype=torch.int64, device=dev)
     gains = torch.ones(n, 3, device=dev, dtype=dt)
     starts = list(range(0, n, settings.chunk))
     first = reference // settings.chunk * settings.chunk  # the reference's chunk first: its albedo is the scale
@@ -224,10 +258,13 @@ def merge_views(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, atlas_uvs
         better = top > best_w
         best = torch.where(better, arg + start, best)
         best_w = torch.where(better, top, best_w)
-    seen = total > 0
-    colour = acc / total.clamp_min(1e-30)[:, None]
-    fallback = (colour * seen[:, None]).sum(0) / seen.sum().clamp_min(1)
+    seen_p = total > 0
+    colour_p = acc / total.clamp_min(1e-30)[:, None]
+    counts = torch.bincount(best[seen_p], minlength=n)[:n].to(dt)
+    colour = torch.zeros(h * w, 3, device=dev, dtype=dt).index_put((on_mesh,), colour_p)
+    seen = torch.zeros(h * w, dtype=torch.bool, device=dev).index_put((on_mesh,), seen_p)
+    best_full = torch.full((h * w,), -1, dtype=torch.int64, device=dev).index_put((on_mesh,), best)
+    fallback = (colour_p * seen_p[:, None]).sum(0) / seen_p.sum().clamp_min(1)
     texture = fill_unseen(colour.reshape(1, h, w, 3), seen.reshape(1, h, w), fallback[None])[0].clamp(0, 1)
-    counts = torch.bincount(best[seen], minlength=n)[:n].to(dt)
-    return ViewTextures(texture=texture, seen=seen.reshape(h, w), best=best.reshape(h, w),
-                        coverage=counts / seen.sum().clamp_min(1), gains=gains)
+    return ViewTextures(texture=texture, seen=seen.reshape(h, w), best=best_full.reshape(h, w),
+                        coverage=counts / seen_p.sum().clamp_min(1), gains=gains)

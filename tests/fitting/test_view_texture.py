@@ -149,3 +149,16 @@ def test_edge_ramp_and_gains():
     assert g[1].tolist() == pytest.approx([2.0, 0.5, 1.0], rel=1e-4)
     g_none = exposure_gains(albedo, torch.zeros(2, 500), ref, w[0])
     torch.testing.assert_close(g_none, torch.ones(2, 3))
+
+
+def test_pick_views_spreads_over_yaw_and_keeps_the_reference():
+    from fitting.stages.view_texture import pick_views
+    yaw = torch.tensor([0.0, 5, 10, -30, 40, 2, 1, -3, 20, -10])
+    assert pick_views(yaw, 2, None) == list(range(10)) and pick_views(yaw, 2, 10) == list(range(10))
+    four = pick_views(yaw, 6, 4)
+    assert len(four) == 4 and 6 in four and 3 in four and 4 in four  # the reference and both extremes
+    assert pick_views(yaw, 6, 1) == [6]
+    assert pick_views(yaw, 1, 2) == [1, 3] and pick_views(yaw, 7, 2) == [4, 7]  # the far side's extreme
+    for count in range(1, 10):
+        picked = pick_views(yaw, 0, count)
+        assert len(picked) == count and 0 in picked and picked == sorted(set(picked))
