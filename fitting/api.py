@@ -193,9 +193,11 @@ class FaceFitter:
         ``settings``: :class:`fitting.stages.joint.SamePersonSettings` (default: the coarse
         settings of this fitter without the photometric polish, which the joint fit does not run).
         A photo whose own single-view identity lies farther than ``settings.disagreement_mm`` from
-        the joint one gets a line in ``result.warnings`` (may be another person). The stages this
-        fitter was made with are not run: the joint fit is landmark least squares, plus the joint
-        photometric polish with ``settings.photometric`` (off by default).
+        the joint one gets a line in ``result.warnings`` (may be another person). The joint fit is
+        landmark least squares, plus the joint photometric polish with ``settings.photometric`` (off by
+        default); the views' albedo is merged into one UV texture (``settings.texture``) and the
+        single-view medium and fine stages run on ``settings.detail``'s views (``result.details``), with
+        this fitter's settings for the stages it was made with and the defaults for the others.
         """
         if names is not None and len(names) != len(sources):
             raise ValueError(f"{len(names)} names for {len(sources)} images")
