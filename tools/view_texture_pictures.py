@@ -12,7 +12,8 @@ Writes into ``--out`` (each picture the atlas's face tile, rows top to bottom):
   (red: the photo, green: the mirror image).
 
 Prints the merge's seconds for 1, 2, 4 and 8 synthetic views (512 px crops, the default 512 px atlas) and the
-per-view slope, and the cheeks' errors of the three-view merge.
+per-view slope, and the cheeks' errors of the three-view merge; with ``--sharpness`` the table behind
+``ViewTextureSettings.sharpness``.
 """
 from __future__ import annotations
 
@@ -78,6 +79,33 @@ def synthetic(model, out: Path) -> None:
     cv2.imwrite(str(out / "synthetic.png"), np.vstack([photos, row, best]))
 
 
+def sharpness_table(model) -> None:
+    """ViewTextureSettings.sharpness's table: three views at yaw -40 / 0 / +40 (256 px, the test's scene), the
+    cheeks' errors at sharpness 1 / 2 / 4 for two pattern frequencies, with exact poses and with each view's
+    fitted yaw off by 3 degrees (alternating in sign, or the same for all)."""
+    import test_view_texture as T
+    from fitting.rendering.renderer import Renderer
+    from fitting.stages.view_texture import ViewTextureSettings, merge_views
+    T.SIZE, T.FOCAL, T.HEIGHT = 256, 700.0, 256
+    renderer, tiles = Renderer("cpu"), model.uv_tiles
+    left, right = T.cheek_texels(model, renderer, tiles)
+    for cycles in (6.0, 24.0):
+        truth = T.truth_texture(T.HEIGHT, tiles, cycles)
+        verts_cam, k, photo, labels = T.render_views(model, renderer, truth, [-40.0, 0.0, 40.0])
+        for label, signs in (("exact", (0, 0, 0)), ("-3/+3/-3 deg", (-1, 1, -1)), ("+3 deg all", (1, 1, 1))):
+            centre = verts_cam.mean(1, keepdim=True)
+            rot = torch.stack([T.yaw_matrix(3.0 * sg) for sg in signs])
+            fitted = (verts_cam - centre) @ rot.transpose(1, 2) + centre
+            cells = []
+            for sharpness in (1.0, 2.0, 4.0):
+                with torch.no_grad():
+                    m = merge_views(renderer, fitted, model.triangles, model.uv_atlas(), model.uv_triangles, tiles, k,
+                                    photo, labels, settings=ViewTextureSettings(texture_height=T.HEIGHT,
+                                                                                sharpness=sharpness))
+                cells.append(f"{T.error(m.texture, truth, left):.4f}/{T.error(m.texture, truth, right):.4f}")
+            print(f"{cycles:g} cycles, {label}: sharpness 1 / 2 / 4: {'  '.join(cells)}")
+
+
 def photo_pair(fitter, path: Path, out: Path) -> None:
     import cv2
     from fitting.detections import DetectionBatch
@@ -109,12 +137,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--photo", type=Path, default=Path("/work/shared/faces/07_man_yaw45_right.jpg"))
+    ap.add_argument("--sharpness", action="store_true", help="also print ViewTextureSettings.sharpness's table")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     from fitting.api import FaceFitter
     fitter = FaceFitter(stages=("coarse",), device="cpu")
     synthetic(fitter.model, args.out)
     photo_pair(fitter, args.photo, args.out)
+    if args.sharpness:
+        sharpness_table(fitter.model)
     return 0
 
 

@@ -19,10 +19,10 @@ confidence-weighted mean:
 3. each view's albedo scaled per channel to the reference view's exposure
    over the texels both see (a camera's auto exposure, the light's falloff
    as the head turns);
-4. the weighted mean with weights ``confidence ** sharpness``: a sharp
-   weighting is a best-view selection whose seams are feathered wherever two
-   views' confidences cross; texels no view sees well enough are filled by
-   :func:`fitting.stages.texture.fill_unseen`.
+4. the weighted mean with weights ``confidence ** sharpness`` (1 by default:
+   the confidence-weighted mean; large values approach a best-view selection
+   feathered where two views' confidences cross); texels no view sees well
+   enough are filled by :func:`fitting.stages.texture.fill_unseen`.
 
 Views are processed ``chunk`` at a time and summed, so a video's hundreds of
 frames need the memory of one chunk. Shapes: N views, V vertices, S crop px,
@@ -68,10 +68,19 @@ class ViewTextureSettings:
     # (FineSettings.visibility_tolerance_mm's role for one view).
     tolerance_mm: float = 3.0
     # Confidence is cos(normal, ray) * edge ramp; the merge weighs each view by confidence ** sharpness
-    # (unitless). 1 averages the views (any misfit between them blurs; the oblique view's stretched
-    # pixels count); large values pick the best view with a hard seam. At 4 a cheek seen at 10 degrees
-    # from one camera and 70 from the other takes (0.98 / 0.34) ** 4 = 69 times the first's weight.
-    sharpness: float = 4.0
+    # (unitless). Large values pick the best view with a hard seam; 1 is the confidence-weighted mean.
+    # Measured on synthetic views of the mean face at yaw -40 / 0 / +40 (tools/view_texture_pictures.py
+    # --sharpness), cheek error left / right after a per-channel scale, sharpness 1 / 2 / 4:
+    #   pattern of 6 cycles, exact poses:      0.0183/0.0125  0.0191/0.0130  0.0197/0.0129 (one view: 0.0191/0.0105)
+    #   6 cycles, yaw off by -3/+3/-3 deg:     0.0222/0.0149  0.0226/0.0159  0.0227/0.0173
+    #   6 cycles, yaw off by +3 deg in all:    0.0213/0.0198  0.0211/0.0205  0.0209/0.0211
+    #   24 cycles, exact poses:                0.0036/0.0037  0.0036/0.0037  0.0036/0.0036
+    #   24 cycles, yaw off by -3/+3/-3 deg:    0.0196/0.0180  0.0227/0.0201  0.0277/0.0247 (one view: 0.034)
+    #   24 cycles, yaw off by +3 deg in all:   0.0305/0.0322  0.0317/0.0329  0.0328/0.0337 (one view: 0.034)
+    # A sharper weighting won once, by 0.0004 on one cheek: misfit views are better averaged than picked.
+    # What might favour it (an expression or a highlight that one view has and the others not) is not
+    # measured.
+    sharpness: float = 1.0
     # A texel whose best confidence is below this is filled from its neighbours (fill_unseen):
     # below it (cos 0.15: 81 degrees from the ray, or the outermost 1/8 of the edge ramp at
     # cos 1) the colour is a few stretched photo pixels.
