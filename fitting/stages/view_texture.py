@@ -91,7 +91,8 @@ class ViewTextureSettings:
     # under the nose, in the eye sockets and at the mouth's corners predict deep shade that the photo
     # does not have (light bounces in; the mesh's folds are not the face's): at 0.25 those texels came
     # out as white glare on the shared 45-degree photo and its mirror image, at 0.5 still visibly, at
-    # 0.65 faintly; the synthetic test's cheek errors are the same at 0.25 and 0.65 (0.0190 / 0.0104).
+    # 0.65 faintly; the synthetic test's cheek errors are the same at 0.25 and 0.65 (0.0190 / 0.0104 at
+    # sharpness 4).
     min_shading: float = 0.65
     # Scale each view per channel to the reference view over the texels both see (step 3).
     match_exposure: bool = True
