@@ -141,8 +141,9 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
         res = landmark_residual(verts, rot, t) * norm[:, None, None]
         lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
-        prior = (settings.lambda_id * (id_param ** 2).sum(1) / id_views + settings.lambda_exp * (exp_c ** 2).sum(1)) \
-            * lm_scale / w_lm.sum(1).clamp_min(1e-6)
+        # the least squares' priors (landmark_fit.solve_shape), the expressions' L1 linear as they are kept >= 0
+        prior = (settings.lambda_id * (id_param ** 2).sum(1) / id_views + settings.lambda_exp * (exp_c ** 2).sum(1)
+                 + settings.lambda_exp_l1 * exp_c.sum(1)) * lm_scale / w_lm.sum(1).clamp_min(1e-6)
         loss = (photo + lm + prior).sum()
         loss.backward()
         opt.step()
