@@ -26,8 +26,8 @@ from ..rotation import matrix_to_euler
 from .context import Stage
 from .correspondence import Correspondence
 from .fusion import FusionSettings, mediapipe_to_68, mediapipe_trust, points68_basis_inputs, regressor_weights
-from .landmark_fit import (LandmarkBasis, affine_pose, landmark_weights, refine_pose, reprojection_residual,
-                           solve_shape)
+from .landmark_fit import (LandmarkBasis, affine_pose, exp_l1_weights, landmark_weights, refine_pose,
+                           reprojection_residual, solve_shape)
 
 if TYPE_CHECKING:
     from .context import FitContext
@@ -75,15 +75,15 @@ class CoarseSettings:
     # (default pipeline, a neutral head scan whose brow points sit ~8 mm off the model's) needs about 1000 to
     # keep every weight under 0.3 at yaw 0-40 (largest 1.00 / 0.80 / 0.49 / 0.32 / 0.10 at 0 / 300 / 500 /
     # 700 / 1000), so 1000, the plateau's end. `bench coarse` (20 faces, least squares) 3.21 -> 3.11 mm,
-    # landmark error 0.78 -> 0.89 px. Its cost on the scan: coarse RMSE, mean of 8 rows, 1.44 -> 1.48 mm
-    # (uniform look, yaw 0 / 20: 1.47 / 1.21 -> 1.67 / 1.37: the identity takes up part of the brow offset the
-    # expressions no longer do), neutral 1.53 -> 1.52 mm.
+    # landmark error 0.78 -> 0.89 px. Its cost on the scan (with exp_l1_exclude below): coarse RMSE, mean of 8
+    # rows, 1.44 -> 1.46 mm (uniform look, yaw 0 / 20: 1.47 / 1.21 -> 1.61 / 1.35: the identity takes up part
+    # of the brow offset the expressions no longer do; yaw 60 1.95 -> 1.67), neutral 1.53 -> 1.53 mm.
     lambda_exp_l1: float = 1000.0
     # Blendshapes without the L1 prior (name prefixes): the eyes' closing, which photos (blinks) and the scan
     # (eyes closed) show often, and which the L1 prior took away: `bench expressions` eyes-closed faces
     # eyeBlink found at 0.25 (truth 1; at 0 without the prior) -> 0.00 with it -> 0.24 without it on the blinks;
-    # scan eyeBlink_L/R 1.00/0.67 (uniform, yaw 0) -> 0.53/0.26 -> 0.61/0.34. The cost: neutral faces' largest
-    # false weight 0.03 -> 0.12 (eyeBlink); all sets' fit against the truth 3.18 -> 3.17 mm.
+    # scan eyeBlink_L/R 1.00/0.68 (uniform, yaw 0; no prior) -> 0.53/0.26 -> 1.00/0.69. The cost: neutral
+    # faces' largest false weight 0.03 -> 0.12 (eyeBlink); all sets' fit against the truth 3.18 -> 3.17 mm.
     exp_l1_exclude: tuple = ("eyeBlink",)
     n_id: int = 100  # identity modes used (the first n_id)
     exp_bounds: tuple = (0.0, 1.0)  # ICT expression activations
@@ -234,14 +234,6 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
                         albedo=None if init is None else init.albedo, seconds=time.perf_counter() - t0,
                         landmark_trust=None if fuse is None else fuse.trust,
                         points68=None if fuse is None else fuse.uv, weights68=None if fuse is None else fuse.weights)
-
-
-def exp_l1_weights(model: MorphableModel, settings: CoarseSettings) -> torch.Tensor:
-    """(n_exp,) the L1 prior's weight per blendshape: ``settings.lambda_exp_l1``, 0 for those named by
-    ``settings.exp_l1_exclude`` (name prefixes)."""
-    keep = torch.tensor([not name.startswith(settings.exp_l1_exclude) for name in model.exp_names]) \
-        if settings.exp_l1_exclude else torch.ones(model.n_exp, dtype=torch.bool)
-    return settings.lambda_exp_l1 * keep.to(torch.float32)
 
 
 def start_pose_and_fusion(model: MorphableModel, batch: DetectionBatch, corr: Correspondence,

@@ -88,6 +88,13 @@ def landmark_weights(batch: "DetectionBatch", corr: "Correspondence", settings: 
     return w
 
 
+def exp_l1_weights(model: MorphableModel, settings: "CoarseSettings") -> torch.Tensor:
+    """(n_exp,) the expressions' L1 prior per blendshape: ``settings.lambda_exp_l1``, 0 for those named by
+    ``settings.exp_l1_exclude`` (name prefixes)."""
+    keep = [not name.startswith(tuple(settings.exp_l1_exclude)) for name in model.exp_names]
+    return settings.lambda_exp_l1 * torch.tensor(keep, dtype=torch.float32)
+
+
 def _normaliser(uv: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(B,) factor turning pixels into normalised pixels (landmark spread -> NORMALISED_SIZE)."""
     w = (weights > 0).to(uv)
