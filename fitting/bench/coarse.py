@@ -138,7 +138,8 @@ def run(args) -> int:
     # exact points are the table's surface points: MediaPipe's yaw-dependent drift does not apply
     oracle_settings = CoarseSettings(photometric=False, landmark_offsets=False)
     oracle_weak = CoarseSettings(photometric=False, landmark_offsets=False, lambda_id=oracle_settings.lambda_id / 100,
-                                 lambda_exp=oracle_settings.lambda_exp / 100)
+                                 lambda_exp=oracle_settings.lambda_exp / 100,
+                                 lambda_exp_l1=oracle_settings.lambda_exp_l1 / 100)
     ph_settings = CoarseSettings(photometric=True)
     from fitting.stages.context import FitContext
     from fitting.stages.initializers import resolve_initializer
@@ -250,8 +251,8 @@ def run(args) -> int:
     if not args.no_oracle:
         print("exact landmarks: the same least squares (landmark_offsets=False) fed the true projections of the "
               "correspondence table's surface points on the true mesh instead of MediaPipe's points; its landmark "
-              "error is against those points; 'priors / 100': lambda_id and lambda_exp divided by 100 (the shipped "
-              "values are set for MediaPipe's noise). What a perfect detector would give: the ceiling of solver "
+              "error is against those points; 'priors / 100': lambda_id, lambda_exp and lambda_exp_l1 divided by "
+              "100 (the shipped values are set for MediaPipe's noise). What a perfect detector would give: the ceiling of solver "
               "and model.")
     if not args.no_eos:
         print(f"eos-py: fit_shape_to_landmarks_linear, identity only (eos fits no ICT expressions; "

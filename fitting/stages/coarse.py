@@ -26,8 +26,8 @@ from ..rotation import matrix_to_euler
 from .context import Stage
 from .correspondence import Correspondence
 from .fusion import FusionSettings, mediapipe_to_68, mediapipe_trust, points68_basis_inputs, regressor_weights
-from .landmark_fit import (LandmarkBasis, affine_pose, landmark_weights, refine_pose, reprojection_residual,
-                           solve_shape)
+from .landmark_fit import (LandmarkBasis, affine_pose, exp_l1_weights, landmark_weights, refine_pose,
+                           reprojection_residual, solve_shape)
 
 if TYPE_CHECKING:
     from .context import FitContext
@@ -62,6 +62,29 @@ class CoarseSettings:
     # model to that scan needs no browDown (< 0.1; identity alone 1.37 mm): MediaPipe's brows there sit
     # about 8 mm, its lid-crease points 4-7 mm, below the model's (the table's) points on that fit.
     lambda_exp: float = 10.0
+    # Sparse prior on the expressions: + lambda_exp_l1 * sum_j a_exp_j (L1 on activations kept >= 0), same
+    # units as lambda_exp: a face uses few blendshapes, and the Tikhonov term alone let each one take up a
+    # little of MediaPipe's correspondence error until they summed to a false expression (issue 16: browDown
+    # 0.9-1.0 on the neutral scan). Measured on the faces of `bench expressions` (6 sets x 4 identities x
+    # yaw 0/20/40, seed 0, least squares), l1 0 / 100 / 200 / 400 / 700 / 1000: fit against the truth 3.37 /
+    # 3.27 / 3.23 / 3.20 / 3.18 / 3.18 mm, identity (neutral mesh) 3.05 / 3.03 / 3.03 / 3.04 / 3.05 / 3.06 mm
+    # (flat), mean largest false weight 0.66 / 0.39 / 0.30 / 0.18 / 0.10 / 0.07; the cost is in the true
+    # weights: a smile of 0.8 found at 0.48 / 0.46 / 0.45 / 0.43 / 0.39 / 0.34, jawOpen 0.5 at 0.38 / 0.38 /
+    # 0.38 / 0.34 / 0.28 / 0.26 (blinks and brows, which MediaPipe's points on these faces hardly show,
+    # 0.25 / 0.25 / 0.10 at 0, fall to <= 0.01). The fit's error is flat from 700 to 1000; `bench scan`
+    # (default pipeline, a neutral head scan whose brow points sit ~8 mm off the model's) needs about 1000 to
+    # keep every weight under 0.3 at yaw 0-40 (largest 1.00 / 0.80 / 0.49 / 0.32 / 0.10 at 0 / 300 / 500 /
+    # 700 / 1000), so 1000, the plateau's end. `bench coarse` (20 faces, least squares) 3.21 -> 3.11 mm,
+    # landmark error 0.78 -> 0.89 px. Its cost on the scan (with exp_l1_exclude below): coarse RMSE, mean of 8
+    # rows, 1.44 -> 1.46 mm (uniform look, yaw 0 / 20: 1.47 / 1.21 -> 1.61 / 1.35: the identity takes up part
+    # of the brow offset the expressions no longer do; yaw 60 1.95 -> 1.67), neutral 1.53 -> 1.53 mm.
+    lambda_exp_l1: float = 1000.0
+    # Blendshapes without the L1 prior (name prefixes): the eyes' closing, which photos (blinks) and the scan
+    # (eyes closed) show often, and which the L1 prior took away: `bench expressions` eyes-closed faces
+    # eyeBlink found at 0.25 (truth 1; at 0 without the prior) -> 0.00 with it -> 0.24 without it on the blinks;
+    # scan eyeBlink_L/R 1.00/0.68 (uniform, yaw 0; no prior) -> 0.53/0.26 -> 1.00/0.69. The cost: neutral
+    # faces' largest false weight 0.03 -> 0.12 (eyeBlink); all sets' fit against the truth 3.18 -> 3.17 mm.
+    exp_l1_exclude: tuple = ("eyeBlink",)
     n_id: int = 100  # identity modes used (the first n_id)
     exp_bounds: tuple = (0.0, 1.0)  # ICT expression activations
     # Expression blendshapes left out of the fit (name prefixes): gaze turns the
@@ -191,13 +214,15 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     rel = batch.rel_depth.to(dev) if fuse is None else None
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = torch.tensor([name.startswith(settings.exp_exclude) for name in model.exp_names], device=dev)
+    l1 = exp_l1_weights(model, settings).to(dev)
     for _ in range(settings.alternations):
         w = landmark_weights(batch, corr, settings, rot).to(dev)
         lb_pose, offsets = at_pose(rot)
         lb_all, uv_all, w_all = fused_targets(fuse, lb_pose, uv, w)
         coeffs = solve_shape(lb_all, uv_all, w_all, k, rot, t, settings.lambda_id, settings.lambda_exp,
                              prev_coeffs=coeffs, exp_bounds=settings.exp_bounds, rel_depth=rel,
-                             lambda_depth=settings.lambda_depth, frozen=frozen, prior_mean=prior_mean)
+                             lambda_depth=settings.lambda_depth, frozen=frozen, prior_mean=prior_mean,
+                             lambda_exp_l1=l1)
         rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, settings.pose_iterations)
     lb_pose, offsets = at_pose(rot)
     err = reprojection_residual(lb_pose.points(coeffs), rot, t, uv, k).norm(dim=-1)

@@ -42,9 +42,9 @@ from ..detections import DetectionBatch
 from ..rotation import matrix_to_euler
 from .coarse import CoarseInit, CoarseSettings, fit_landmarks, fused_targets, start_pose_and_fusion
 from .correspondence import Correspondence
-from .view_texture import ViewTextureSettings
-from .landmark_fit import (LandmarkBasis, landmark_weights, refine_pose, reprojection_residual,
+from .landmark_fit import (LandmarkBasis, exp_l1_weights, landmark_weights, refine_pose, reprojection_residual,
                            shape_rows, solve_spd)
+from .view_texture import ViewTextureSettings
 
 
 @dataclass
@@ -163,15 +163,17 @@ def detail_views(names: Sequence[str], euler_deg: torch.Tensor, choice: Sequence
 
 def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
                        rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
-                       prev_coeffs: torch.Tensor, exp_bounds=(0.0, 1.0), active_set_rounds: int = 4,
-                       frozen: Optional[torch.Tensor] = None, lambda_temporal=0.0):
+                       prev_coeffs: torch.Tensor, exp_bounds=(0.0, 1.0), active_set_rounds: int = 10,
+                       frozen: Optional[torch.Tensor] = None, lambda_temporal=0.0, lambda_exp_l1=0.0):
     """Regularised least squares for one identity and N expressions with the N poses fixed.
 
     ``uv`` (N, K, 2) pixels, ``weights`` (N, K), ``intrinsics`` (N, 4), ``rot`` (N, 3, 3), ``t`` (N, 3),
     ``prev_coeffs`` (N, n) where each point's depth is linearised (identity modes first, as in ``lb``).
     ``frozen`` (n,) bool: coefficients held at zero. ``lambda_temporal``, a number or (n_exp,) one per
     expression: the views are consecutive frames; ``sum_j lambda_temporal[j] (a_exp[v+1, j] - a_exp[v, j])^2``
-    is added for each v (a block-tridiagonal term in the expression blocks). Returns
+    is added for each v (a block-tridiagonal term in the expression blocks). ``lambda_exp_l1``, a number or
+    (n_exp,): the expressions' L1 prior, per view, as in :func:`fitting.stages.landmark_fit.solve_shape` (as is
+    the active set, which frees a pinned activation whose gradient points back into the bounds). Returns
     ``(a_id (n_id,), a_exp (N, n_exp))``.
     """
     nv, n, n_id = uv.shape[0], lb.basis.shape[-1], lb.n_id
@@ -198,6 +200,10 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
         degree[0] = degree[-1] = 1.0
         m_ee = m_ee + degree[:, None, None] * torch.diag(lam_t)
     b_id, b_exp = atb[:, :n_id].sum(0), atb[:, n_id:]
+    linear = 0.5 * torch.as_tensor(lambda_exp_l1, dtype=f64, device=dev).expand(m)  # the L1 term, linear in a_exp >= 0
+    if frozen is not None:
+        linear = torch.where(frozen.to(dev)[n_id:], torch.zeros_like(linear), linear)
+    b_exp = b_exp - linear
     lo, hi = exp_bounds
     pinned = torch.zeros(nv, m, dtype=torch.bool, device=dev)
     pin_value = torch.zeros(nv, m, dtype=f64, device=dev)
@@ -214,10 +220,17 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
         a_id64 = solve_spd(schur[None], (b_id - torch.einsum("vai,va->i", m_ei, x_b))[None])[0]
         e = x_b - x_i @ a_id64
         out = ((e < lo) | (e > hi)) & ~pinned
-        if not bool(out.any()):
+        # the expressions' gradient without the pinning (half of it), to free a pinned one that points inward
+        grad = (torch.einsum("vab,vb->va", m_ee + torch.diag_embed(reg_exp), e)
+                + torch.einsum("vai,i->va", m_ei, a_id64) - b_exp)
+        if bool((lam_t > 0).any()):
+            grad[1:] -= lam_t * e[:-1]
+            grad[:-1] -= lam_t * e[1:]
+        release = pinned & (((pin_value <= lo) & (grad < 0)) | ((pin_value >= hi) & (grad > 0)))
+        if not bool(out.any()) and not bool(release.any()):
             break
         pin_value = torch.where(out, e.clamp(lo, hi), pin_value)
-        pinned |= out
+        pinned = (pinned | out) & ~release
     return a_id64.to(dtype), e.to(dtype).clamp(lo, hi)
 
 
@@ -293,12 +306,13 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = torch.tensor([name.startswith(cs.exp_exclude) for name in model.exp_names], device=dev)
+    l1 = exp_l1_weights(model, cs).to(dev)
     for _ in range(cs.alternations):
         w = landmark_weights(batch, corr, cs, rot).to(dev)
         lb_all, uv_all, w_all = fused_targets(fuse, at_pose(rot), uv, w)
         a_id, a_exp = solve_shared_shape(lb_all, uv_all, w_all, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
                                          exp_bounds=cs.exp_bounds, frozen=frozen,
-                                         lambda_temporal=temporal)
+                                         lambda_temporal=temporal, lambda_exp_l1=l1)
         coeffs = torch.cat([a_id.expand(nv, -1), a_exp], 1)
         rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     lb_pose = at_pose(rot)

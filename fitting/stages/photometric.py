@@ -29,7 +29,7 @@ from sfs.light import estimate_sh_light
 from sfs.sh import sh_irradiance
 
 from ..rotation import axis_angle_to_matrix
-from .landmark_fit import NORMALISED_SIZE, _normaliser, landmark_weights, reprojection_residual
+from .landmark_fit import NORMALISED_SIZE, _normaliser, exp_l1_weights, landmark_weights, reprojection_residual
 
 if TYPE_CHECKING:
     from ..detections import DetectionBatch
@@ -98,6 +98,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     dt = torch.zeros(b, 3, device=dev, requires_grad=True)
     tris = model.triangles
     keep_exp = torch.tensor([not n.startswith(settings.exp_exclude) for n in model.exp_names], device=dev)
+    l1 = exp_l1_weights(model, settings).to(dev)
 
     def camera_vertices():
         verts = model(id_param.expand(b, -1), exp_c * keep_exp)
@@ -141,8 +142,9 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
         res = landmark_residual(verts, rot, t) * norm[:, None, None]
         lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
-        prior = (settings.lambda_id * (id_param ** 2).sum(1) / id_views + settings.lambda_exp * (exp_c ** 2).sum(1)) \
-            * lm_scale / w_lm.sum(1).clamp_min(1e-6)
+        # the least squares' priors (landmark_fit.solve_shape), the expressions' L1 linear as they are kept >= 0
+        prior = (settings.lambda_id * (id_param ** 2).sum(1) / id_views + settings.lambda_exp * (exp_c ** 2).sum(1)
+                 + (l1 * exp_c).sum(1)) * lm_scale / w_lm.sum(1).clamp_min(1e-6)
         loss = (photo + lm + prior).sum()
         loss.backward()
         opt.step()
