@@ -75,7 +75,8 @@ class SfsSettings:
     saturation: float = 0.98             # [0,1] intensity; pixels with a channel >= this are left out of
                                          # the light fit and the photometric terms
     dark: float = 0.0                    # [0,1] intensity; pixels with all channels <= this are left out too
-    max_depth_change_mm: float = 5.0     # mm, |d - d0| is bounded softly (tanh) by this
+    max_depth_change_mm: float = 5.0     # mm, |d - d0| of the per-pixel phases is bounded softly (tanh) by this,
+                                         # the whole change (modes and free change too) clamped to it
     light_ridge: float = 1e-9            # unitless, relative ridge of the light least squares
 
     # --- albedo, eq. 6, 7 (initial stage, eps = 0) -------------------------------------
@@ -144,6 +145,58 @@ class SfsSettings:
     # pool 4 (runs back to back, the machine shared), 5.51 / 5.91 at pool 2 in an earlier pair.
     basis_pool: int = 4
     basis_anchor: float = 0.001 * 3      # 1/mm^2: weight of the modes' mean squared depth change (mean over the mask)
+
+    # --- mid-frequency free-form depth (after the modes, before eq. 6-9) ----------------------
+    # The modes move only what the model can express, and eq. 9's per-pixel Adam steps cannot carry a
+    # correction across a cheek. This phase fits a free depth change, a sum of bicubic-upsampled grids of
+    # coefficients, coarse to fine (cells of ms_cells working px), to the shading with the light solved
+    # inside the energy (as the modes' phase) and the albedo held at the region means; each level is fitted
+    # on the image pooled so that its cells span ms_cell_px pixels (the cost of the coarse levels is small).
+    # Shading leaves free, with the light, a scaling and tilt of the relief (the bas-relief ambiguity: with
+    # the light free and no pull toward the start shape the fits flatten or deepen the face, uniform look
+    # yaw 20: 9.4 -> 13.5 deg); ms_gbr pulls that part of the change (the least-squares fit of the change
+    # by the start depth, x, y and a constant) toward 0, and ms_anchor weakly the whole change.
+    # Measured on `bench scan`'s photos, the fine stage alone from the same medium results (cached; fine
+    # normal error / coarse's, uniform yaw 0 / 40, textured 0 / 20; main 0.91 / 0.99 / 0.96 / 0.95):
+    # - cells (32, 16, 8, 4), squared residual, anchor 3e-4, gbr 0.01: 0.79 / - / 1.13 / -: the textured
+    #   look's cast shadow of the nose became a dent (the picture);
+    # - + Cauchy residual at 0.05 (ms_robust) and shadowed pixels left out (shadow_*): 0.75 / - / 0.98 / 0.97;
+    # - + ms_smooth 1.0: 0.81 / 0.92 / 0.89 / 0.95 (mean of the 8 photos 0.90); cells from 64: the same;
+    #   40 iterations: the same; the light fixed from the start depth instead: 0.87 / - / 1.08 / -;
+    # - anchor 1e-4: 0.78 / 0.90 / 0.90 / 0.94; 0: 0.74 / 0.94 / 0.95 / 0.98;
+    # - then the nose's albedo as the skin's (FineSettings.skin_albedo_regions): 0.77 / 0.87 / 0.90 / 0.92;
+    #   ms_cell_px 4 -> 2 (the finest level on a 128 px image): 0.79 / 0.87 / 0.90 / 0.94, the fine stage
+    #   11.5 -> 7.6 s per face (without this phase 6.6 s; the machine idle); cells (32, 16, 8) at 4 px: 0.78 /
+    #   0.88 / 0.89 / 0.94, 7.9 s.
+    # - but a weak anchor costs where the start is right or the albedo is not flat: on the synthetic scene of
+    #   tests/sfs (right smooth start, fine bumps, an unlabelled blob of 25 % darker skin) the fine normal
+    #   error was 1.38 deg without this phase, 2.22 with anchor 1e-4 (the blob became a dent), 1.80 at 3e-4,
+    #   1.50 at 1e-3; with half the face masked 1.49 / 3.73 / 2.91 / 2.28; and on the older man's photo a
+    #   forehead corner at the mask's edge (few pixels per cell) moved past max_depth_change_mm at 1e-4 (a
+    #   flat, creased patch in shading.png), not at 1e-3. Hence 1e-3 (taken): on the scan 0.84 / 0.93 / 0.90
+    #   / 0.96 (all 8 photos: uniform 0.84 / 0.87 / 0.93 / 0.85, textured 0.90 / 0.96 / 0.95 / 0.98, yaw
+    #   0 / 20 / 40 / 60; main's fine stage 0.91 / 0.94 / 0.99 / 0.99 and 0.96 / 0.95 / 1.00 / 1.01); `bench
+    #   fine` (8 synthetic faces, seed 0) fine vs medium normal error -2.9 % -> -7.2 % at 1e-4.
+    # With the uniform look's true light (an oracle) anchor 0 reaches 0.71 / 0.74: the light estimated from
+    # an imperfect start shape is what limits this phase now.
+    ms_cells: tuple = (32, 16, 8, 4)     # working px per coefficient cell, per level, coarse to fine; (): off
+    ms_cell_px: int = 2                  # px: a level's image is pooled until its cells span this many px
+    ms_iters: int = 25                   # L-BFGS iterations per level
+    ms_anchor: float = 1e-3              # 1/mm^2: weight of the change's mean square
+    ms_gbr: float = 0.01                 # 1/mm^2: weight of the mean square of its relief scaling/tilt part
+    ms_robust: float = 0.05              # [0,1] intensity: Cauchy scale of a pixel's residual (0: squared)
+    ms_smooth: float = 1.0               # px^4/mm^2: weight of the change's mean squared Laplacian (working px)
+
+    # --- cast shadows -------------------------------------------------------------------------
+    # A hard light's cast shadows (the nose's on the cheek) are darker than any normal can make them: left
+    # in, every depth phase carves them in as dents. A pixel is left out of the light fit and the photometric
+    # terms when the start depth map shadows it from the light's main direction (sfs.shadows, within
+    # shadow_reach_mm; grown by shadow_dilate_px for a start shape that is a little off) AND it is darker
+    # than shadow_darker x what the start shape's shading predicts (under soft light, or in the uniform look
+    # which has no cast shadows, the geometric test alone would throw good pixels away). 0: off.
+    shadow_reach_mm: float = 40.0        # mm; a nose is about 20 mm high
+    shadow_darker: float = 0.85          # unitless ratio of intensities
+    shadow_dilate_px: int = 2            # working px
 
     # --- reporting ----------------------------------------------------------------------
     # Closed-form last albedo pass at the input resolution (see refine_depth),
@@ -319,6 +372,101 @@ def _fit_basis(img, d0, basis, m, intr, gamma_avg, usable, w_photo, s: SfsSettin
     return [torch.as_tensor(fitted.x, dtype=d0.dtype, device=d0.device).view(shape), hist]
 
 
+def _cast_shadow_pixels(img, d0, m, intr, gamma_avg, usable, s: SfsSettings) -> torch.Tensor:
+    """(B, H, W) bool: mask pixels in the start depth's cast shadow that are darker than its shading says."""
+    from .shadows import cast_shadows, dominant_light_direction
+    n0 = depth_to_normals(d0, intr, m)
+    light = estimate_sh_light(img, n0, gamma_avg, usable, ridge=s.light_ridge)
+    dark = img.mean(-1) < s.shadow_darker * (gamma_avg * sh_irradiance(n0, light)).mean(-1)
+    mm_per_px = float(d0[m].mean()) / float(intr[:, 0].mean()) if m.any() else 1.0
+    shadow = cast_shadows(d0, m, intr, dominant_light_direction(light), s.shadow_reach_mm,
+                          step_mm=max(mm_per_px, 0.25), margin_mm=1.0)
+    if s.shadow_dilate_px > 0:
+        k = 2 * s.shadow_dilate_px + 1
+        shadow = F.max_pool2d(shadow.to(d0.dtype)[:, None], k, 1, s.shadow_dilate_px)[:, 0] > 0
+    return shadow & dark & m
+
+
+def _pooled(f, img, d0, m, intr, gamma_avg, w_photo):
+    """The working maps average-pooled by ``f`` over the mask (cells the mask fills)."""
+    if f == 1:
+        return img, d0, m, intr, gamma_avg, w_photo
+    mf = m.to(d0.dtype)
+
+    def pool(x):  # (B, C, H, W) mean over the mask pixels of each f x f cell
+        return F.avg_pool2d(x * mf[:, None], f) / F.avg_pool2d(mf[:, None], f).clamp_min(1e-6)
+    full = F.avg_pool2d(mf[:, None], f)[:, 0] > 0.999
+    img = pool(img.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    gamma_avg = pool(gamma_avg.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    d0 = torch.where(full, pool(d0[:, None])[:, 0], d0.mean())
+    w_photo = (F.avg_pool2d(w_photo[:, None], f)[:, 0] > 0.999).to(d0.dtype) * full
+    return img, d0, full, intr / f, gamma_avg, w_photo
+
+
+def _fit_multiscale(img, d0, m, intr, gamma_avg, usable, w_photo, s: SfsSettings):
+    """The start depth plus a free change fitted to the shading (SfsSettings.ms_cells), and the energies per
+    L-BFGS evaluation: (B, H, W) mm, list. The change is a sum of bicubic-upsampled coefficient grids, one per
+    level; level k is fitted with the levels before it still free, on the image pooled by its cell size /
+    ``ms_cell_px``."""
+    from scipy.optimize import minimize
+    b, hw, ww = d0.shape
+    shapes = [(max(2, hw // c), max(2, ww // c)) for c in s.ms_cells]
+    sizes = [b * sh[0] * sh[1] for sh in shapes]
+    hist = []
+
+    def change_of(x, size):
+        out, o = 0.0, 0
+        for sh, sz in zip(shapes, sizes):
+            c = x[o:o + sz].view(b, 1, *sh)
+            o += sz
+            out = out + F.interpolate(c, size=size, mode="bicubic", align_corners=False)[:, 0]
+        return out
+
+    x = np.zeros(sum(sizes))
+    for level, cell in enumerate(s.ms_cells):
+        used = sum(sizes[:level + 1])
+        f = max(1, cell // s.ms_cell_px)
+        pimg, pd0, pm, pintr, pg, pw = _pooled(f, img, d0, m, intr, gamma_avg, w_photo)
+        pusable = pw > 0
+        mf = pm.to(d0.dtype)
+        h_, w_ = pd0.shape[1:]
+        ys, xs = torch.meshgrid(torch.arange(h_, dtype=d0.dtype), torch.arange(w_, dtype=d0.dtype), indexing="ij")
+        dmean = (pd0 * mf).flatten(1).sum(1) / mf.flatten(1).sum(1).clamp_min(1)
+        gbr = torch.stack([(pd0 - dmean[:, None, None]) * mf, (xs / w_ - 0.5).expand_as(pd0) * 100 * mf,
+                           (ys / h_ - 0.5).expand_as(pd0) * 100 * mf, mf], 1).flatten(2)  # (B, 4, P)
+        gram_inv = torch.linalg.pinv(gbr @ gbr.transpose(1, 2))
+
+        def energy_and_gradient(xx):
+            xt = torch.as_tensor(xx, dtype=d0.dtype).requires_grad_(True)
+            delta = change_of(torch.cat([xt, torch.zeros(x.size - used, dtype=d0.dtype)]), (h_, w_)) * mf
+            d = pd0 + delta
+            n = depth_to_normals(d, pintr, pm)
+            light = estimate_sh_light(pimg, n, pg, pusable, ridge=s.light_ridge)
+            r2 = ((pg * sh_irradiance(n, light) - pimg) ** 2).sum(-1)
+            if s.ms_robust > 0:
+                r2 = s.ms_robust ** 2 * torch.log1p(r2 / s.ms_robust ** 2)
+            e = _masked_mean(r2, pw)
+            if s.ms_anchor > 0:
+                e = e + s.ms_anchor * _masked_mean(delta ** 2, mf)
+            if s.ms_smooth > 0:
+                lap, lm = _laplacian(delta, pm)
+                e = e + s.ms_smooth / f ** 4 * _masked_mean(lap ** 2, lm.to(d.dtype))  # per working px^2
+            if s.ms_gbr > 0:
+                coef = gram_inv @ (gbr @ delta.flatten(1)[..., None])
+                part = (gbr.transpose(1, 2) @ coef)[..., 0]
+                e = e + s.ms_gbr * ((part ** 2).sum(1) / mf.flatten(1).sum(1).clamp_min(1)).sum()
+            e.backward()
+            hist.append(float(e.detach()))
+            return float(e.detach()), xt.grad.detach().double().numpy()
+
+        fitted = minimize(energy_and_gradient, x[:used], jac=True, method="L-BFGS-B",
+                          options={"maxiter": int(s.ms_iters), "maxcor": 20, "gtol": 1e-12, "ftol": 1e-14})
+        x[:used] = fitted.x
+    with torch.no_grad():
+        d = d0 + change_of(torch.as_tensor(x, dtype=d0.dtype), (hw, ww)) * m.to(d0.dtype)
+    return d.detach(), hist
+
+
 # ----------------------------------------------------------------------------------------
 # main entry point
 # ----------------------------------------------------------------------------------------
@@ -343,8 +491,8 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         settings: :class:`SfsSettings`.
         callback: optional ``callback(phase, iteration, energy)``, called every iteration.
         fixed_depth: optional (B, H, W) bool, mask pixels whose depth stays ``depth0`` (plus the
-            smooth modes' change, with ``depth_basis``; they still take part in light, albedo and
-            specular), e.g. eyebrows: hair,
+            smooth change of the modes, with ``depth_basis``, and of SfsSettings.ms_cells; they still take
+            part in light, albedo and specular), e.g. eyebrows: hair,
             whose colour varies at the scale of the detail and would become ridges.
         depth_basis: optional (B, K, H', W') mm per unit coefficient: smooth shape modes whose
             coefficients are fitted to the shading before the per-pixel phases
@@ -352,7 +500,9 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
 
     Returns:
         :class:`SfsResult` at the input resolution; the history holds the total energy per
-        iteration of phases ``"albedo"``, ``"depth1"``, ``"depth2"``.
+        iteration of phases ``"albedo"``, ``"depth1"``, ``"depth2"`` (and per evaluation of
+        ``"basis"`` and ``"multiscale"`` when they run, face after face), and ``"shadow_pixels"``:
+        per face, the working-size pixels left out as cast shadow.
     """
     s = settings
     dev, dtype = image.device, image.dtype
@@ -413,13 +563,33 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     # a region with no usable pixel (all saturated): fall back to its plain mean
     gamma_avg = torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
 
+    if s.shadow_reach_mm > 0:  # cast shadows out of the light fit and the photometric terms (SfsSettings)
+        shadowed = _cast_shadow_pixels(img, d0, m, intr, gamma_avg, usable, s)
+        history["shadow_pixels"] = shadowed.flatten(1).sum(1).tolist()
+        usable = usable & ~shadowed
+        w_photo = usable.to(dtype)
+        gamma_avg = region_mean(img, labels, w_photo)
+        gamma_avg = torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
+
     # ---- 0. smooth shape modes fitted to the shading (SfsSettings.basis_iters) ---------------
     coeffs = None
+    d_start = d0
+    # One L-BFGS per face: a shared line search over the batch would make each face's result depend on the
+    # others'. The histories hold the energies per evaluation, face after face.
+    def per_face(fit, *maps):
+        outs = [fit(*(x[i:i + 1] for x in maps)) for i in range(b)]
+        return torch.cat([o[0] for o in outs]), [e for o in outs for e in o[1]]
+
     if basis is not None and s.basis_iters > 0 and basis.shape[1] > 0:
-        coeffs = _fit_basis(img, d0, basis, m, intr, gamma_avg, usable, w_photo, s)
-        history["basis"] = coeffs.pop()
-        coeffs = coeffs[0]
+        coeffs, history["basis"] = per_face(
+            lambda *x: _fit_basis(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], s),
+            img, d0, basis, m, intr, gamma_avg, usable, w_photo)
         d0 = (d0 + torch.einsum("bk,bkhw->bhw", coeffs, basis)).detach()
+
+    if s.ms_cells:
+        d0, history["multiscale"] = per_face(
+            lambda *x: _fit_multiscale(x[0], x[1], x[2], x[3], x[4], x[5], x[6], s),
+            img, d0, m, intr, gamma_avg, usable, w_photo)
 
     # ---- 1. light by least squares, albedo = region mean colour, eps = 0 -------------------
     n0 = depth_to_normals(d0, intr, m)
@@ -490,8 +660,9 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     # ---- outputs at the input resolution ------------------------------------------------------
     with torch.no_grad():
         d = current_depth()
-        if coeffs is not None:  # the modes' change reaches every mask pixel, fixed ones too
-            change = torch.einsum("bk,bkhw->bhw", coeffs, basis)
+        start = depth0_full
+        if coeffs is not None or s.ms_cells:  # the smooth change reaches every mask pixel, fixed ones too
+            change = d0 - d_start
             if change.shape[-2:] != (h, w):  # extended past the working mask first: no ramp to 0 at its edge
                 change = _extend(change, m, max(2, round(1 / scale)))
                 change = F.interpolate(change[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
@@ -505,6 +676,9 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
             mask_o = mask
         else:
             depth, albedo_o, beta_o, mask_o = d, albedo.detach(), beta.detach(), m
+        # the whole change (modes, free change, per-pixel detail) within the bound of the start depth: a badly
+        # lit or occluded face must not move further than the detail may
+        depth = start + (depth - start).clamp(-bound, bound)
         normals = depth_to_normals(depth, intrinsics.to(dtype), mask_o)
         depth = torch.where(mask_o, depth, depth0)
         shading = sh_irradiance(normals, light)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
-from landmarks import in_regions
+from landmarks import REGION_NAMES, in_regions
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera, sample_at_pixels
 from sfs.refine import SfsResult, SfsSettings, refine_depth
 from sfs.skin import brow_pixels, hair_pixels, non_skin_pixels
@@ -88,6 +88,13 @@ class FineSettings:
     # by the modes measured worse on the scan at yaw 60 (RMSE 2.45 -> 2.56 mm, anchor 0.001; the hidden
     # side follows modes fitted to the seen one) and at textured yaw 0 (1.46 -> 1.50), better elsewhere.
     shape_modes: int = 60
+    # Regions whose albedo is the skin's (the SfS albedo prior's region means, eq. 6, and the light fit's
+    # albedo): the nose is skin. As its own region, its mean colour took in its shading (brighter on the
+    # lit side, darker on the other) and so the nose's relief out of the shading. Measured with the fine
+    # stage's free depth change (SfsSettings.ms_cells) from the cached medium results of `bench scan`: fine
+    # normal error / coarse's, uniform yaw 0 / 40, textured 0 / 20: 0.78 / 0.90 / 0.90 / 0.94 ->
+    # 0.77 / 0.87 / 0.90 / 0.92.
+    skin_albedo_regions: Tuple[str, ...] = ("nose",)
     visibility_tolerance_mm: float = 3.0  # a vertex/texel is seen when its depth is this close to the depth map
 
 
@@ -119,6 +126,13 @@ def sfs_mask_and_labels(region_labels: torch.Tensor, coverage: torch.Tensor, ero
     mask = erode(in_regions(region_labels, SFS_REGIONS) & coverage, erode_px)
     labels = torch.where(mask, region_labels, torch.full_like(region_labels, -1))
     return mask, labels
+
+
+def albedo_regions(labels: torch.Tensor, settings: FineSettings) -> torch.Tensor:
+    """(B, S, S) region labels for the SfS albedo: ``settings.skin_albedo_regions`` relabelled as skin."""
+    skin = REGION_NAMES.index("skin")
+    same = in_regions(labels, settings.skin_albedo_regions) if settings.skin_albedo_regions else None
+    return labels if same is None else torch.where(same, torch.full_like(labels, skin), labels)
 
 
 def erode(mask: torch.Tensor, px: int) -> torch.Tensor:
@@ -176,7 +190,7 @@ def run(context: "FitContext", batch, previous: "MediumResult") -> FineResult:
                                                                          small)
             modes = model.id_basis[:settings.shape_modes] @ camera.rotation.transpose(1, 2).to(model.id_basis)[:, None]
             basis = mode_depth_maps(renderer, frags_small, verts_cam, model.triangles, modes, k_small)
-    sfs = refine_depth(batch.images, frags.depth, mask, k, region_labels=labels, settings=settings.sfs,
+    sfs = refine_depth(batch.images, frags.depth, mask, k, region_labels=albedo_regions(labels, settings), settings=settings.sfs,
                        fixed_depth=fixed_depth_pixels(batch.images, mask, labels, settings), depth_basis=basis)
 
     # Geometry from the detailed depth.
