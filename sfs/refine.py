@@ -249,6 +249,13 @@ def region_mean(values: torch.Tensor, labels: torch.Tensor, weights: torch.Tenso
     return means[idx].reshape(b, h, w, c) * valid[..., None].to(values.dtype)
 
 
+def _region_albedo(img, labels, w_photo, w_mask):
+    """gamma_avg of eq. 6: (B, H, W, 3) each region's mean colour over its usable pixels (``w_photo``), or
+    over all its pixels (``w_mask``) for a region with none usable (all saturated or shadowed)."""
+    gamma_avg = region_mean(img, labels, w_photo)
+    return torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
+
+
 def _masked_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Sum over batch of per-image weighted means: ``x`` (B, H, W) and ``w`` (B, H, W)."""
     return ((x * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1.0)).sum()
@@ -331,23 +338,13 @@ def _depth_prior(d, d0, gray_gx, gray_gy, mask, w_mask, lam):
     return e
 
 
-def _fit_basis(img, d0, basis, m, intr, gamma_avg, usable, w_photo, s: SfsSettings):
+def _fit_basis(img, d0, basis, m, intr, gamma_avg, w_photo, s: SfsSettings):
     """Coefficients (B, K) of ``basis`` fitted to the shading (see SfsSettings.basis_iters), and the
     energies per L-BFGS evaluation: [coeffs, history]."""
-    f = max(1, int(s.basis_pool))
-    if f > 1:  # smooth modes: a pooled image is enough (pixel-edge intrinsics scale like _resize's)
-        def pool(x):  # (B, C, H, W) mean over the mask pixels of each f x f cell
-            return F.avg_pool2d(x * mf[:, None], f) / F.avg_pool2d(mf[:, None], f).clamp_min(1e-6)
-        mf = m.to(d0.dtype)
-        full = F.avg_pool2d(mf[:, None], f)[:, 0] > 0.999
-        img = pool(img.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        gamma_avg = pool(gamma_avg.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        d0 = torch.where(full, pool(d0[:, None])[:, 0], d0.mean())
-        basis = pool(basis) * full[:, None]
-        w_photo = (F.avg_pool2d(w_photo[:, None], f)[:, 0] > 0.999).to(d0.dtype) * full
-        usable = w_photo > 0
-        m = full
-        intr = intr / f
+    # smooth modes: a pooled image is enough (pixel-edge intrinsics scale like _resize's)
+    img, d0, m, intr, gamma_avg, w_photo, basis = _pooled(max(1, int(s.basis_pool)), img, d0, m, intr, gamma_avg,
+                                                          w_photo, basis)
+    usable = w_photo > 0
     # SciPy's L-BFGS-B, not torch.optim.LBFGS: constructing any torch.optim optimiser imports
     # torch._dynamo, 1.2-1.4 s of every process's first fine fit (measured here); the energy and its
     # gradient stay torch's.
@@ -387,10 +384,11 @@ def _cast_shadow_pixels(img, d0, m, intr, gamma_avg, usable, s: SfsSettings) -> 
     return shadow & dark & m
 
 
-def _pooled(f, img, d0, m, intr, gamma_avg, w_photo):
-    """The working maps average-pooled by ``f`` over the mask (cells the mask fills)."""
+def _pooled(f, img, d0, m, intr, gamma_avg, w_photo, *maps):
+    """The working maps average-pooled by ``f`` over the mask: ``(img, d0, m, intr, gamma_avg, w_photo,
+    *maps)`` with ``m`` the cells the mask fills and ``maps``, any (B, C, H, W), 0 outside them."""
     if f == 1:
-        return img, d0, m, intr, gamma_avg, w_photo
+        return (img, d0, m, intr, gamma_avg, w_photo, *maps)
     mf = m.to(d0.dtype)
 
     def pool(x):  # (B, C, H, W) mean over the mask pixels of each f x f cell
@@ -400,10 +398,10 @@ def _pooled(f, img, d0, m, intr, gamma_avg, w_photo):
     gamma_avg = pool(gamma_avg.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     d0 = torch.where(full, pool(d0[:, None])[:, 0], d0.mean())
     w_photo = (F.avg_pool2d(w_photo[:, None], f)[:, 0] > 0.999).to(d0.dtype) * full
-    return img, d0, full, intr / f, gamma_avg, w_photo
+    return (img, d0, full, intr / f, gamma_avg, w_photo, *(pool(x) * full[:, None] for x in maps))
 
 
-def _fit_multiscale(img, d0, m, intr, gamma_avg, usable, w_photo, s: SfsSettings):
+def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
     """The start depth plus a free change fitted to the shading (SfsSettings.ms_cells), and the energies per
     L-BFGS evaluation: (B, H, W) mm, list. The change is a sum of bicubic-upsampled coefficient grids, one per
     level; level k is fitted with the levels before it still free, on the image pooled by its cell size /
@@ -559,17 +557,14 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     prog = _Progress(s, callback)
     history = {"albedo": [], "depth1": [], "depth2": []}
 
-    gamma_avg = region_mean(img, labels, w_photo)
-    # a region with no usable pixel (all saturated): fall back to its plain mean
-    gamma_avg = torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
+    gamma_avg = _region_albedo(img, labels, w_photo, w_mask)
 
     if s.shadow_reach_mm > 0:  # cast shadows out of the light fit and the photometric terms (SfsSettings)
         shadowed = _cast_shadow_pixels(img, d0, m, intr, gamma_avg, usable, s)
         history["shadow_pixels"] = shadowed.flatten(1).sum(1).tolist()
         usable = usable & ~shadowed
         w_photo = usable.to(dtype)
-        gamma_avg = region_mean(img, labels, w_photo)
-        gamma_avg = torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
+        gamma_avg = _region_albedo(img, labels, w_photo, w_mask)
 
     # ---- 0. smooth shape modes fitted to the shading (SfsSettings.basis_iters) ---------------
     coeffs = None
@@ -577,19 +572,15 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     # One L-BFGS per face: a shared line search over the batch would make each face's result depend on the
     # others'. The histories hold the energies per evaluation, face after face.
     def per_face(fit, *maps):
-        outs = [fit(*(x[i:i + 1] for x in maps)) for i in range(b)]
+        outs = [fit(*(x[i:i + 1] for x in maps), s) for i in range(b)]
         return torch.cat([o[0] for o in outs]), [e for o in outs for e in o[1]]
 
     if basis is not None and s.basis_iters > 0 and basis.shape[1] > 0:
-        coeffs, history["basis"] = per_face(
-            lambda *x: _fit_basis(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], s),
-            img, d0, basis, m, intr, gamma_avg, usable, w_photo)
+        coeffs, history["basis"] = per_face(_fit_basis, img, d0, basis, m, intr, gamma_avg, w_photo)
         d0 = (d0 + torch.einsum("bk,bkhw->bhw", coeffs, basis)).detach()
 
     if s.ms_cells:
-        d0, history["multiscale"] = per_face(
-            lambda *x: _fit_multiscale(x[0], x[1], x[2], x[3], x[4], x[5], x[6], s),
-            img, d0, m, intr, gamma_avg, usable, w_photo)
+        d0, history["multiscale"] = per_face(_fit_multiscale, img, d0, m, intr, gamma_avg, w_photo)
 
     # ---- 1. light by least squares, albedo = region mean colour, eps = 0 -------------------
     n0 = depth_to_normals(d0, intr, m)

@@ -37,12 +37,13 @@ def cast_shadows(depth: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tens
     """
     b, h, w = depth.shape
     pts = depth_map_to_points(depth, intrinsics).reshape(b, h * w, 3)
-    surface = torch.where(mask, depth, torch.full_like(depth, float("inf")))[..., None]
+    # off the surface: far behind everything (never in front of a ray's point), finite for the lookup
+    surface = torch.where(mask, depth, torch.full_like(depth, float("inf"))).nan_to_num(posinf=1e9)[..., None]
     shadow = torch.zeros(b, h * w, dtype=torch.bool, device=depth.device)
     steps = torch.arange(step_mm, reach_mm + 1e-6, step_mm, device=depth.device, dtype=depth.dtype)
     for t in steps:  # a few dozen steps, each over every pixel at once
         uvd = camera_to_pixel(pts + t * direction[:, None], intrinsics)
-        seen = sample_at_pixels(surface.nan_to_num(posinf=1e9), uvd[..., :2])[..., 0]
+        seen = sample_at_pixels(surface, uvd[..., :2])[..., 0]
         # within half a pixel of the edge the lookup blends toward 0 (sample_at_pixels): not a surface
         inside = (uvd[..., 0] >= 0.5) & (uvd[..., 0] <= w - 0.5) & (uvd[..., 1] >= 0.5) & (uvd[..., 1] <= h - 0.5)
         shadow |= inside & (seen < uvd[..., 2] - margin_mm)
