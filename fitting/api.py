@@ -223,6 +223,7 @@ class FaceFitter:
         from .detections import DetectionBatch
         from .same_person import SamePersonResult, ViewFit
         from .mesh import Mesh
+        from .stages.coarse import initial_guess
         from .stages.joint import SamePersonSettings, detail_views, fit_same_person
 
         if settings is None:
@@ -245,7 +246,6 @@ class FaceFitter:
             raise FitError("no face found in any photo or frame" + "".join(f"; {n}: {r}" for n, r in skipped[:5]))
         model = self.model
         batch = DetectionBatch.stack([j.crop for j in jobs], device=self.device)
-        from .stages.coarse import initial_guess
         fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer,
                               ordered=ordered, init=initial_guess(self.context, batch))
         euler = fit.camera.euler_degrees().cpu().numpy()

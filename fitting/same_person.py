@@ -45,7 +45,7 @@ import numpy as np
 from morphable.arkit import arkit_names
 
 from .mesh import Mesh
-from .outputs.files import ExportError, staged_files, save_obj, save_ply
+from .outputs.files import ExportError, _write_png, staged_files, save_obj, save_ply
 from .outputs.gltf import GlbSettings, animation_glb, write_glb
 
 POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg", "tx_mm", "ty_mm", "tz_mm")
@@ -179,7 +179,6 @@ class SamePersonResult:
 
 def _write_sheet(images: List[np.ndarray], path: Path) -> None:
     """The (S, S, 3) uint8 RGB ``images`` in rows of SHEET_COLUMNS, as one PNG."""
-    import cv2
     size = images[0].shape[0]
     rows = -(-len(images) // SHEET_COLUMNS)
     cols = min(len(images), SHEET_COLUMNS)
@@ -187,8 +186,7 @@ def _write_sheet(images: List[np.ndarray], path: Path) -> None:
     for i, img in enumerate(images):
         r, c = divmod(i, SHEET_COLUMNS)
         sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = img
-    if not cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot encode {path.name}")
+    _write_png(sheet, path)
 
 
 def _write_video(images: List[np.ndarray], times: List[float], path: Path) -> None:

@@ -26,8 +26,8 @@ from ..rotation import matrix_to_euler
 from .context import Stage
 from .correspondence import Correspondence
 from .fusion import FusionSettings, mediapipe_to_68, mediapipe_trust, points68_basis_inputs, regressor_weights
-from .landmark_fit import (LandmarkBasis, affine_pose, exp_l1_weights, landmark_weights, refine_pose,
-                           reprojection_residual, solve_shape)
+from .landmark_fit import (LandmarkBasis, affine_pose, excluded_expressions, exp_l1_weights, landmark_weights,
+                           refine_pose, reprojection_residual, solve_shape)
 
 if TYPE_CHECKING:
     from .context import FitContext
@@ -213,7 +213,7 @@ def fit_landmarks(model: MorphableModel, batch: DetectionBatch, corr: Correspond
     rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, settings.pose_iterations)
     rel = batch.rel_depth.to(dev) if fuse is None else None
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
-    frozen[n_id:] = torch.tensor([name.startswith(settings.exp_exclude) for name in model.exp_names], device=dev)
+    frozen[n_id:] = excluded_expressions(model, settings).to(dev)
     l1 = exp_l1_weights(model, settings).to(dev)
     for _ in range(settings.alternations):
         w = landmark_weights(batch, corr, settings, rot).to(dev)

@@ -130,9 +130,10 @@ def sfs_mask_and_labels(region_labels: torch.Tensor, coverage: torch.Tensor, ero
 
 def albedo_regions(labels: torch.Tensor, settings: FineSettings) -> torch.Tensor:
     """(B, S, S) region labels for the SfS albedo: ``settings.skin_albedo_regions`` relabelled as skin."""
-    skin = REGION_NAMES.index("skin")
-    same = in_regions(labels, settings.skin_albedo_regions) if settings.skin_albedo_regions else None
-    return labels if same is None else torch.where(same, torch.full_like(labels, skin), labels)
+    if not settings.skin_albedo_regions:
+        return labels
+    skin = torch.full_like(labels, REGION_NAMES.index("skin"))
+    return torch.where(in_regions(labels, settings.skin_albedo_regions), skin, labels)
 
 
 def erode(mask: torch.Tensor, px: int) -> torch.Tensor:
@@ -190,8 +191,9 @@ def run(context: "FitContext", batch, previous: "MediumResult") -> FineResult:
                                                                          small)
             modes = model.id_basis[:settings.shape_modes] @ camera.rotation.transpose(1, 2).to(model.id_basis)[:, None]
             basis = mode_depth_maps(renderer, frags_small, verts_cam, model.triangles, modes, k_small)
-    sfs = refine_depth(batch.images, frags.depth, mask, k, region_labels=albedo_regions(labels, settings), settings=settings.sfs,
-                       fixed_depth=fixed_depth_pixels(batch.images, mask, labels, settings), depth_basis=basis)
+    sfs = refine_depth(batch.images, frags.depth, mask, k, region_labels=albedo_regions(labels, settings),
+                       settings=settings.sfs, fixed_depth=fixed_depth_pixels(batch.images, mask, labels, settings),
+                       depth_basis=basis)
 
     # Geometry from the detailed depth.
     with torch.no_grad():

@@ -42,8 +42,8 @@ from ..detections import DetectionBatch
 from ..rotation import matrix_to_euler
 from .coarse import CoarseInit, CoarseSettings, fit_landmarks, fused_targets, start_pose_and_fusion
 from .correspondence import Correspondence
-from .landmark_fit import (LandmarkBasis, exp_l1_weights, landmark_weights, refine_pose, reprojection_residual,
-                           shape_rows, solve_spd)
+from .landmark_fit import (LandmarkBasis, excluded_expressions, exp_l1_weights, landmark_weights, refine_pose,
+                           reprojection_residual, shape_rows, solve_spd)
 from .view_texture import ViewTextureSettings
 
 
@@ -305,7 +305,7 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     lb_all, uv_all, w_all = fused_targets(fuse, at_pose(rot), uv, w)
     rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
-    frozen[n_id:] = torch.tensor([name.startswith(cs.exp_exclude) for name in model.exp_names], device=dev)
+    frozen[n_id:] = excluded_expressions(model, cs).to(dev)
     l1 = exp_l1_weights(model, cs).to(dev)
     for _ in range(cs.alternations):
         w = landmark_weights(batch, corr, cs, rot).to(dev)
@@ -321,23 +321,21 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     camera = Camera(intrinsics=k, rotation=rot, translation=t, height=batch.size, width=batch.size)
     id_coeffs, exp_coeffs = coeffs[0, :n_id], coeffs[:, n_id:]
     landmark_error = (err * wmask).sum(1) / wmask.sum(1)
+    offsets = None if lb_pose is lb else lb_pose.mean - lb.mean
+    trust, points68 = (None, None) if fuse is None else (fuse.trust, fuse.uv)
     if settings.photometric and renderer is not None:
         from .coarse import CoarseResult
         from .photometric import photometric_refine
-        offsets = None if lb_pose is lb else lb_pose.mean - lb.mean
         joint = CoarseResult(camera=camera, vertices=model(coeffs[:, :n_id], exp_coeffs), id_coeffs=coeffs[:, :n_id],
                              exp_coeffs=exp_coeffs, landmark_error=landmark_error, landmark_offsets=offsets,
-                             landmark_trust=None if fuse is None else fuse.trust,
-                             points68=None if fuse is None else fuse.uv,
-                             weights68=None if fuse is None else fuse.weights)
+                             landmark_trust=trust, points68=points68, weights68=None if fuse is None else fuse.weights)
         joint = photometric_refine(model, batch, corr, joint, cs, renderer, shared_identity=True)
         camera, id_coeffs, exp_coeffs = joint.camera, joint.id_coeffs[0], joint.exp_coeffs
         landmark_error = joint.landmark_error
     neutral = model(id_coeffs[None], torch.zeros(1, n_exp, device=dev))[0]
     fit = JointFit(camera=camera, id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
                    vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error,
-                   landmark_trust=None if fuse is None else fuse.trust, points68=None if fuse is None else fuse.uv,
-                   landmark_offsets=None if lb_pose is lb else lb_pose.mean - lb.mean)
+                   landmark_trust=trust, points68=points68, landmark_offsets=offsets)
     if settings.check_disagreement:
         single = fit_landmarks(model, batch, corr, cs, init)
         fit.single_id_coeffs = single.id_coeffs

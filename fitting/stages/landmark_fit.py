@@ -88,6 +88,11 @@ def landmark_weights(batch: "DetectionBatch", corr: "Correspondence", settings: 
     return w
 
 
+def excluded_expressions(model: MorphableModel, settings: "CoarseSettings") -> torch.Tensor:
+    """(n_exp,) bool: the blendshapes left out of the fit, named by ``settings.exp_exclude`` (name prefixes)."""
+    return torch.tensor([name.startswith(settings.exp_exclude) for name in model.exp_names])
+
+
 def exp_l1_weights(model: MorphableModel, settings: "CoarseSettings") -> torch.Tensor:
     """(n_exp,) the expressions' L1 prior per blendshape: ``settings.lambda_exp_l1``, 0 for those named by
     ``settings.exp_l1_exclude`` (name prefixes)."""

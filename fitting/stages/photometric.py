@@ -29,7 +29,8 @@ from sfs.light import estimate_sh_light
 from sfs.sh import sh_irradiance
 
 from ..rotation import axis_angle_to_matrix
-from .landmark_fit import NORMALISED_SIZE, _normaliser, exp_l1_weights, landmark_weights, reprojection_residual
+from .landmark_fit import (NORMALISED_SIZE, _normaliser, excluded_expressions, exp_l1_weights, landmark_weights,
+                           reprojection_residual)
 
 if TYPE_CHECKING:
     from ..detections import DetectionBatch
@@ -97,7 +98,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     rotvec = torch.zeros(b, 3, device=dev, requires_grad=True)
     dt = torch.zeros(b, 3, device=dev, requires_grad=True)
     tris = model.triangles
-    keep_exp = torch.tensor([not n.startswith(settings.exp_exclude) for n in model.exp_names], device=dev)
+    keep_exp = ~excluded_expressions(model, settings).to(dev)
     l1 = exp_l1_weights(model, settings).to(dev)
 
     def camera_vertices():
