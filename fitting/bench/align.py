@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .common import add_initializer_arguments
+
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 DEFAULT_PITCH_MAX = 40.0  # degrees
 
@@ -50,9 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="working crop side, pixels (default 256: the landmark stages do not need 512)")
     p.add_argument("--pitch-max", type=float, default=DEFAULT_PITCH_MAX,
                    help=f"largest |pitch|, degrees (default {DEFAULT_PITCH_MAX:g})")
-    p.add_argument("--initializer", default="auto", choices=("auto", "3ddfa_v2"),
-                   help="the regressor rows and fits: 'auto' uses it when its files are on this machine")
-    p.add_argument("--3ddfa-dir", dest="ddfa_dir", default=None, help="the regressor's files (else as the CLI)")
+    add_initializer_arguments(p, "the regressor rows and fits: 'auto' uses it when its files are on this machine",
+                              choices=("auto", "3ddfa_v2"))
     p.add_argument("--no-medium", action="store_true", help="leave out the medium-stage rows")
     p.add_argument("--chunk", type=int, default=8, help="faces per batch through our stages (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .common import (RowStats, add_common_arguments, chunks, format_table, landmark_error_photo_px,
-                     landmark_mask, measures_note, narrow_area, oracle_crop, setup_from_args)
+from .common import (RowStats, add_common_arguments, add_initializer_arguments, chunks, format_table,
+                     landmark_error_photo_px, landmark_mask, measures_note, narrow_area, oracle_crop,
+                     regressor_context, setup_from_args)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,10 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eos-iterations", type=int, default=3,
                    help="eos: camera / shape alternations (1 = one camera on the mean, one shape solve; default 3)")
     p.add_argument("--eos-lambda", type=float, default=3.0, help="eos: shape regulariser (eos's default 3.0)")
-    p.add_argument("--initializer", default="auto", choices=("auto", "3ddfa_v2", "none"),
-                   help="the 'fused' row: the 3DDFA_V2 regressor's pose and 68 points with MediaPipe's, as fit-face "
-                        "fits (auto: when its files are on this machine)")
-    p.add_argument("--3ddfa-dir", dest="ddfa_dir", default=None, help="the regressor's files (else as the CLI)")
+    add_initializer_arguments(p, "the 'fused' row: the 3DDFA_V2 regressor's pose and 68 points with MediaPipe's, "
+                                 "as fit-face fits (auto: when its files are on this machine)")
 
 
 # --------------------------------------------------------------------------- eos
@@ -141,11 +140,7 @@ def run(args) -> int:
                                  lambda_exp=oracle_settings.lambda_exp / 100,
                                  lambda_exp_l1=oracle_settings.lambda_exp_l1 / 100)
     ph_settings = CoarseSettings(photometric=True)
-    from fitting.stages.context import FitContext
-    from fitting.stages.initializers import resolve_initializer
-    initializer = None if args.initializer == "none" else resolve_initializer(args.initializer, args.ddfa_dir)
-    context = FitContext(model=face_model, correspondence=corr, renderer=None, device=face_model.device,
-                         initializer=initializer)
+    initializer, context = regressor_context(args, face_model, corr)
     photometric = None
     photometric_note = None
     if args.no_photometric:

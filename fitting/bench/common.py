@@ -319,6 +319,26 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def add_initializer_arguments(p: argparse.ArgumentParser, help: str,
+                              choices=("auto", "3ddfa_v2", "none")) -> None:
+    """``--initializer`` (the 3DDFA_V2 regressor's rows or fits; ``help`` says which) and ``--3ddfa-dir``."""
+    p.add_argument("--initializer", default="auto", choices=choices, help=help)
+    p.add_argument("--3ddfa-dir", dest="ddfa_dir", default=None, help="the regressor's files (else as the CLI)")
+
+
+def regressor_context(args, face_model, corr):
+    """``(initializer, context)`` from :func:`add_initializer_arguments`' options: the regressor as
+    ``fit-face`` resolves it (None with ``--initializer none`` or, for ``auto``, without its files) and a
+    :class:`fitting.stages.context.FitContext` carrying it for :func:`fitting.stages.coarse.initial_guess`
+    (None without it)."""
+    from fitting.stages.context import FitContext
+    from fitting.stages.initializers import resolve_initializer
+    initializer = None if args.initializer == "none" else resolve_initializer(args.initializer, args.ddfa_dir)
+    context = None if initializer is None else FitContext(model=face_model, correspondence=corr, renderer=None,
+                                                          device=face_model.device, initializer=initializer)
+    return initializer, context
+
+
 def init_subset(init, idx: List[int]):
     """The faces ``idx`` of a batch's :class:`fitting.stages.coarse.CoarseInit`."""
     from dataclasses import fields, replace

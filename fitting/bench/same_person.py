@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .common import DEFAULT_YAW_MAX, load_models, vertex_errors
+from .common import DEFAULT_YAW_MAX, add_initializer_arguments, load_models, vertex_errors
 
 VIEW_COUNTS = (1, 2, 4, 8)
 
@@ -57,10 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frames: truth, independent fits, the joint fit at the last --temporal value) here")
     p.add_argument("--no-oracle", action="store_true",
                    help="leave out the rows fed exact landmarks (the true projections of the table's surface points)")
-    p.add_argument("--initializer", default="auto", choices=("auto", "3ddfa_v2", "none"),
-                   help="part (a)'s fits: the 3DDFA_V2 regressor's pose and 68 points fused with MediaPipe's, as "
-                        "fit-face does; 'auto' (default) uses it when its files are on this machine")
-    p.add_argument("--3ddfa-dir", dest="ddfa_dir", default=None, help="the regressor's files (else as the CLI)")
+    add_initializer_arguments(p, "part (a)'s fits: the 3DDFA_V2 regressor's pose and 68 points fused with "
+                                 "MediaPipe's, as fit-face does; 'auto' (default) uses it when its files are on this "
+                                 "machine")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -292,10 +291,8 @@ def run(args) -> int:
     import dataclasses
     from fitting.detections import DetectionBatch
     from fitting.stages.correspondence import load_correspondence
-    from fitting.stages.context import FitContext
-    from fitting.stages.initializers import resolve_initializer
     from fitting.stages.joint import SamePersonSettings, fit_same_person
-    from .common import narrow_area
+    from .common import narrow_area, regressor_context
 
     face_model, closed_model = load_models(args.model_dir)
     corr = load_correspondence()
@@ -307,9 +304,7 @@ def run(args) -> int:
     t_gen = time.perf_counter() - t0
     counts = [c for c in VIEW_COUNTS if c <= args.views]
     found = sum(f.crop is not None for p in people for f in p["views"])
-    initializer = None if args.initializer == "none" else resolve_initializer(args.initializer, args.ddfa_dir)
-    context = FitContext(model=face_model, correspondence=corr, renderer=None, device=face_model.device,
-                         initializer=initializer) if initializer is not None else None
+    initializer, context = regressor_context(args, face_model, corr)
     rows, same_dist = score(face_model, corr, people, counts, settings, narrow=narrow, context=context)
     # different people in one set: view v of person v mod n
     mixed = [people[v % len(people)]["views"][v].crop for v in range(args.views)]
