@@ -114,8 +114,9 @@ class JointFit:
     ``landmark_error`` (N,) mean reprojection error in crop pixels over the weighted landmarks;
     ``single_id_coeffs`` (N, n_id) and ``disagreement_mm`` (N,): each view's own single-view
     identity and the mean distance of its neutral mesh from ``neutral`` (None: not checked);
-    ``landmark_trust`` (N,) and ``points68`` (N, 68, 2) crop px: MediaPipe's trust and the regressor's
-    points per view when the regressor was fused (:mod:`fitting.stages.fusion`; None otherwise).
+    ``landmark_trust`` (N,), ``points68`` (N, 68, 2) crop px and ``weights68`` (N, 68): MediaPipe's trust,
+    the regressor's points and their weights per view when the regressor was fused
+    (:mod:`fitting.stages.fusion`; None otherwise).
     """
 
     camera: Camera
@@ -129,6 +130,7 @@ class JointFit:
     seconds: float = 0.0
     landmark_trust: Optional[torch.Tensor] = None
     points68: Optional[torch.Tensor] = None
+    weights68: Optional[torch.Tensor] = None
     landmark_offsets: Optional[torch.Tensor] = None
 
     def coarse_result(self, index: torch.Tensor):
@@ -139,7 +141,8 @@ class JointFit:
         return CoarseResult(camera=self.camera[index], vertices=self.vertices[index],
                             id_coeffs=self.id_coeffs.expand(len(index), -1), exp_coeffs=self.exp_coeffs[index],
                             landmark_error=self.landmark_error[index], landmark_offsets=pick(self.landmark_offsets),
-                            landmark_trust=pick(self.landmark_trust), points68=pick(self.points68))
+                            landmark_trust=pick(self.landmark_trust), points68=pick(self.points68),
+                            weights68=pick(self.weights68))
 
 
 def detail_views(names: Sequence[str], euler_deg: torch.Tensor, choice: Sequence[str]) -> Tuple[List[int], List[str]]:
@@ -322,20 +325,20 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     id_coeffs, exp_coeffs = coeffs[0, :n_id], coeffs[:, n_id:]
     landmark_error = (err * wmask).sum(1) / wmask.sum(1)
     offsets = None if lb_pose is lb else lb_pose.mean - lb.mean
-    trust, points68 = (None, None) if fuse is None else (fuse.trust, fuse.uv)
+    trust, points68, weights68 = (None, None, None) if fuse is None else (fuse.trust, fuse.uv, fuse.weights)
     if settings.photometric and renderer is not None:
         from .coarse import CoarseResult
         from .photometric import photometric_refine
         joint = CoarseResult(camera=camera, vertices=model(coeffs[:, :n_id], exp_coeffs), id_coeffs=coeffs[:, :n_id],
                              exp_coeffs=exp_coeffs, landmark_error=landmark_error, landmark_offsets=offsets,
-                             landmark_trust=trust, points68=points68, weights68=None if fuse is None else fuse.weights)
+                             landmark_trust=trust, points68=points68, weights68=weights68)
         joint = photometric_refine(model, batch, corr, joint, cs, renderer, shared_identity=True)
         camera, id_coeffs, exp_coeffs = joint.camera, joint.id_coeffs[0], joint.exp_coeffs
         landmark_error = joint.landmark_error
     neutral = model(id_coeffs[None], torch.zeros(1, n_exp, device=dev))[0]
     fit = JointFit(camera=camera, id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
                    vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error,
-                   landmark_trust=trust, points68=points68, landmark_offsets=offsets)
+                   landmark_trust=trust, points68=points68, weights68=weights68, landmark_offsets=offsets)
     if settings.check_disagreement:
         single = fit_landmarks(model, batch, corr, cs, init)
         fit.single_id_coeffs = single.id_coeffs

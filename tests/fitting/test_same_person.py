@@ -156,6 +156,13 @@ def test_joint_fit_fuses_the_regressor_per_view(face_model):
             self.camera, self.vertices = fit.camera[i], fit.vertices[i:i + 1]
     for i, (_, _, truth) in enumerate(views):
         assert nme(fitted68(face_model, Fit(fused, i)), truth) < 2.5
+    # the detail views start from the joint fit as from a single-view coarse result, the regressor's points
+    # and weights included (pipeline.assemble measures the landmark error against the source it followed)
+    from fitting.pipeline import landmark_references
+    coarse = fused.coarse_result(torch.tensor([1]))
+    assert coarse.points68.shape == (1, 68, 2) and coarse.weights68.shape == (1, 68)
+    assert landmark_references(coarse, batch.mediapipe_weight[1:] * torch.ones(1, batch.uv.shape[1]), [True]) \
+        == ["regressor68"]  # the garbage profile was fitted to the regressor's points
 
 
 # --------------------------------------------------------------------------- fit-face --same-person
