@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from .sh import lambertian_basis
+from .sh import lambertian_basis, sh_basis
 
 
 def estimate_sh_light(image: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor,
                       mask: torch.Tensor | None = None, weights: torch.Tensor | None = None,
-                      ridge: float = 1e-9) -> torch.Tensor:
+                      ridge: float = 1e-9, one_light_prior: float = 0.0) -> torch.Tensor:
     """Fit the (B, 9, 3) SH coefficients of ``image = albedo * sh_irradiance(normals, r)``.
 
     With albedo fixed (and no specular, eps = 0) eq. 4 is linear in r; each colour
@@ -24,6 +24,11 @@ def estimate_sh_light(image: torch.Tensor, normals: torch.Tensor, albedo: torch.
         mask: (B, H, W) bool, pixels to use (None: all).
         weights: optional (B, H, W) non-negative per-pixel weights (e.g. 0 on saturated pixels).
         ridge: relative Tikhonov factor.
+        one_light_prior: relative weight (like ``ridge``) of a pull toward the closest light made of an
+            ambient term and one distant light (:func:`one_light_fit`). Over a face, whose normals mostly
+            face the camera, the constant, the z term and the 3z^2 - 1 term are nearly collinear and the
+            plain fit trades them freely on a slightly wrong normal map; the pull fixes that subspace and
+            leaves the well-determined directions to the data. 0: off.
 
     Returns:
         (B, 9, 3) coefficients, band factors NOT folded in (see ``sfs.sh``).
@@ -46,5 +51,43 @@ def estimate_sh_light(image: torch.Tensor, normals: torch.Tensor, albedo: torch.
     tr = ata.diagonal(dim1=-2, dim2=-1).sum(-1)                       # (B, 3)
     lam = ridge * tr / 9.0 + 1e-12
     eye = torch.eye(9, device=image.device, dtype=torch.float64)
-    sol = torch.linalg.solve(ata + lam[..., None, None] * eye, aty[..., None])[..., 0]   # (B, 3, 9)
+    if one_light_prior > 0:
+        # the target's direction from the order-1 terms: first of the four-term fit, then once more of the
+        # pulled fit (the four-term fit leans toward the order-2 part the face's normals mix into it)
+        pull = one_light_prior * tr / 9.0
+        solution = None
+        for _ in range(2):
+            target = one_light_fit(ata, aty, solution)
+            solution = torch.linalg.solve(ata + (lam + pull)[..., None, None] * eye,
+                                          (aty + pull[..., None] * target)[..., None])[..., 0]
+        sol = solution
+    else:
+        sol = torch.linalg.solve(ata + lam[..., None, None] * eye, aty[..., None])[..., 0]   # (B, 3, 9)
     return sol.transpose(1, 2).to(dtype)
+
+
+def one_light_fit(ata: torch.Tensor, aty: torch.Tensor, guess: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, 9) per channel the least-squares light of the form ``a e_0 + k Y(l)``: an ambient term plus
+    one distant light from the unit direction l (its radiance projected on the SH basis, as
+    :func:`sfs.sh.sh_basis` at l), given the per-channel normal equations ``ata`` (B, 3, 9, 9) and ``aty``
+    (B, 3, 9) of the full fit. l is the channels' mean direction of the linear terms of ``guess`` (B, 3, 9),
+    by default of the order-0-1 fit (that four-term fit is well conditioned: a face's normals span the
+    linear functions)."""
+    if guess is None:
+        four = ata[..., :4, :4]
+        scale = four.diagonal(dim1=-2, dim2=-1).sum(-1) / 4.0
+        eye4 = torch.eye(4, device=ata.device, dtype=ata.dtype)
+        guess = torch.linalg.solve(four + (1e-9 * scale + 1e-12)[..., None, None] * eye4,
+                                   aty[..., :4, None])[..., 0]              # (B, 3, 4): Y00, Y1-1 (y), Y10 (z), Y11 (x)
+    yzx = guess[..., 1:4].mean(1)                                            # (B, 3)
+    direction = torch.stack([yzx[:, 2], yzx[:, 0], yzx[:, 1]], -1)
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    ambient = direction.new_zeros(direction.shape[0], 9)
+    ambient[:, 0] = 1.0
+    cols = torch.stack([ambient, sh_basis(direction)], -1)                  # (B, 9, 2)
+    a2 = torch.einsum("bik,bcij,bjl->bckl", cols, ata, cols)                 # (B, 3, 2, 2)
+    y2 = torch.einsum("bik,bci->bck", cols, aty)                             # (B, 3, 2)
+    eps = 1e-12 * a2.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-12
+    weights = torch.linalg.solve(a2 + eps[..., None, None] * torch.eye(2, device=ata.device, dtype=ata.dtype),
+                                 y2[..., None])[..., 0]                      # (B, 3, 2)
+    return torch.einsum("bik,bck->bci", cols, weights)
