@@ -19,11 +19,11 @@ Optional, non-commercial (Basel Face Model bases): 3DDFA_V2's regressor, pose an
 from .detector import FaceLandmarks, FaceMeshDetector
 from .errors import FaceIndexError, ImageLoadError, LandmarksError, ModelFileError, NoFaceError
 from .image import LoadedImage, load_image, to_uint8
-from .regions import REGION_NAMES, in_regions, region_label_map, region_label_maps_torch, region_masks
+from .regions import REGION_NAMES, SKIN_REGIONS, in_regions, region_label_map, region_label_maps_torch, region_masks
 
 __all__ = [
     "FaceLandmarks", "FaceMeshDetector",
     "FaceIndexError", "ImageLoadError", "LandmarksError", "ModelFileError", "NoFaceError",
     "LoadedImage", "load_image", "to_uint8",
-    "REGION_NAMES", "in_regions", "region_label_map", "region_label_maps_torch", "region_masks",
+    "REGION_NAMES", "SKIN_REGIONS", "in_regions", "region_label_map", "region_label_maps_torch", "region_masks",
 ]

@@ -37,10 +37,13 @@ from skimage.draw import polygon as draw_polygon
 from . import indices as I
 from .detector import FaceLandmarks
 
-__all__ = ["REGION_NAMES", "CONTOUR_RINGS", "region_label_map", "region_masks", "region_label_maps_torch",
+__all__ = ["REGION_NAMES", "SKIN_REGIONS", "CONTOUR_RINGS", "region_label_map", "region_masks", "region_label_maps_torch",
            "region_polygons", "in_regions"]
 
 REGION_NAMES: tuple[str, ...] = ("background", "skin", "brows", "eyes", "nose", "lips", "mouth_interior")
+#: The regions whose reflectance is roughly Lambertian skin: shape from shading's mask and the texture's
+#: source. The eyes and the mouth's interior are not skin (wet, glossy, or a hole).
+SKIN_REGIONS: tuple[str, ...] = ("skin", "nose", "lips", "brows")
 """Label ``k`` of :func:`region_label_map` is region ``REGION_NAMES[k]``; 0 = not face."""
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
-from landmarks import REGION_NAMES, in_regions
+from landmarks import REGION_NAMES, SKIN_REGIONS, in_regions
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera, sample_at_pixels
 from sfs.refine import SfsResult, SfsSettings, refine_depth
 from sfs.skin import brow_pixels, hair_pixels, non_skin_pixels
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # Regions whose reflectance is roughly Lambertian skin; eyes and the mouth
 # interior are left to the medium mesh.
-SFS_REGIONS = ("skin", "nose", "lips", "brows")
+SFS_REGIONS = SKIN_REGIONS
 
 
 @dataclass

@@ -36,7 +36,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from landmarks import in_regions
+from landmarks import SKIN_REGIONS, in_regions
 from morphable.geometry import vertex_normals
 from sfs.light import estimate_sh_light
 from sfs.projection import camera_to_pixel, sample_at_pixels
@@ -55,11 +55,11 @@ class ViewTextureSettings:
     # at about 300 px across, and the face's shell spans about 450 texels of a 512-high atlas.
     texture_height: int = 512
     # Landmark regions (landmarks.REGION_NAMES) whose photo pixels give colour: the single-view
-    # texture's (fine.SFS_REGIONS). Beyond them the model's surface (scalp, ears, neck) shows hair or
+    # texture's (landmarks.SKIN_REGIONS). Beyond them the model's surface (scalp, ears, neck) shows hair or
     # background; with the eyes in, the coarse mesh's eye sockets took the whites as streaks of glare
     # on the shared 45-degree photo and its mirror image; left out they are filled like the single
     # view's.
-    regions: Tuple[str, ...] = ("skin", "nose", "lips", "brows")
+    regions: Tuple[str, ...] = SKIN_REGIONS
     # crop px: the ramp of the confidence from the face mask's edge (0) inward (1); as the
     # single-view texture's texture_edge_px (4 px), the band where hair, background and
     # grazing-angle shading mix into the colour, with as much again to feather over.
