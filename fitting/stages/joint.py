@@ -29,6 +29,7 @@ without an initialiser).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -94,6 +95,10 @@ class SamePersonSettings:
     # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181.
     temporal_fast: tuple = ("eyeBlink", "eyeSquint", "eyeWide")
     temporal_fast_scale: float = 0.05
+    # A video's frames (ordered): the expressions' L1 prior (coarse.lambda_exp_l1's units, per frame; None: the
+    # coarse stage's) and the shapes it leaves out (name prefixes; None: coarse.exp_l1_exclude).
+    ordered_exp_l1: Optional[float] = None
+    ordered_exp_l1_exclude: Optional[tuple] = None
     # The UV albedo merged from every view (fitting.stages.view_texture), exposed like the detail view
     # (the first of ``detail``, else the most frontal view) and put on identity.obj; None: no texture.
     texture: Optional[ViewTextureSettings] = field(default_factory=ViewTextureSettings)
@@ -167,7 +172,8 @@ def detail_views(names: Sequence[str], euler_deg: torch.Tensor, choice: Sequence
 def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
                        rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
                        prev_coeffs: torch.Tensor, exp_bounds=(0.0, 1.0), active_set_rounds: int = 10,
-                       frozen: Optional[torch.Tensor] = None, lambda_temporal=0.0, lambda_exp_l1=0.0):
+                       frozen: Optional[torch.Tensor] = None, lambda_temporal=0.0, lambda_exp_l1=0.0,
+                       fixed_id: Optional[torch.Tensor] = None):
     """Regularised least squares for one identity and N expressions with the N poses fixed.
 
     ``uv`` (N, K, 2) pixels, ``weights`` (N, K), ``intrinsics`` (N, 4), ``rot`` (N, 3, 3), ``t`` (N, 3),
@@ -176,8 +182,9 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
     expression: the views are consecutive frames; ``sum_j lambda_temporal[j] (a_exp[v+1, j] - a_exp[v, j])^2``
     is added for each v (a block-tridiagonal term in the expression blocks). ``lambda_exp_l1``, a number or
     (n_exp,): the expressions' L1 prior, per view, as in :func:`fitting.stages.landmark_fit.solve_shape` (as is
-    the active set, which frees a pinned activation whose gradient points back into the bounds). Returns
-    ``(a_id (n_id,), a_exp (N, n_exp))``.
+    the active set, which frees a pinned activation whose gradient points back into the bounds).
+    ``fixed_id`` (n_id,): a known identity, held; only the expressions are solved (the bench's oracle rows).
+    Returns ``(a_id (n_id,), a_exp (N, n_exp))``.
     """
     nv, n, n_id = uv.shape[0], lb.basis.shape[-1], lb.n_id
     m = n - n_id
@@ -219,8 +226,11 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
         # (M_ii - M_ie X_i) a_id = b_i - M_ie X_b and a_exp = X_b - X_i a_id.
         x = _solve_block_tridiagonal(diag_blocks, lam_t, torch.cat([m_ei, rhs_e[..., None]], -1))
         x_i, x_b = x[..., :n_id], x[..., n_id]
-        schur = m_ii - torch.einsum("vai,vaj->ij", m_ei, x_i)
-        a_id64 = solve_spd(schur[None], (b_id - torch.einsum("vai,va->i", m_ei, x_b))[None])[0]
+        if fixed_id is not None:
+            a_id64 = fixed_id.to(dev, f64)
+        else:
+            schur = m_ii - torch.einsum("vai,vaj->ij", m_ei, x_i)
+            a_id64 = solve_spd(schur[None], (b_id - torch.einsum("vai,va->i", m_ei, x_b))[None])[0]
         e = x_b - x_i @ a_id64
         out = ((e < lo) | (e > hi)) & ~pinned
         # the expressions' gradient without the pinning (half of it), to free a pinned one that points inward
@@ -266,7 +276,7 @@ def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) ->
 
 def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspondence,
                     settings: Optional[SamePersonSettings] = None, renderer=None, ordered: bool = False,
-                    init: Optional[CoarseInit] = None) -> JointFit:
+                    init: Optional[CoarseInit] = None, id_coeffs: Optional[torch.Tensor] = None) -> JointFit:
     """N detected views of one person (``batch``, B = N) -> one identity and each view's pose and expression.
 
     Steps 1-3 of the module doc, with the coarse stage's landmark weights and yaw-dependent
@@ -281,6 +291,9 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     68 points join every view's landmarks as in the single-view fit (:mod:`fitting.stages.fusion`: MediaPipe
     weighted by its per-view trust; views MediaPipe missed are read from the regressor alone). Its
     coefficients, if any, are not used: one identity is solved for all views.
+
+    ``id_coeffs`` (n_id,): a known identity, held throughout (poses and expressions are fitted to it; the
+    bench's oracle rows: how much of the expressions' error is the shared identity's).
     """
     settings = settings or SamePersonSettings()
     cs = settings.coarse
@@ -291,6 +304,10 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     n_id, n_exp = cs.n_id, model.n_exp
     lb = LandmarkBasis.from_model(model, corr.vertex_ids.to(dev), corr.bary.to(dev), n_id=n_id)
     coeffs = torch.zeros(nv, n_id + n_exp, device=dev)
+    fixed_id = None
+    if id_coeffs is not None:
+        fixed_id = id_coeffs.to(dev, torch.float32).reshape(-1)[:n_id]
+        coeffs[:, :n_id] = fixed_id
     use_offsets = cs.landmark_offsets and corr.has_offsets
     lambda_id = cs.lambda_id if settings.lambda_id is None else settings.lambda_id
     temporal = 0.0
@@ -309,13 +326,19 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = excluded_expressions(model, cs).to(dev)
-    l1 = exp_l1_weights(model, cs).to(dev)
+    l1_settings = cs
+    if ordered and (settings.ordered_exp_l1 is not None or settings.ordered_exp_l1_exclude is not None):
+        l1_settings = dataclasses.replace(
+            cs, lambda_exp_l1=cs.lambda_exp_l1 if settings.ordered_exp_l1 is None else settings.ordered_exp_l1,
+            exp_l1_exclude=(cs.exp_l1_exclude if settings.ordered_exp_l1_exclude is None
+                            else settings.ordered_exp_l1_exclude))
+    l1 = exp_l1_weights(model, l1_settings).to(dev)
     for _ in range(cs.alternations):
         w = landmark_weights(batch, corr, cs, rot).to(dev)
         lb_all, uv_all, w_all = fused_targets(fuse, at_pose(rot), uv, w)
         a_id, a_exp = solve_shared_shape(lb_all, uv_all, w_all, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
                                          exp_bounds=cs.exp_bounds, frozen=frozen,
-                                         lambda_temporal=temporal, lambda_exp_l1=l1)
+                                         lambda_temporal=temporal, lambda_exp_l1=l1, fixed_id=fixed_id)
         coeffs = torch.cat([a_id.expand(nv, -1), a_exp], 1)
         rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     lb_pose = at_pose(rot)
