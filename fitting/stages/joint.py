@@ -70,6 +70,12 @@ class SamePersonSettings:
     disagreement_mm: float = 3.0
     # Run the single-view fits that the disagreement check needs (landmark least squares only).
     check_disagreement: bool = True
+    # The same for a video's frames (fit_same_person(..., ordered=True)): off, a video is one person's by
+    # contract (fit_video). Measured on the synthetic 90-frame clip (seed 0, fit-face clip.mp4, this busy
+    # 2-core machine): the check's single-view fits of every frame took 76 of the joint fit's 141 s, and
+    # flagged 14 of the 90 frames of the one person (3.0-3.6 mm: the frames' own identities vary more
+    # than photos' do, with the expressions in motion).
+    check_disagreement_ordered: bool = False
     # The coarse stage's photometric polish on all views at once with the identity shared
     # (fitting.stages.photometric, shared_identity=True; coarse.photometric_* settings); runs when
     # fit_same_person is given a renderer. Off: measured on 5 synthetic people x 5 views (seed 7,
@@ -253,7 +259,7 @@ def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) ->
     ``rhs`` (N, m, k): (N, m, k).
 
     ``coupling`` all 0: N independent blocks, one batched Cholesky. Otherwise block elimination
-    (the block Thomas algorithm): one m x m solve per frame, forward then back, O(N m^3) instead of
+    (the block Thomas algorithm): one m x m solve per frame, forward, then products back, O(N m^3) instead of
     the O(N^3 m^3) of the whole matrix (300 frames: 16,000 unknowns).
     """
     n, m = diag.shape[:2]
@@ -262,16 +268,17 @@ def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) ->
         chol = torch.linalg.cholesky(diag)
         return torch.cholesky_solve(rhs, chol)
     c_col = c[:, None]
-    schur, y = [diag[0]], [rhs[0]]
+    schur, y, inv = diag[0], rhs[0], []
     for v in range(1, n):  # eliminate block v - 1 from row v, with C = -diag(c)
-        inv_prev = torch.linalg.solve(schur[-1], torch.cat([torch.diag(c), y[-1]], 1))  # S^-1 [diag(c) | y]
-        schur.append(diag[v] - c_col * inv_prev[:, :m])
-        y.append(rhs[v] + c_col * inv_prev[:, m:])
-    x = [None] * n
-    x[-1] = torch.linalg.solve(schur[-1], y[-1])
+        inv.append(torch.linalg.solve(schur, torch.cat([torch.diag(c), y], 1)))  # S^-1 [diag(c) | y]
+        schur = diag[v] - c_col * inv[-1][:, :m]
+        y = rhs[v] + c_col * inv[-1][:, m:]
+    # back substitution: x_v = S_v^-1 (y_v + c x_v+1) = S_v^-1 y_v + S_v^-1 diag(c) x_v+1, both products
+    # already formed by the forward pass (one m x m solve per frame in all, not two)
+    x = [torch.linalg.solve(schur, y)]
     for v in range(n - 2, -1, -1):
-        x[v] = torch.linalg.solve(schur[v], y[v] + c_col * x[v + 1])
-    return torch.stack(x)
+        x.append(inv[v][:, m:] + inv[v][:, :m] @ x[-1])
+    return torch.stack(x[::-1])
 
 
 def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspondence,
@@ -283,7 +290,8 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     landmark offsets; step 4 with ``settings.photometric`` and a ``renderer``
     (:class:`fitting.rendering.renderer.Renderer`). ``ordered``: the views are consecutive frames
     of one video, in order: ``settings.lambda_temporal_exp`` applies. With ``settings.check_disagreement``
-    each view is also fitted alone (:func:`fitting.stages.coarse.fit_landmarks`) and its neutral
+    (``check_disagreement_ordered`` for a video's frames) each view is also fitted alone
+    (:func:`fitting.stages.coarse.fit_landmarks`) and its neutral
     mesh compared with the joint one (``JointFit.disagreement_mm``).
 
     ``init`` (:func:`fitting.stages.coarse.initial_guess` of the batch, as the coarse stage gets it): each
@@ -362,7 +370,7 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     fit = JointFit(camera=camera, id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
                    vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error,
                    landmark_trust=trust, points68=points68, weights68=weights68, landmark_offsets=offsets)
-    if settings.check_disagreement:
+    if settings.check_disagreement_ordered if ordered else settings.check_disagreement:
         single = fit_landmarks(model, batch, corr, cs, init)
         fit.single_id_coeffs = single.id_coeffs
         fit.disagreement_mm = identity_distance(model, single.id_coeffs, id_coeffs)
