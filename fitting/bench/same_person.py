@@ -59,8 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-only", action="store_true",
                    help="run part (b) only (the clip; needs --clip-frames), not part (a)'s people")
     p.add_argument("--no-oracle", action="store_true",
-                   help="leave out the oracle rows: those fed exact landmarks (the true projections of the table's surface "
-                        "points) and, in part (b), the joint fits with the identity held (truth, independent fits' mean)")
+                   help="leave out the oracle rows: those fed exact landmarks (the true projections of the table's "
+                        "surface points) and, in part (b), the joint fits with the identity held (truth, "
+                        "independent fits' mean)")
     add_initializer_arguments(p, "part (a)'s fits: the 3DDFA_V2 regressor's pose and 68 points fused with "
                                  "MediaPipe's, as fit-face does; 'auto' (default) uses it when its files are on this "
                                  "machine")

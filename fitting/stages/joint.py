@@ -95,16 +95,37 @@ class SamePersonSettings:
     # 0.0508 -> 0.0463 and 0.0914 -> 0.0866 (independent 0.0601 and 0.0791: seed 1's joint fit is
     # worse at any weight), eyeBlink error 0.137 / 0.123 -> 0.137 / 0.125; the 30-frame clip at
     # 5000: 0.359 mm / 0.0481 / 0.146. 5000: under 0.3 x the independent jitter on all three clips.
+    # (Those numbers predate the L1 prior's arrival and a video's own L1 settings below; bench same-person
+    # --clip-only prints the current ones.)
     lambda_temporal_exp: float = 5000.0
     # Expressions (name prefixes) that change within 2-3 frames (a blink), and the factor on their
     # temporal weight: at a full weight of 2000 the clip's 3-frame blinks peaked at 0.39 instead of 1
-    # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181.
+    # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181. 0.05 -> 0.01 (with the L1 prior
+    # below; --clip-frames 90 seed 0): blink peaks 0.79 -> 0.99, eyeBlink error 0.118 -> 0.109, jitter
+    # 0.268 -> 0.284 mm (0: 0.107 / 0.290 mm).
     temporal_fast: tuple = ("eyeBlink", "eyeSquint", "eyeWide")
-    temporal_fast_scale: float = 0.05
+    temporal_fast_scale: float = 0.01
     # A video's frames (ordered): the expressions' L1 prior (coarse.lambda_exp_l1's units, per frame; None: the
-    # coarse stage's) and the shapes it leaves out (name prefixes; None: coarse.exp_l1_exclude).
-    ordered_exp_l1: Optional[float] = None
-    ordered_exp_l1_exclude: Optional[tuple] = None
+    # coarse stage's) and the shapes it leaves out (name prefixes; None: coarse.exp_l1_exclude). Issue 18 (b):
+    # with the coarse stage's (1000, eyeBlink left out) the joint fit's expression-weight error was worse
+    # than the independent per-frame fits' (bench same-person --clip-frames 90, seed 0: 0.0107 vs 0.0094),
+    # jawOpen the largest part (0.177 vs 0.142; peaks 0.25 for a true 0.45). Measured what causes it:
+    # the shared identity only in part: held at the truth, jawOpen error 0.175 (seed 0) and 0.074 (seed 1,
+    # against 0.166 joint), with false mouth/cheek weights of 0.15-0.3 instead (mouthShrugUpper,
+    # cheekSquint: MediaPipe's mouth points do not fit the true face); fed exact landmarks, 0.066. The
+    # rest is MediaPipe's points, which open the mouth less than the truth, and the L1 prior, which
+    # shrinks jawOpen further, and false, clip-long weights of 0.01-0.03 (mouthClose, cheekPuff,
+    # mouthPucker) that a per-frame identity soaks up and the shared one does not. Like the blinks,
+    # jawOpen (speech) is left out of the prior, and the prior on the others raised. Weight error /
+    # jawOpen / eyeBlink / jitter, three clips (seeds 0, 1 and a clip of seed 0 with a slow smile to
+    # 0.6 and pucker to 0.4 added, 60 frames; fast scale 0.01), independent fits / jaw left out at 1000 /
+    # 1500 / 2000 / 3000: seed 0 0.0094 / 0.0095 / 0.0079 / 0.0072 / 0.0066; seed 1 0.0120 / 0.0132 /
+    # 0.0105 / 0.0090 / -; smile clip 0.0183 / 0.0177 / 0.0174 / 0.0176 / 0.0182, where the smile's own
+    # error grows with it (0.187 independent, 0.175 / 0.196 / 0.214 / 0.236): 1500, better than the
+    # independent fits on all three, the smile's cost small. Seed 0 at 1500: jawOpen 0.133, eyeBlink
+    # 0.107, jitter 0.270 mm (independent 0.142 / 0.133 / 1.122).
+    ordered_exp_l1: Optional[float] = 1500.0
+    ordered_exp_l1_exclude: Optional[tuple] = ("eyeBlink", "jawOpen")
     # The UV albedo merged from every view (fitting.stages.view_texture), exposed like the detail view
     # (the first of ``detail``, else the most frontal view) and put on identity.obj; None: no texture.
     texture: Optional[ViewTextureSettings] = field(default_factory=ViewTextureSettings)
