@@ -215,9 +215,16 @@ class FaceRegressor:
     def from_rois(self, image: np.ndarray, rois: np.ndarray) -> RegressedFaces:
         """Read the faces in ``rois`` (N, 4) ``x0, y0, x1, y1`` (continuous pixels) of ``image``
         (H, W, 3) RGB, uint8 or float in [0, 1]."""
-        rois = np.asarray(rois, np.float64).reshape(-1, 4)
+        return self.from_rois_of_images([image], np.asarray(rois, np.float64).reshape(1, -1, 4))
+
+    def from_rois_of_images(self, images: Sequence[np.ndarray], rois: np.ndarray) -> RegressedFaces:
+        """:meth:`from_rois` for several images in one network call: ``rois`` (I, N, 4), N faces in each of
+        the I ``images`` (each (H, W, 3), their own sizes). Returns the I x N faces image by image."""
+        rois = np.asarray(rois, np.float64).reshape(len(images), -1, 4)
+        crops = np.concatenate([crop_rois(np.asarray(img), r - HALF_PIXEL) for img, r in zip(images, rois)])
+        rois = rois.reshape(-1, 4)
         rois_int = rois - HALF_PIXEL
-        out = self.network(crop_rois(np.asarray(image), rois_int))
+        out = self.network(crops)
         params = out * self.param_std + self.param_mean
         q = self.model_points(params).double().numpy()
         # The crop's frame to the photo's: upstream's one-based x and z, y up over the 120-pixel side.
@@ -244,10 +251,18 @@ class FaceRegressor:
         the previous pass's 68 points (:func:`roi_from_points`), which no longer depends on how a
         detector draws its boxes (upstream's video mode does the same between frames).
         """
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        found = self.from_rois(image, roi_from_box(boxes - HALF_PIXEL) + HALF_PIXEL)
+        return self.read_images([image], np.asarray(boxes, np.float64).reshape(1, -1, 4), passes)
+
+    def read_images(self, images: Sequence[np.ndarray], boxes: np.ndarray, passes: int = 2) -> RegressedFaces:
+        """:meth:`__call__` on ``boxes`` (I, N, 4), N faces in each of the I ``images``, every pass one batched
+        network call (a video's frames: one call per pass instead of one per frame and pass). Returns the I x N
+        faces image by image."""
+        boxes = np.asarray(boxes, np.float64).reshape(len(images), -1, 4)
+        shape = boxes.shape[:2]
+        found = self.from_rois_of_images(images, (roi_from_box(boxes.reshape(-1, 4) - HALF_PIXEL)
+                                                  + HALF_PIXEL).reshape(*shape, 4))
         for _ in range(passes - 1):
-            found = self.from_rois(image, roi_from_points(found.points))
+            found = self.from_rois_of_images(images, roi_from_points(found.points).reshape(*shape, 4))
         return found
 
 

@@ -1,6 +1,7 @@
 """Same-person bench: one identity from N photos (joint fit) against single-photo fits, synthetic faces.
 
     python -m fitting.bench same-person --n 5 --views 8 --seed 0 [--model-dir DIR]
+    python -m fitting.bench same-person --clip-only --clip-frames 90 --seed 0 --out DIR   # part (b) alone
 
 Part (a) of issue 18. ``--n`` synthetic people; person ``p`` has one random
 identity (seed ``(seed, p)``) and ``--views`` photos of it, each with its own
@@ -55,8 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="part (b): write clip_curves.csv, clip_jawOpen.png and clip_eyeBlink_L.png (the curves over the "
                         "frames: truth, independent fits, the joint fit at the last --temporal value) here")
+    p.add_argument("--clip-only", action="store_true",
+                   help="run part (b) only (the clip; needs --clip-frames), not part (a)'s people")
     p.add_argument("--no-oracle", action="store_true",
-                   help="leave out the rows fed exact landmarks (the true projections of the table's surface points)")
+                   help="leave out the oracle rows: those fed exact landmarks (the true projections of the table's "
+                        "surface points) and, in part (b), the joint fits with the identity held (truth, "
+                        "independent fits' mean)")
     add_initializer_arguments(p, "part (a)'s fits: the 3DDFA_V2 regressor's pose and 68 points fused with "
                                  "MediaPipe's, as fit-face does; 'auto' (default) uses it when its files are on this "
                                  "machine")
@@ -138,22 +143,29 @@ def plot_curves(path, curves, height: int = 360, width: int = 720) -> None:
 
 
 def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int, temporal, progress: bool,
-               out=None) -> str:
+               out=None, oracle: bool = True) -> str:
     """Part (b), a synthetic clip: expression-weight error and per-vertex jitter of independent per-frame
     fits and of the joint fit at each ``temporal`` weight. Returns the printed table; with ``out`` (a
-    folder) writes the jawOpen and eyeBlink_L curves there (:func:`plot_curves`, and as CSV)."""
+    folder) writes the jawOpen and eyeBlink_L curves there (:func:`plot_curves`, and as CSV).
+
+    ``oracle``: also the default joint fit told what it cannot know, to say where its error comes from:
+    the identity held at the truth, held at the mean of the independent fits' identities, and fed exact
+    landmarks (the true projections of the table's surface points, no landmark offsets) instead of
+    MediaPipe's."""
+    import dataclasses
     from fitting.camera import DEFAULT_FOV
     from fitting.detections import DetectionBatch, crop_face
     from fitting.stages.coarse import fit_landmarks
     from fitting.stages.joint import SamePersonSettings, fit_same_person
     from landmarks import FaceMeshDetector
-    from .common import _generator
+    from .common import BenchFace, _generator, oracle_crop
 
     gen = _generator(closed_model)
     rng = np.random.default_rng((seed, 1000))
     id_c = torch.tensor(np.clip(rng.normal(size=closed_model.n_id), -2, 2), dtype=torch.float32)
     exp, pose = clip_truth(closed_model, frames)
-    crops, kept = [], []
+    crops, kept, exact = [], [], []
+    nv = face_model.n_vertices
     with FaceMeshDetector() as det:
         for t in tqdm(range(frames), desc="clip frames", unit="frame", disable=not progress):
             # one seed for every frame: the same light, skin, background and camera distance
@@ -163,8 +175,12 @@ def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int
             if faces:
                 crops.append(crop_face(sf.image, faces[0], 512, f"frame{t}", DEFAULT_FOV))
                 kept.append(t)
+                if oracle:
+                    face = BenchFace(index=t, seed=(seed, 1000), truth=sf.verts_model[:nv], yaw=float(pose[t, 0]),
+                                     deformation_mm=0.0, crop=crops[-1],
+                                     truth_camera=sf.verts_camera[:nv].astype(np.float64))
+                    exact.append(oracle_crop(face, corr))
     truth_exp = exp[kept]
-    nv = face_model.n_vertices
     truth_verts = face_model(id_c[None].expand(len(kept), -1), truth_exp)[:, :nv]
 
     def jitter(v):  # mean |second difference| over frames and vertices, mm
@@ -174,25 +190,47 @@ def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int
         i = face_model.exp_names.index(name)
         return float((e[:, i] - truth_exp[:, i]).abs().mean())
 
+    zeros = torch.zeros(1, face_model.n_exp)
+    truth_neutral = face_model(id_c[None], zeros)[0].numpy()
+
+    def identity_error(a_id):  # mm, the neutral meshes after a similarity alignment, as in part (a)
+        return float(vertex_errors(face_model(a_id.reshape(1, -1), zeros)[0].numpy(), truth_neutral).mean())
+
     batch = DetectionBatch.stack(crops)
     rows = []
     base = SamePersonSettings(check_disagreement=False)
     single = fit_landmarks(face_model, batch, corr, base.coarse)
-    rows.append(("independent per-frame fits", single.exp_coeffs, single.vertices, float("nan")))
-    for lam in temporal:
-        st = SamePersonSettings(check_disagreement=False, lambda_temporal_exp=lam)
+    # (name, exp (T, n_exp), vertices (T, V, 3), identity error mm (NaN: one per frame, not one), seconds)
+    rows.append(("independent per-frame fits", single.exp_coeffs, single.vertices,
+                 float(np.mean([identity_error(a) for a in single.id_coeffs])), float("nan")))
+
+    def joint_row(name, st, fit_batch=batch, id_coeffs=None):
         t0 = time.perf_counter()
-        fit = fit_same_person(face_model, batch, corr, st, ordered=True)
-        rows.append((f"joint, temporal {lam:g}", fit.exp_coeffs, fit.vertices, time.perf_counter() - t0))
-    head = (f"{'method':<30}{'exp weight err':>16}{'jawOpen err':>13}{'eyeBlink err':>14}{'jitter mm':>11}"
-            f"{'fps':>8}")
+        fit = fit_same_person(face_model, fit_batch, corr, st, ordered=True, id_coeffs=id_coeffs)
+        rows.append((name, fit.exp_coeffs, fit.vertices, identity_error(fit.id_coeffs), time.perf_counter() - t0))
+
+    for lam in temporal:
+        joint_row(f"joint, temporal {lam:g}", SamePersonSettings(check_disagreement=False, lambda_temporal_exp=lam))
+    n_plain = len(rows)
+    if oracle:
+        default = SamePersonSettings(check_disagreement=False)
+        joint_row("oracle: identity = truth", default, id_coeffs=id_c)
+        joint_row("identity = indep. fits' mean", default, id_coeffs=single.id_coeffs.mean(0))
+        exact_settings = dataclasses.replace(default, coarse=dataclasses.replace(default.coarse,
+                                                                                 landmark_offsets=False))
+        joint_row("oracle: exact landmarks", exact_settings, fit_batch=DetectionBatch.stack(exact))
+    jaw_i = face_model.exp_names.index("jawOpen")
+    head = (f"{'method':<30}{'exp weight err':>16}{'jawOpen err':>13}{'jawOpen max':>13}{'eyeBlink err':>14}"
+            f"{'jitter mm':>11}{'identity mm':>13}{'fps':>8}")
     lines = [f"part (b): synthetic clip, {frames} frames ({len(kept)} found by MediaPipe), seed {seed}; truth "
-             f"jitter {jitter(truth_verts):.3f} mm", head, "-" * len(head)]
-    for name, e, v, secs in rows:
+             f"jitter {jitter(truth_verts):.3f} mm, jawOpen max {float(truth_exp[:, jaw_i].max()):.2f}", head,
+             "-" * len(head)]
+    for name, e, v, id_err, secs in rows:
         blink = 0.5 * (channel(e, "eyeBlink_L") + channel(e, "eyeBlink_R"))
         fps = len(kept) / secs if secs == secs else float("nan")
         lines.append(f"{name:<30}{float((e - truth_exp).abs().mean()):>16.4f}{channel(e, 'jawOpen'):>13.4f}"
-                     f"{blink:>14.4f}{jitter(v):>11.3f}{fps:>8.1f}")
+                     f"{float(e[:, jaw_i].max()):>13.2f}{blink:>14.4f}{jitter(v):>11.3f}{id_err:>13.3f}{fps:>8.1f}")
+    rows = rows[:n_plain]  # the curves: truth, independent fits, the joint fit at the last --temporal value
     if out is not None and len(rows) > 1:
         from pathlib import Path
         folder = Path(out)
@@ -212,8 +250,11 @@ def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int
                           2 if k == "truth" else 1) for k, e in series.items()])
         lines.append(f"curves: {folder}/clip_jawOpen.png, clip_eyeBlink_L.png, clip_curves.csv")
     lines.append("jitter: mean per-vertex |v[t+1] - 2 v[t] + v[t-1]| of the fitted meshes (model frame, with "
-                 "expression; the head's own motion is not in it), mm; fps: the joint fit's frames per second "
-                 "(landmark least squares, MediaPipe not included).")
+                 "expression; the head's own motion is not in it), mm; identity: the neutral mesh against the "
+                 "truth as in part (a) (independent fits: the mean over the frames' own); fps: the joint fit's "
+                 "frames per second (landmark least squares, MediaPipe not included)." + (
+                     " Oracle rows: the default joint fit with the identity held at the truth, held at the "
+                     "independent fits' mean identity, or fed exact landmarks." if oracle else ""))
     return "\n".join(lines)
 
 
@@ -296,6 +337,14 @@ def run(args) -> int:
 
     face_model, closed_model = load_models(args.model_dir)
     corr = load_correspondence()
+    if args.clip_only:
+        if args.clip_frames <= 0:
+            print("error: --clip-only needs --clip-frames T > 0")
+            return 2
+        print(clip_bench(face_model, closed_model, corr, args.clip_frames, args.seed, args.size,
+                         [float(x) for x in args.temporal.split(",")], not args.no_progress, args.out,
+                         oracle=not args.no_oracle))
+        return 0
     narrow = narrow_area(face_model)
     settings = SamePersonSettings()
     t0 = time.perf_counter()
@@ -341,7 +390,8 @@ def run(args) -> int:
     if args.clip_frames > 0:
         print()
         print(clip_bench(face_model, closed_model, corr, args.clip_frames, args.seed, args.size,
-                         [float(x) for x in args.temporal.split(",")], not args.no_progress, args.out))
+                         [float(x) for x in args.temporal.split(",")], not args.no_progress, args.out,
+                         oracle=not args.no_oracle))
     print()
     print("Errors: identity = neutral meshes (no expression), mean per-vertex distance after a similarity "
           "alignment over the ICT face area ('narrow': ICT's face_narrow set, the front of the face); "

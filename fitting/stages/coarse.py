@@ -324,6 +324,11 @@ def initial_guess(context: "FitContext", batch: DetectionBatch) -> Optional[Coar
     if context.initializer is None:
         return None
     camera = getattr(context.initializer, "needs_intrinsics", False)
+    if hasattr(context.initializer, "batch"):  # all faces in one call (the regressor: one network call per pass)
+        init = context.initializer.batch(batch.images, torch.cat([batch.uv, batch.rel_depth[..., None]], -1),
+                                         context.model, **({"intrinsics": batch.intrinsics} if camera else {}))
+        return CoarseInit(**{name: getattr(init, name).to(context.device) for name in _INIT_DIMS
+                             if getattr(init, name) is not None})
     inits = [context.initializer(batch.images[i], torch.cat([batch.uv[i], batch.rel_depth[i, :, None]], 1),
                                  context.model, **({"intrinsics": batch.intrinsics[i]} if camera else {}))
              for i in range(len(batch))]

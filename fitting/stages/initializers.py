@@ -194,6 +194,21 @@ class RegressorInitializer:
         # the 68 points go on to the coarse stage's fusion with MediaPipe's (fitting.stages.fusion)
         return CoarseInit(rotation=rot, translation=t, points68=torch.as_tensor(found.points[0, :, :2]))
 
+    def batch(self, images: torch.Tensor, landmarks: torch.Tensor, model, intrinsics: torch.Tensor) -> "CoarseInit":
+        """:meth:`__call__` on B crops at once: ``images`` (B, S, S, 3) in [0, 1], ``landmarks`` (B, 478, >=2)
+        crop pixels, ``intrinsics`` (B, 4). One network call per regressor pass for all B (a video's frames:
+        1.2 s per frame on this busy 2-core machine one by one, where the network's small layers pay their
+        threads' start every call). Returns one CoarseInit with (B, ...) fields."""
+        from .coarse import CoarseInit
+        self.prepare()
+        uv = landmarks[..., :2].detach().cpu().numpy().astype(np.float64)
+        boxes = np.concatenate([uv.min(1), uv.max(1)], -1)[:, None]  # (B, 1, 4)
+        imgs = images.detach().cpu().numpy().astype(np.float32)
+        found = self.regressor.read_images(list(imgs), boxes)
+        points = torch.as_tensor(found.points)  # (B, 68, 3): one face per crop
+        rot, t = pose_from_points68(model, points, torch.as_tensor(intrinsics).reshape(-1, 4))
+        return CoarseInit(rotation=rot, translation=t, points68=points[..., :2])
+
 
 # Perspective refinement steps on the 68 points after the similarity start (Levenberg-Marquardt converges
 # in a few from there; more change nothing measurable).
@@ -204,24 +219,30 @@ def pose_from_points68(model, points: torch.Tensor, intrinsics: torch.Tensor):
     """Pose (rotation (3, 3), translation (3,) mm; model -> camera) of the model's mean face whose
     ``multipie68`` vertices best match ``points`` (68, 3): pixels u, v (crop) and a relative depth in
     pixels, larger = closer (as :class:`landmarks.regressor.RegressedFaces`). ``intrinsics`` (4,) of
-    the crop."""
-    from morphable.geometry import similarity_transform
-
+    the crop. Batched: ``points`` (B, 68, 3) and ``intrinsics`` (B, 4) give (B, 3, 3) and (B, 3)."""
     from .landmark_fit import refine_pose
     dtype = model.mean.dtype
-    k = torch.as_tensor(intrinsics, dtype=dtype).reshape(4)
+    single = torch.as_tensor(points).dim() == 2
+    pts = torch.as_tensor(points, dtype=dtype).reshape(-1, 68, 3)
+    k = torch.as_tensor(intrinsics, dtype=dtype).reshape(-1, 4)
     src = model.mean[model.landmark_sets["multipie68"]].detach().cpu().to(dtype)  # (68, 3) mm
-    pts = torch.as_tensor(points, dtype=dtype)
-    view = torch.stack([pts[:, 0], -pts[:, 1], pts[:, 2]], -1)  # pixels -> x right, y up, z toward the viewer
-    scale, rot, _ = similarity_transform(src, view)  # scale: pixels per mm at the face's distance
-    depth = float(k[0]) / float(scale)
-    centre_uv = pts[:, :2].mean(0)
-    centre_cam = torch.stack([(centre_uv[0] - k[2]) / k[0] * depth, -(centre_uv[1] - k[3]) / k[1] * depth,
-                              torch.tensor(-depth, dtype=dtype)])
+    view = torch.stack([pts[..., 0], -pts[..., 1], pts[..., 2]], -1)  # pixels -> x right, y up, z toward the viewer
+    # Umeyama's similarity (morphable.geometry.similarity_transform), batched over the faces
+    xs = src - src.mean(0)
+    xd = view - view.mean(1, keepdim=True)
+    u, sig, vh = torch.linalg.svd(xd.transpose(1, 2) @ xs / len(src))
+    d = torch.ones_like(sig)
+    d[:, 2] = torch.where(torch.det(u) * torch.det(vh) < 0, -1.0, 1.0)  # a reflection: flip the weakest axis
+    rot = (u * d[:, None, :]) @ vh
+    scale = (sig * d).sum(1) / (xs ** 2).sum(1).mean()  # pixels per mm at the face's distance
+    depth = k[:, 0] / scale
+    centre_uv = pts[..., :2].mean(1)
+    centre_cam = torch.stack([(centre_uv[:, 0] - k[:, 2]) / k[:, 0] * depth,
+                              -(centre_uv[:, 1] - k[:, 3]) / k[:, 1] * depth, -depth], -1)
     t = centre_cam - rot @ src.mean(0)
-    weights = torch.ones(1, len(src), dtype=dtype)
-    rot, t = refine_pose(src[None], pts[None, :, :2], weights, k[None], rot[None], t[None], POSE68_ITERATIONS)
-    return rot[0], t[0]
+    weights = torch.ones(len(pts), len(src), dtype=dtype)
+    rot, t = refine_pose(src.expand(len(pts), -1, -1), pts[..., :2], weights, k, rot, t, POSE68_ITERATIONS)
+    return (rot[0], t[0]) if single else (rot, t)
 
 
 register_initializer(RegressorInitializer.name)(RegressorInitializer())

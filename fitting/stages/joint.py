@@ -29,6 +29,7 @@ without an initialiser).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -69,6 +70,12 @@ class SamePersonSettings:
     disagreement_mm: float = 3.0
     # Run the single-view fits that the disagreement check needs (landmark least squares only).
     check_disagreement: bool = True
+    # The same for a video's frames (fit_same_person(..., ordered=True)): off, a video is one person's by
+    # contract (fit_video). Measured on the synthetic 90-frame clip (seed 0, fit-face clip.mp4, this busy
+    # 2-core machine): the check's single-view fits of every frame took 76 of the joint fit's 141 s, and
+    # flagged 14 of the 90 frames of the one person (3.0-3.6 mm: the frames' own identities vary more
+    # than photos' do, with the expressions in motion).
+    check_disagreement_ordered: bool = False
     # The coarse stage's photometric polish on all views at once with the identity shared
     # (fitting.stages.photometric, shared_identity=True; coarse.photometric_* settings); runs when
     # fit_same_person is given a renderer. Off: measured on 5 synthetic people x 5 views (seed 7,
@@ -88,12 +95,37 @@ class SamePersonSettings:
     # 0.0508 -> 0.0463 and 0.0914 -> 0.0866 (independent 0.0601 and 0.0791: seed 1's joint fit is
     # worse at any weight), eyeBlink error 0.137 / 0.123 -> 0.137 / 0.125; the 30-frame clip at
     # 5000: 0.359 mm / 0.0481 / 0.146. 5000: under 0.3 x the independent jitter on all three clips.
+    # (Those numbers predate the L1 prior's arrival and a video's own L1 settings below; bench same-person
+    # --clip-only prints the current ones.)
     lambda_temporal_exp: float = 5000.0
     # Expressions (name prefixes) that change within 2-3 frames (a blink), and the factor on their
     # temporal weight: at a full weight of 2000 the clip's 3-frame blinks peaked at 0.39 instead of 1
-    # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181.
+    # (independent fits 0.78; at 0.05 x: 0.65), eyeBlink error 0.181. 0.05 -> 0.01 (with the L1 prior
+    # below; --clip-frames 90 seed 0): blink peaks 0.79 -> 0.99, eyeBlink error 0.118 -> 0.109, jitter
+    # 0.268 -> 0.284 mm (0: 0.107 / 0.290 mm).
     temporal_fast: tuple = ("eyeBlink", "eyeSquint", "eyeWide")
-    temporal_fast_scale: float = 0.05
+    temporal_fast_scale: float = 0.01
+    # A video's frames (ordered): the expressions' L1 prior (coarse.lambda_exp_l1's units, per frame; None: the
+    # coarse stage's) and the shapes it leaves out (name prefixes; None: coarse.exp_l1_exclude). Issue 18 (b):
+    # with the coarse stage's (1000, eyeBlink left out) the joint fit's expression-weight error was worse
+    # than the independent per-frame fits' (bench same-person --clip-frames 90, seed 0: 0.0107 vs 0.0094),
+    # jawOpen the largest part (0.177 vs 0.142; peaks 0.25 for a true 0.45). Measured what causes it:
+    # the shared identity only in part: held at the truth, jawOpen error 0.175 (seed 0) and 0.074 (seed 1,
+    # against 0.166 joint), with false mouth/cheek weights of 0.15-0.3 instead (mouthShrugUpper,
+    # cheekSquint: MediaPipe's mouth points do not fit the true face); fed exact landmarks, 0.066. The
+    # rest is MediaPipe's points, which open the mouth less than the truth, and the L1 prior, which
+    # shrinks jawOpen further, and false, clip-long weights of 0.01-0.03 (mouthClose, cheekPuff,
+    # mouthPucker) that a per-frame identity soaks up and the shared one does not. Like the blinks,
+    # jawOpen (speech) is left out of the prior, and the prior on the others raised. Weight error /
+    # jawOpen / eyeBlink / jitter, three clips (seeds 0, 1 and a clip of seed 0 with a slow smile to
+    # 0.6 and pucker to 0.4 added, 60 frames; fast scale 0.01), independent fits / jaw left out at 1000 /
+    # 1500 / 2000 / 3000: seed 0 0.0094 / 0.0095 / 0.0079 / 0.0072 / 0.0066; seed 1 0.0120 / 0.0132 /
+    # 0.0105 / 0.0090 / -; smile clip 0.0183 / 0.0177 / 0.0174 / 0.0176 / 0.0182, where the smile's own
+    # error grows with it (0.187 independent, 0.175 / 0.196 / 0.214 / 0.236): 1500, better than the
+    # independent fits on all three, the smile's cost small. Seed 0 at 1500: jawOpen 0.133, eyeBlink
+    # 0.107, jitter 0.270 mm (independent 0.142 / 0.133 / 1.122).
+    ordered_exp_l1: Optional[float] = 1500.0
+    ordered_exp_l1_exclude: Optional[tuple] = ("eyeBlink", "jawOpen")
     # The UV albedo merged from every view (fitting.stages.view_texture), exposed like the detail view
     # (the first of ``detail``, else the most frontal view) and put on identity.obj; None: no texture.
     texture: Optional[ViewTextureSettings] = field(default_factory=ViewTextureSettings)
@@ -167,7 +199,8 @@ def detail_views(names: Sequence[str], euler_deg: torch.Tensor, choice: Sequence
 def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tensor, intrinsics: torch.Tensor,
                        rot: torch.Tensor, t: torch.Tensor, lambda_id: float, lambda_exp: float,
                        prev_coeffs: torch.Tensor, exp_bounds=(0.0, 1.0), active_set_rounds: int = 10,
-                       frozen: Optional[torch.Tensor] = None, lambda_temporal=0.0, lambda_exp_l1=0.0):
+                       frozen: Optional[torch.Tensor] = None, lambda_temporal=0.0, lambda_exp_l1=0.0,
+                       fixed_id: Optional[torch.Tensor] = None):
     """Regularised least squares for one identity and N expressions with the N poses fixed.
 
     ``uv`` (N, K, 2) pixels, ``weights`` (N, K), ``intrinsics`` (N, 4), ``rot`` (N, 3, 3), ``t`` (N, 3),
@@ -176,8 +209,9 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
     expression: the views are consecutive frames; ``sum_j lambda_temporal[j] (a_exp[v+1, j] - a_exp[v, j])^2``
     is added for each v (a block-tridiagonal term in the expression blocks). ``lambda_exp_l1``, a number or
     (n_exp,): the expressions' L1 prior, per view, as in :func:`fitting.stages.landmark_fit.solve_shape` (as is
-    the active set, which frees a pinned activation whose gradient points back into the bounds). Returns
-    ``(a_id (n_id,), a_exp (N, n_exp))``.
+    the active set, which frees a pinned activation whose gradient points back into the bounds).
+    ``fixed_id`` (n_id,): a known identity, held; only the expressions are solved (the bench's oracle rows).
+    Returns ``(a_id (n_id,), a_exp (N, n_exp))``.
     """
     nv, n, n_id = uv.shape[0], lb.basis.shape[-1], lb.n_id
     m = n - n_id
@@ -219,8 +253,11 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
         # (M_ii - M_ie X_i) a_id = b_i - M_ie X_b and a_exp = X_b - X_i a_id.
         x = _solve_block_tridiagonal(diag_blocks, lam_t, torch.cat([m_ei, rhs_e[..., None]], -1))
         x_i, x_b = x[..., :n_id], x[..., n_id]
-        schur = m_ii - torch.einsum("vai,vaj->ij", m_ei, x_i)
-        a_id64 = solve_spd(schur[None], (b_id - torch.einsum("vai,va->i", m_ei, x_b))[None])[0]
+        if fixed_id is not None:
+            a_id64 = fixed_id.to(dev, f64)
+        else:
+            schur = m_ii - torch.einsum("vai,vaj->ij", m_ei, x_i)
+            a_id64 = solve_spd(schur[None], (b_id - torch.einsum("vai,va->i", m_ei, x_b))[None])[0]
         e = x_b - x_i @ a_id64
         out = ((e < lo) | (e > hi)) & ~pinned
         # the expressions' gradient without the pinning (half of it), to free a pinned one that points inward
@@ -243,7 +280,7 @@ def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) ->
     ``rhs`` (N, m, k): (N, m, k).
 
     ``coupling`` all 0: N independent blocks, one batched Cholesky. Otherwise block elimination
-    (the block Thomas algorithm): one m x m solve per frame, forward then back, O(N m^3) instead of
+    (the block Thomas algorithm): one m x m solve per frame, forward, then products back, O(N m^3) instead of
     the O(N^3 m^3) of the whole matrix (300 frames: 16,000 unknowns).
     """
     n, m = diag.shape[:2]
@@ -252,28 +289,30 @@ def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) ->
         chol = torch.linalg.cholesky(diag)
         return torch.cholesky_solve(rhs, chol)
     c_col = c[:, None]
-    schur, y = [diag[0]], [rhs[0]]
+    schur, y, inv = diag[0], rhs[0], []
     for v in range(1, n):  # eliminate block v - 1 from row v, with C = -diag(c)
-        inv_prev = torch.linalg.solve(schur[-1], torch.cat([torch.diag(c), y[-1]], 1))  # S^-1 [diag(c) | y]
-        schur.append(diag[v] - c_col * inv_prev[:, :m])
-        y.append(rhs[v] + c_col * inv_prev[:, m:])
-    x = [None] * n
-    x[-1] = torch.linalg.solve(schur[-1], y[-1])
+        inv.append(torch.linalg.solve(schur, torch.cat([torch.diag(c), y], 1)))  # S^-1 [diag(c) | y]
+        schur = diag[v] - c_col * inv[-1][:, :m]
+        y = rhs[v] + c_col * inv[-1][:, m:]
+    # back substitution: x_v = S_v^-1 (y_v + c x_v+1) = S_v^-1 y_v + S_v^-1 diag(c) x_v+1, both products
+    # already formed by the forward pass (one m x m solve per frame in all, not two)
+    x = [torch.linalg.solve(schur, y)]
     for v in range(n - 2, -1, -1):
-        x[v] = torch.linalg.solve(schur[v], y[v] + c_col * x[v + 1])
-    return torch.stack(x)
+        x.append(inv[v][:, m:] + inv[v][:, :m] @ x[-1])
+    return torch.stack(x[::-1])
 
 
 def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspondence,
                     settings: Optional[SamePersonSettings] = None, renderer=None, ordered: bool = False,
-                    init: Optional[CoarseInit] = None) -> JointFit:
+                    init: Optional[CoarseInit] = None, id_coeffs: Optional[torch.Tensor] = None) -> JointFit:
     """N detected views of one person (``batch``, B = N) -> one identity and each view's pose and expression.
 
     Steps 1-3 of the module doc, with the coarse stage's landmark weights and yaw-dependent
     landmark offsets; step 4 with ``settings.photometric`` and a ``renderer``
     (:class:`fitting.rendering.renderer.Renderer`). ``ordered``: the views are consecutive frames
     of one video, in order: ``settings.lambda_temporal_exp`` applies. With ``settings.check_disagreement``
-    each view is also fitted alone (:func:`fitting.stages.coarse.fit_landmarks`) and its neutral
+    (``check_disagreement_ordered`` for a video's frames) each view is also fitted alone
+    (:func:`fitting.stages.coarse.fit_landmarks`) and its neutral
     mesh compared with the joint one (``JointFit.disagreement_mm``).
 
     ``init`` (:func:`fitting.stages.coarse.initial_guess` of the batch, as the coarse stage gets it): each
@@ -281,6 +320,9 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     68 points join every view's landmarks as in the single-view fit (:mod:`fitting.stages.fusion`: MediaPipe
     weighted by its per-view trust; views MediaPipe missed are read from the regressor alone). Its
     coefficients, if any, are not used: one identity is solved for all views.
+
+    ``id_coeffs`` (n_id,): a known identity, held throughout (poses and expressions are fitted to it; the
+    bench's oracle rows: how much of the expressions' error is the shared identity's).
     """
     settings = settings or SamePersonSettings()
     cs = settings.coarse
@@ -291,6 +333,10 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     n_id, n_exp = cs.n_id, model.n_exp
     lb = LandmarkBasis.from_model(model, corr.vertex_ids.to(dev), corr.bary.to(dev), n_id=n_id)
     coeffs = torch.zeros(nv, n_id + n_exp, device=dev)
+    fixed_id = None
+    if id_coeffs is not None:
+        fixed_id = id_coeffs.to(dev, torch.float32).reshape(-1)[:n_id]
+        coeffs[:, :n_id] = fixed_id
     use_offsets = cs.landmark_offsets and corr.has_offsets
     lambda_id = cs.lambda_id if settings.lambda_id is None else settings.lambda_id
     temporal = 0.0
@@ -309,13 +355,19 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     frozen = torch.zeros(n_id + n_exp, dtype=torch.bool, device=dev)
     frozen[n_id:] = excluded_expressions(model, cs).to(dev)
-    l1 = exp_l1_weights(model, cs).to(dev)
+    l1_settings = cs
+    if ordered and (settings.ordered_exp_l1 is not None or settings.ordered_exp_l1_exclude is not None):
+        l1_settings = dataclasses.replace(
+            cs, lambda_exp_l1=cs.lambda_exp_l1 if settings.ordered_exp_l1 is None else settings.ordered_exp_l1,
+            exp_l1_exclude=(cs.exp_l1_exclude if settings.ordered_exp_l1_exclude is None
+                            else settings.ordered_exp_l1_exclude))
+    l1 = exp_l1_weights(model, l1_settings).to(dev)
     for _ in range(cs.alternations):
         w = landmark_weights(batch, corr, cs, rot).to(dev)
         lb_all, uv_all, w_all = fused_targets(fuse, at_pose(rot), uv, w)
         a_id, a_exp = solve_shared_shape(lb_all, uv_all, w_all, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
                                          exp_bounds=cs.exp_bounds, frozen=frozen,
-                                         lambda_temporal=temporal, lambda_exp_l1=l1)
+                                         lambda_temporal=temporal, lambda_exp_l1=l1, fixed_id=fixed_id)
         coeffs = torch.cat([a_id.expand(nv, -1), a_exp], 1)
         rot, t = refine_pose(lb_all.points(coeffs), uv_all, w_all, k, rot, t, cs.pose_iterations)
     lb_pose = at_pose(rot)
@@ -339,7 +391,7 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     fit = JointFit(camera=camera, id_coeffs=id_coeffs, exp_coeffs=exp_coeffs, neutral=neutral,
                    vertices=model(id_coeffs.expand(nv, -1), exp_coeffs), landmark_error=landmark_error,
                    landmark_trust=trust, points68=points68, weights68=weights68, landmark_offsets=offsets)
-    if settings.check_disagreement:
+    if settings.check_disagreement_ordered if ordered else settings.check_disagreement:
         single = fit_landmarks(model, batch, corr, cs, init)
         fit.single_id_coeffs = single.id_coeffs
         fit.disagreement_mm = identity_distance(model, single.id_coeffs, id_coeffs)

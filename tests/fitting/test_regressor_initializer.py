@@ -48,6 +48,27 @@ def test_pose_from_68_points_recovers_a_known_pose(face_model, yaw):
     assert torch.allclose(t, torch.tensor([15.0, -10.0, -600.0]), atol=2.0), t
 
 
+def test_pose_from_68_points_batched_equals_one_at_a_time(face_model):
+    """B faces at once (a video's frames) give each face's own pose."""
+    yaws = [0.0, 35.0, -60.0]
+    cam = Camera.from_image_size(CROP, CROP, batch=1, distance=600.0)
+    ids = face_model.landmark_sets["multipie68"]
+    points, poses = [], []
+    for yaw in yaws:
+        rot = euler_to_matrix(torch.tensor([yaw]), torch.tensor([5.0]), torch.tensor([-3.0]))
+        c = cam.with_pose(rot, torch.tensor([[-5.0, 8.0, -550.0]]))
+        uvd = c.project(face_model.mean[ids][None])[0]
+        scale = c.intrinsics[0, 0] / 550.0
+        points.append(torch.stack([uvd[:, 0], uvd[:, 1], -(uvd[:, 2] - uvd[:, 2].max()) * scale], -1))
+        poses.append(pose_from_points68(face_model, points[-1], cam.intrinsics[0]))
+    rot, t = pose_from_points68(face_model, torch.stack(points), cam.intrinsics.expand(len(yaws), -1))
+    assert rot.shape == (3, 3, 3) and t.shape == (3, 3)
+    for i, (r1, t1) in enumerate(poses):
+        assert torch.allclose(rot[i], r1, atol=1e-5) and torch.allclose(t[i], t1, atol=1e-3)
+    got = torch.stack(matrix_to_euler(rot), -1)[:, 0]
+    assert torch.allclose(got, torch.tensor(yaws), atol=0.5), got
+
+
 def test_auto_is_none_without_the_files(tmp_path):
     assert resolve_initializer("auto") is None  # the session's empty cache, no FACEFIT_3DDFA_DIR
 

@@ -309,10 +309,49 @@ def test_temporal_term_smooths_expressions_only_for_ordered_frames(face_model, p
         e = fit_same_person(face_model, batch, corr, settings, ordered=ordered).exp_coeffs
         return float((e[1:] - e[:-1]).abs().mean())
 
-    free = spread(SamePersonSettings(check_disagreement=False, lambda_temporal_exp=0.0), True)
-    stiff = SamePersonSettings(check_disagreement=False, lambda_temporal_exp=1e6)
+    # the temporal term alone: the video's own L1 prior off, as for photos
+    same_l1 = dict(check_disagreement=False, ordered_exp_l1=None, ordered_exp_l1_exclude=None)
+    free = spread(SamePersonSettings(lambda_temporal_exp=0.0, **same_l1), True)
+    stiff = SamePersonSettings(lambda_temporal_exp=1e6, **same_l1)
     assert spread(stiff, True) < 0.05 * free  # held together
     assert spread(stiff, False) == pytest.approx(free, rel=1e-4)  # photos: no order, no term
+
+
+def test_a_known_identity_is_held(face_model, person):
+    """id_coeffs (the bench's oracle rows): the identity stays what it was given; poses and expressions are fitted."""
+    from fitting.detections import DetectionBatch
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+
+    corr = load_correspondence()
+    batch = DetectionBatch.stack([f.crop for f in person["views"]])
+    settings = SamePersonSettings(check_disagreement=False)
+    held = fit_same_person(face_model, batch, corr, settings, id_coeffs=person["id"])
+    free = fit_same_person(face_model, batch, corr, settings)
+    n_id = settings.coarse.n_id
+    torch.testing.assert_close(held.id_coeffs, person["id"][:n_id].to(held.id_coeffs))
+    assert float((free.id_coeffs - held.id_coeffs).abs().max()) > 0.1  # the free fit moves it
+    assert float(held.exp_coeffs.min()) >= 0.0 and float(held.exp_coeffs.max()) <= 1.0
+    assert float(held.landmark_error.max()) < 10.0  # crop pixels: the views' poses were fitted to it
+
+
+def test_a_video_has_its_own_l1_prior(face_model, person):
+    """ordered (a video's frames) takes SamePersonSettings.ordered_exp_l1 and its exclusions; photos the coarse
+    stage's: the same frames with a prior of 0 on the video path fit more expression than with a huge one."""
+    from fitting.detections import DetectionBatch
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+
+    corr = load_correspondence()
+    batch = DetectionBatch.stack([f.crop for f in person["views"]])
+    kw = dict(check_disagreement=False, lambda_temporal_exp=0.0, ordered_exp_l1_exclude=())
+
+    def total(l1, ordered):
+        s = SamePersonSettings(ordered_exp_l1=l1, **kw)
+        return float(fit_same_person(face_model, batch, corr, s, ordered=ordered).exp_coeffs.sum())
+
+    assert total(1e6, True) < 0.2 * total(0.0, True)
+    assert total(1e6, False) == pytest.approx(total(0.0, False), rel=1e-4)  # photos: the coarse stage's prior
 
 
 def test_detail_views_by_name_or_the_most_frontal():

@@ -106,6 +106,20 @@ def test_batch_of_faces_equals_one_at_a_time(regressor, photo):
         assert np.abs(both.points[i] - one.points[0]).max() < 1e-3
 
 
+def test_several_images_in_one_call_equal_one_at_a_time(regressor, photo):
+    """read_images (a video's frames: one network call per pass) gives each image's own reading, in order."""
+    mirrored = np.ascontiguousarray(photo[:, ::-1])
+    w = photo.shape[1]
+    box = UPSTREAM_BOX + HALF
+    mirror_box = np.array([w - box[2], box[1], w - box[0], box[3]])
+    both = regressor.read_images([photo, mirrored], np.stack([box, mirror_box])[:, None])
+    for i, (img, b) in enumerate(((photo, box), (mirrored, mirror_box))):
+        one = regressor(img, b[None])
+        assert np.abs(both.points[i] - one.points[0]).max() < 1e-3
+        assert np.allclose(both.rois[i], one.rois[0], atol=1e-6)
+    assert np.abs(both.points[0, :, 0] - both.points[1, :, 0]).max() > 10  # two different images, not one twice
+
+
 def test_float_image_reads_like_the_8_bit_one(regressor, photo):
     as_float = photo.astype(np.float32) / 255.0
     a = regressor(photo, UPSTREAM_BOX[None] + HALF).points
