@@ -79,7 +79,8 @@ class SamePersonSettings:
     # more views). Measured, bench same-person (5 people, regressor on), identity error joint / single-
     # view least squares at 8 views, seeds 0 / 1: least squares 0.925 / 0.993; polish with the landmarks
     # at full weight in every view 0.893 (seed 0); as one view (below) 0.823 / 0.839; with agreement_mm
-    # too: see the README. Costs about 5 CPU s per view on this 2-core machine (30 steps at 192 px).
+    # too 0.824 / 0.809 (each view's own polish: 0.979 / 0.970). Costs about 5 CPU s per view on this
+    # 2-core machine (30 steps at 192 px).
     # What limits it (seed 0, 3 people, 8 views): started at the true identity the same polish ends at
     # 1.46 mm (0.50 x), from the least squares at 2.34-2.41 mm, and more steps (60: 0.814 x), 3x the step
     # size (0.801), the light re-solved every step, a Cauchy photo loss (0.864) or a 0.3x identity prior
