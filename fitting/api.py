@@ -191,11 +191,11 @@ class FaceFitter:
         The largest face (or ``face_index``) of each photo; a photo that cannot be read or shows no
         face is listed in ``result.skipped`` and the others go on (FitError when none is left).
         ``settings``: :class:`fitting.stages.joint.SamePersonSettings` (default: the coarse
-        settings of this fitter without the photometric polish, which the joint fit does not run).
+        settings of this fitter without the single-view photometric polish; the joint fit runs its own).
         A photo whose own single-view identity lies farther than ``settings.disagreement_mm`` from
         the joint one gets a line in ``result.warnings`` (may be another person). The joint fit is
-        landmark least squares, plus the joint photometric polish with ``settings.photometric`` (off by
-        default); the views' albedo is merged into one UV texture (``settings.texture``) and the
+        landmark least squares, then the joint photometric polish of all photos with the identity shared
+        (``settings.photometric``, on by default; not on a video's frames); the views' albedo is merged into one UV texture (``settings.texture``) and the
         single-view medium and fine stages run on ``settings.detail``'s views (``result.details``), with
         this fitter's settings for the stages it was made with and the defaults for the others.
         """

@@ -18,9 +18,11 @@ over N views at once:
    expression to its neighbours': the expression blocks become block
    tridiagonal. The identity is eliminated by its Schur complement, so the
    cost grows with N, not N^3;
-3. alternate pose (per view, batched) and shape;
-4. optionally (``SamePersonSettings.photometric`` and a renderer), the coarse
-   stage's photometric polish on all views at once, the identity shared.
+3. alternate pose (per view, batched) and shape; from the second solve on (photos), each view's
+   points are weighted by how well their residuals agree with the other views' (:func:`view_agreement`);
+4. with ``SamePersonSettings.photometric`` and a renderer (photos; a video's frames with
+   ``photometric_video``), the coarse stage's photometric polish on all views at once, the identity
+   shared and all views' landmark terms weighing as one view's.
 
 Tensors: N views of ONE person batched as the leading dimension, as the single
 view stages batch faces. Frames and units as in :mod:`fitting.stages.landmark_fit`.
@@ -78,10 +80,43 @@ class SamePersonSettings:
     check_disagreement_ordered: bool = False
     # The coarse stage's photometric polish on all views at once with the identity shared
     # (fitting.stages.photometric, shared_identity=True; coarse.photometric_* settings); runs when
-    # fit_same_person is given a renderer. Off: measured on 5 synthetic people x 5 views (seed 7,
-    # MediaPipe's points) identity error 2.757 -> 2.707 mm (single-view fits 3.051, with their own
-    # polish 3.019) for 30-50 s per person on this 2-core machine against under 2 s.
-    photometric: bool = False
+    # fit_same_person is given a renderer, on photos (not on a video's frames: photometric_video).
+    # Shading is the one cue here whose error is not shared by the views (MediaPipe's points are off
+    # in much the same way in every view of a face, so the least squares' identity gains little from
+    # more views). Measured, bench same-person (5 people, regressor on), identity error joint / single-
+    # view least squares at 8 views, seeds 0 / 1: least squares 0.925 / 0.993; polish with the landmarks
+    # at full weight in every view 0.893 (seed 0); as one view (below) 0.823 / 0.839; with agreement_mm
+    # too 0.824 / 0.809 (each view's own polish: 0.979 / 0.970). Costs about 5 CPU s per view on this
+    # 2-core machine (30 steps at 192 px).
+    # What limits it (seed 0, 3 people, 8 views): started at the true identity the same polish ends at
+    # 1.46 mm (0.50 x), from the least squares at 2.34-2.41 mm, and more steps (60: 0.814 x), 3x the step
+    # size (0.801), the light re-solved every step, a Cauchy photo loss (0.864) or a 0.3x identity prior
+    # do not bridge it: the photo term hardly tells the two apart (person 0: 0.006636 at 1.99 mm against
+    # 0.006607 at 1.38 mm) or prefers the wrong one (person 1: 0.01303 at 2.54 mm, 0.01328 at 1.78 mm).
+    # One skin colour per view cannot follow the generator's albedo (blotches, red cheeks), and the
+    # bench's views of a person each draw their own albedo and light, so no colour is shared to fit.
+    photometric: bool = True
+    # The polish on a video's frames (fit_same_person(..., ordered=True)) too: off, at about 5 s a
+    # frame it is far from part (b)'s 2 frames per second.
+    photometric_video: bool = False
+    # In the joint polish, every view's landmark term is divided by the number of views, so that all
+    # views' landmarks weigh as one view's against the identity prior and the photometric term, which
+    # counts every view: MediaPipe's error repeats across the views of one face, so N views' landmarks
+    # do not know the identity N times better, and at full weight per view they held the polish at the
+    # least squares' identity. Measured at 8 views (seed 0, first 3 people): full weight 0.870, 1/N
+    # 0.810 (a fixed 0.2: 0.826; 1/N with 3x the step size 0.801, with 60 steps 0.814).
+    polish_landmarks_as_one_view: bool = True
+    # Per-view landmark trust from the views' agreement (view_agreement): after the first solve, each
+    # view's point is weighted 1 / (1 + (e / agreement_mm)^2), e the distance (mm, model frame) of its
+    # residual, lifted to 3D, from the same point's mean residual over the views. A residual the views
+    # share is MediaPipe's bias on this face (no view tells it from the face); one view's own is that
+    # view's error. Photos only (not a video's frames, whose fit part (b) of the bench measures); None or
+    # 0: off (and with one view). Measured, bench same-person least squares, joint /
+    # single at 8 views, seeds 0 / 1: off 0.925 / 0.993; 2 mm 0.927 / 0.957; 1 mm 0.925 / 0.940. The
+    # reverse, down-weighting the points whose residual the views share (1 / (1 + (|mean| / s)^2)):
+    # s = 2 mm 0.923 / 0.996, 1 mm 0.927 / 1.006; every point by its own residual (plain reweighting, which
+    # a single view could do too) 1.5 normalised px 0.926 / 0.935.
+    agreement_mm: Optional[float] = 1.0
     # Frames of one video (fit_same_person(..., ordered=True)): a penalty on each expression weight's
     # change between consecutive fitted frames, lambda * sum_t |e_t+1 - e_t|^2, in the units of
     # coarse.lambda_exp (squared normalised pixels per unit weight). 0: each frame's own.
@@ -274,6 +309,33 @@ def solve_shared_shape(lb: LandmarkBasis, uv: torch.Tensor, weights: torch.Tenso
     return a_id64.to(dtype), e.to(dtype).clamp(lo, hi)
 
 
+def view_agreement(points: torch.Tensor, rot: torch.Tensor, t: torch.Tensor, uv: torch.Tensor,
+                   intrinsics: torch.Tensor, weights: torch.Tensor, scale_mm: float) -> torch.Tensor:
+    """(N, K) factors in (0, 1] on the landmark weights of N views of one face: how well each view's residual
+    at a point agrees with the other views' at the same point.
+
+    ``points`` (N, K, 3) model frame mm (the fit's landmark points in each view), ``rot`` (N, 3, 3) and ``t``
+    (N, 3) model -> camera, ``uv`` (N, K, 2) the targets (crop px), ``intrinsics`` (N, 4), ``weights`` (N, K)
+    (> 0: the point counts in that view). Each residual (projected minus target) is lifted to the model frame
+    at its point's depth: the offset in view v's image plane, mm, rotated back, which is ``P_v d`` for a 3D
+    offset d (``P_v = R_v^T diag(1, 1, 0) R_v``, the part of d the view sees). Per point, the one 3D offset d
+    that best explains the views that count it (least squares over the views, a small ridge for depth that no
+    view sees); ``e`` = the distance of a view's lifted residual from ``P_v d``; factor
+    ``1 / (1 + (e / scale_mm)^2)``.
+    """
+    res = reprojection_residual(points, rot, t, uv, intrinsics)  # (N, K, 2) px
+    depth = -(torch.einsum("bij,bkj->bki", rot, points) + t[:, None])[..., 2]  # (N, K) mm in front of the camera
+    fx, fy = intrinsics[:, None, 0], intrinsics[:, None, 1]
+    lifted_cam = torch.stack([res[..., 0] * depth / fx, -res[..., 1] * depth / fy, torch.zeros_like(depth)], -1)
+    lifted = torch.einsum("bji,bkj->bki", rot, lifted_cam)  # R^T: (N, K, 3) model frame, mm
+    plane = rot.transpose(1, 2) @ torch.diag(lifted.new_tensor([1.0, 1.0, 0.0])) @ rot  # (N, 3, 3) P_v
+    seen = (weights > 0).to(lifted)  # (N, K)
+    normal = torch.einsum("vk,vij->kij", seen, plane) + 1e-3 * torch.eye(3, dtype=lifted.dtype, device=lifted.device)
+    shared = torch.linalg.solve(normal, torch.einsum("vk,vki->ki", seen, lifted))  # (K, 3): P_v lifted = lifted
+    spread = (lifted - torch.einsum("vij,kj->vki", plane, shared)).norm(dim=-1)  # (N, K) mm
+    return 1.0 / (1.0 + (spread / scale_mm) ** 2)
+
+
 def _solve_block_tridiagonal(diag: torch.Tensor, coupling, rhs: torch.Tensor) -> torch.Tensor:
     """Solve the symmetric positive definite block-tridiagonal system with diagonal blocks ``diag``
     (N, m, m) and ``-diag(coupling)`` between consecutive blocks (``coupling`` a number or (m,)), for
@@ -362,9 +424,11 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
             exp_l1_exclude=(cs.exp_l1_exclude if settings.ordered_exp_l1_exclude is None
                             else settings.ordered_exp_l1_exclude))
     l1 = exp_l1_weights(model, l1_settings).to(dev)
-    for _ in range(cs.alternations):
+    for step in range(cs.alternations):
         w = landmark_weights(batch, corr, cs, rot).to(dev)
         lb_all, uv_all, w_all = fused_targets(fuse, at_pose(rot), uv, w)
+        if step > 0 and settings.agreement_mm and nv > 1 and not ordered:  # the previous solve's residuals
+            w_all = w_all * view_agreement(lb_all.points(coeffs), rot, t, uv_all, k, w_all, settings.agreement_mm)
         a_id, a_exp = solve_shared_shape(lb_all, uv_all, w_all, k, rot, t, lambda_id, cs.lambda_exp, coeffs,
                                          exp_bounds=cs.exp_bounds, frozen=frozen,
                                          lambda_temporal=temporal, lambda_exp_l1=l1, fixed_id=fixed_id)
@@ -378,13 +442,14 @@ def fit_same_person(model: MorphableModel, batch: DetectionBatch, corr: Correspo
     landmark_error = (err * wmask).sum(1) / wmask.sum(1)
     offsets = None if lb_pose is lb else lb_pose.mean - lb.mean
     trust, points68, weights68 = (None, None, None) if fuse is None else (fuse.trust, fuse.uv, fuse.weights)
-    if settings.photometric and renderer is not None:
+    if settings.photometric and renderer is not None and (settings.photometric_video or not ordered):
         from .coarse import CoarseResult
         from .photometric import photometric_refine
         joint = CoarseResult(camera=camera, vertices=model(coeffs[:, :n_id], exp_coeffs), id_coeffs=coeffs[:, :n_id],
                              exp_coeffs=exp_coeffs, landmark_error=landmark_error, landmark_offsets=offsets,
                              landmark_trust=trust, points68=points68, weights68=weights68)
-        joint = photometric_refine(model, batch, corr, joint, cs, renderer, shared_identity=True)
+        joint = photometric_refine(model, batch, corr, joint, cs, renderer, shared_identity=True,
+                                   landmark_scale=1.0 / nv if settings.polish_landmarks_as_one_view else 1.0)
         camera, id_coeffs, exp_coeffs = joint.camera, joint.id_coeffs[0], joint.exp_coeffs
         landmark_error = joint.landmark_error
     neutral = model(id_coeffs[None], torch.zeros(1, n_exp, device=dev))[0]

@@ -57,12 +57,14 @@ TRANSLATION_STEP_MM = 10.0
 @with_gradients  # Adam needs autograd even when the caller fits under no_grad or inference_mode
 def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Correspondence",
                        coarse: "CoarseResult", settings: "CoarseSettings", renderer,
-                       shared_identity: bool = False) -> "CoarseResult":
+                       shared_identity: bool = False, landmark_scale: float = 1.0) -> "CoarseResult":
     """The polish of the module doc on a batch of B faces; returns the coarse result updated.
 
     ``shared_identity``: the B faces are views of one person: one identity for all (the
     coarse result's first face's, which a joint fit gives every view), its prior counted once
     (:mod:`fitting.stages.joint`); pose, expression, light and skin colour stay per view.
+    ``landmark_scale``: a factor on each face's landmark term alone (the priors keep
+    ``settings.landmark_weight``'s scale), which the joint fit lowers as views are added.
     """
     t0 = time.perf_counter()
     dev = model.device
@@ -142,7 +144,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         mask = (frags.mask & region)[..., None].to(img)
         photo = (((img - target) ** 2) * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3)).clamp_min(1))
         res = landmark_residual(verts, rot, t) * norm[:, None, None]
-        lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * lm_scale
+        lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * (lm_scale * landmark_scale)
         # the least squares' priors (landmark_fit.solve_shape), the expressions' L1 linear as they are kept >= 0
         prior = (settings.lambda_id * (id_param ** 2).sum(1) / id_views + settings.lambda_exp * (exp_c ** 2).sum(1)
                  + (l1 * exp_c).sum(1)) * lm_scale / w_lm.sum(1).clamp_min(1e-6)

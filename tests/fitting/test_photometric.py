@@ -32,3 +32,18 @@ def test_polish_changes_the_shape_and_stays_on_the_landmarks(face_model, start):
     assert float(polished.landmark_error[0]) < 1.5 * float(coarse.landmark_error[0])
     lo, hi = settings.exp_bounds
     assert float(polished.exp_coeffs.min()) >= lo and float(polished.exp_coeffs.max()) <= hi
+
+
+def test_landmark_scale_weighs_the_landmark_term(face_model, start):
+    """``landmark_scale`` (the joint fit's 1 / N views) scales the landmark term alone: a small one lets
+    the shading pull the face off the landmarks farther than the full weight does."""
+    import dataclasses
+    batch, corr, settings, coarse = start
+    quick = dataclasses.replace(settings, photometric_steps=8, photometric_size=96)
+    renderer = Renderer("cpu")
+    full = photometric_refine(face_model, batch, corr, coarse, quick, renderer)
+    weak = photometric_refine(face_model, batch, corr, coarse, quick, renderer, landmark_scale=0.02)
+    assert float(weak.landmark_error[0]) > float(full.landmark_error[0])
+    def moved(r):  # mm, mean over the vertices
+        return float(np.linalg.norm(r.vertices[0].numpy() - coarse.vertices[0].numpy(), axis=1).mean())
+    assert moved(weak) > moved(full)

@@ -57,6 +57,38 @@ def test_block_tridiagonal_solve_matches_the_whole_matrix(coupling):
     torch.testing.assert_close(_solve_block_tridiagonal(diag, coupling, rhs), expected)
 
 
+def test_view_agreement_trusts_what_the_views_share_and_not_one_views_error():
+    """A 3 mm offset of one point in every view (seen from each view's side) keeps its weight; the same
+    offset in one view alone loses it there (and hardly elsewhere); exact targets keep every weight."""
+    from fitting.rotation import axis_angle_to_matrix
+    from fitting.stages.joint import view_agreement
+    from fitting.stages.landmark_fit import reprojection_residual
+
+    torch.manual_seed(0)
+    n, k = 4, 30
+    points = (torch.randn(k, 3) * 40.0).expand(n, -1, -1).contiguous()  # mm, model frame
+    yaw = torch.tensor([-0.6, -0.2, 0.2, 0.6])
+    rot = axis_angle_to_matrix(torch.stack([torch.zeros(n), yaw, torch.zeros(n)], -1))
+    t = torch.tensor([0.0, 0.0, -600.0]).expand(n, -1)
+    intrinsics = torch.tensor([1000.0, 1000.0, 256.0, 256.0]).expand(n, -1)
+    weights = torch.ones(n, k)
+
+    def targets(pts):  # the exact projections of pts
+        return reprojection_residual(pts, rot, t, torch.zeros(n, k, 2), intrinsics)
+
+    uv = targets(points)
+    assert torch.allclose(view_agreement(points, rot, t, uv, intrinsics, weights, 1.0), torch.ones(n, k))
+    shared = points.clone()
+    shared[:, 5] += torch.tensor([3.0, -2.0, 0.0])  # the same model-frame offset in every view
+    f = view_agreement(points, rot, t, targets(shared), intrinsics, weights, 1.0)
+    assert float(f[:, 5].min()) > 0.95  # one 3D offset explains every view's residual
+    one = points.clone()
+    one[2, 5] += torch.tensor([3.0, -2.0, 0.0])  # in view 2 alone
+    f = view_agreement(points, rot, t, targets(one), intrinsics, weights, 1.0)
+    assert float(f[2, 5]) < 0.3 and float(f[[0, 1, 3], 5].min()) > 2 * float(f[2, 5])
+    assert torch.allclose(f[:, :5], torch.ones(n, 5))
+
+
 # --------------------------------------------------------------------------- joint fit on synthetic views
 
 @pytest.fixture(scope="module")
@@ -141,7 +173,8 @@ def test_joint_fit_fuses_the_regressor_per_view(face_model):
     init = CoarseInit(**{f: torch.cat([getattr(v[1], f) for v in views]) for f in ("rotation", "translation",
                                                                                   "points68")})
     truth_id = torch.randn(1, face_model.n_id, generator=torch.Generator().manual_seed(5)).clamp(-2, 2)
-    settings = SamePersonSettings(coarse=SETTINGS, check_disagreement=False)
+    # the fusion alone: the views' agreement (agreement_mm) also resists the garbage view, plain 3.95 -> 3.05 mm
+    settings = SamePersonSettings(coarse=SETTINGS, check_disagreement=False, agreement_mm=None)
     corr = load_correspondence()
     fused = fit_same_person(face_model, batch, corr, settings, init=init)
     plain = fit_same_person(face_model, batch, corr, settings,
@@ -237,6 +270,38 @@ def test_joint_photometric_polish_keeps_one_identity(face_model, person):
     assert float(polished.landmark_error.max()) < 3.0 * float(ls.landmark_error.max())
 
 
+def test_joint_polish_counts_the_landmarks_as_one_view_and_skips_video_frames(face_model, person, monkeypatch):
+    """The joint polish gets every view's landmark term divided by the number of views
+    (``polish_landmarks_as_one_view``); a video's frames (``ordered``) get no polish unless
+    ``photometric_video``."""
+    import dataclasses
+    import fitting.stages.photometric as photometric
+    from fitting.detections import DetectionBatch
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+
+    calls = []
+
+    def fake_refine(model, batch, corr, coarse, settings, renderer, **kwargs):
+        calls.append(kwargs)
+        return coarse
+    monkeypatch.setattr(photometric, "photometric_refine", fake_refine)
+    corr = load_correspondence()
+    batch = DetectionBatch.stack([f.crop for f in person["views"][:3]])
+    settings = SamePersonSettings(check_disagreement=False)
+    assert settings.photometric and not settings.photometric_video  # photos are polished, frames are not
+    fit_same_person(face_model, batch, corr, settings, renderer=object())
+    assert calls[-1] == {"shared_identity": True, "landmark_scale": pytest.approx(1 / 3)}
+    fit_same_person(face_model, batch, corr, dataclasses.replace(settings, polish_landmarks_as_one_view=False),
+                    renderer=object())
+    assert calls[-1]["landmark_scale"] == 1.0
+    fit_same_person(face_model, batch, corr, settings, renderer=object(), ordered=True)
+    assert len(calls) == 2
+    fit_same_person(face_model, batch, corr, dataclasses.replace(settings, photometric_video=True),
+                    renderer=object(), ordered=True)
+    assert len(calls) == 3
+
+
 # --------------------------------------------------------------------------- videos
 
 @pytest.fixture(scope="module")
@@ -298,6 +363,7 @@ def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_
 
 
 def test_temporal_term_smooths_expressions_only_for_ordered_frames(face_model, person):
+    import dataclasses
     from fitting.detections import DetectionBatch
     from fitting.stages.correspondence import load_correspondence
     from fitting.stages.joint import SamePersonSettings, fit_same_person
@@ -314,7 +380,8 @@ def test_temporal_term_smooths_expressions_only_for_ordered_frames(face_model, p
     free = spread(SamePersonSettings(lambda_temporal_exp=0.0, **same_l1), True)
     stiff = SamePersonSettings(lambda_temporal_exp=1e6, **same_l1)
     assert spread(stiff, True) < 0.05 * free  # held together
-    assert spread(stiff, False) == pytest.approx(free, rel=1e-4)  # photos: no order, no term
+    # photos: no order, no term (the views' agreement weighting, photos only, off to compare like with like)
+    assert spread(dataclasses.replace(stiff, agreement_mm=None), False) == pytest.approx(free, rel=1e-4)
 
 
 def test_a_known_identity_is_held(face_model, person):
