@@ -8,7 +8,8 @@ from .sh import lambertian_basis, sh_basis
 
 def estimate_sh_light(image: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor,
                       mask: torch.Tensor | None = None, weights: torch.Tensor | None = None,
-                      ridge: float = 1e-9, one_light_prior: float = 0.0) -> torch.Tensor:
+                      ridge: float = 1e-9, one_light_prior: float = 0.0,
+                      one_light_target: torch.Tensor | None = None) -> torch.Tensor:
     """Fit the (B, 9, 3) SH coefficients of ``image = albedo * sh_irradiance(normals, r)``.
 
     With albedo fixed (and no specular, eps = 0) eq. 4 is linear in r; each colour
@@ -29,12 +30,31 @@ def estimate_sh_light(image: torch.Tensor, normals: torch.Tensor, albedo: torch.
             face the camera, the constant, the z term and the 3z^2 - 1 term are nearly collinear and the
             plain fit trades them freely on a slightly wrong normal map; the pull fixes that subspace and
             leaves the well-determined directions to the data. 0: off.
+        one_light_target: optional (B, 9, 3) light to pull toward instead of the one found here, e.g. found once
+            (no gradient) on a start shape for every evaluation of an energy that re-fits the light: the
+            target's own fit is a dozen small operations, about a tenth of the fine stage's time when
+            repeated at every evaluation.
 
     Returns:
         (B, 9, 3) coefficients, band factors NOT folded in (see ``sfs.sh``).
     """
+    ata, aty = _normal_equations(image, normals, albedo, mask, weights)
+    tr = ata.diagonal(dim1=-2, dim2=-1).sum(-1)                       # (B, 3)
+    lam = ridge * tr / 9.0 + 1e-12
+    if one_light_prior <= 0:
+        return _solve(ata, aty, lam).transpose(1, 2).to(image.dtype)
+    pull = one_light_prior * tr / 9.0
+    if one_light_target is None:
+        target = _one_light_target(ata, aty, lam, pull)
+    else:
+        target = one_light_target.to(ata).transpose(1, 2)
+    return _solve(ata, aty, lam, pull, target).transpose(1, 2).to(image.dtype)
+
+
+def _normal_equations(image, normals, albedo, mask, weights):
+    """Per channel the weighted normal equations of the light fit: ``ata`` (B, 3, 9, 9), ``aty`` (B, 3, 9),
+    float64."""
     b, h, w, _ = image.shape
-    dtype = image.dtype
     if albedo.dim() == 2:
         albedo = albedo[:, None, None, :].expand(b, h, w, 3)
     wgt = torch.ones(b, h, w, device=image.device, dtype=torch.float64)
@@ -48,22 +68,36 @@ def estimate_sh_light(image: torch.Tensor, normals: torch.Tensor, albedo: torch.
     wf = wgt.reshape(b, h * w, 1, 1)
     ata = torch.einsum("bpci,bpcj->bcij", a * wf, a)                  # (B, 3, 9, 9)
     aty = torch.einsum("bpci,bpc->bci", a * wf, y)                    # (B, 3, 9)
-    tr = ata.diagonal(dim1=-2, dim2=-1).sum(-1)                       # (B, 3)
-    lam = ridge * tr / 9.0 + 1e-12
-    eye = torch.eye(9, device=image.device, dtype=torch.float64)
-    if one_light_prior > 0:
-        # the target's direction from the order-1 terms: first of the four-term fit, then once more of the
-        # pulled fit (the four-term fit leans toward the order-2 part the face's normals mix into it)
-        pull = one_light_prior * tr / 9.0
-        solution = None
-        for _ in range(2):
-            target = one_light_fit(ata, aty, solution)
-            solution = torch.linalg.solve(ata + (lam + pull)[..., None, None] * eye,
-                                          (aty + pull[..., None] * target)[..., None])[..., 0]
-        sol = solution
-    else:
-        sol = torch.linalg.solve(ata + lam[..., None, None] * eye, aty[..., None])[..., 0]   # (B, 3, 9)
-    return sol.transpose(1, 2).to(dtype)
+    return ata, aty
+
+
+def _solve(ata, aty, lam, pull=None, target=None):
+    """(B, 3, 9): the ridge-regularised solve, pulled toward ``target`` (B, 3, 9) with weight ``pull`` (B, 3)."""
+    eye = torch.eye(9, device=ata.device, dtype=ata.dtype)
+    if pull is None:
+        return torch.linalg.solve(ata + lam[..., None, None] * eye, aty[..., None])[..., 0]
+    return torch.linalg.solve(ata + (lam + pull)[..., None, None] * eye,
+                              (aty + pull[..., None] * target)[..., None])[..., 0]
+
+
+def _one_light_target(ata, aty, lam, pull):
+    """(B, 3, 9) the ambient + one light pulled toward: its direction from the order-1 terms, first of the
+    four-term fit, then once more of the fit pulled toward that (the four-term fit leans toward the order-2
+    part that a face's normals mix into the linear terms)."""
+    first = one_light_fit(ata, aty)
+    return one_light_fit(ata, aty, _solve(ata, aty, lam, pull, first))
+
+
+def one_light_target(image: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor,
+                     mask: torch.Tensor | None = None, ridge: float = 1e-9,
+                     one_light_prior: float = 0.01) -> torch.Tensor:
+    """(B, 9, 3), no gradient: the ambient + one distant light that :func:`estimate_sh_light`'s
+    ``one_light_prior`` pulls toward on these inputs (as ``one_light_target``)."""
+    with torch.no_grad():
+        ata, aty = _normal_equations(image, normals, albedo, mask, None)
+        tr = ata.diagonal(dim1=-2, dim2=-1).sum(-1)
+        target = _one_light_target(ata, aty, ridge * tr / 9.0 + 1e-12, one_light_prior * tr / 9.0)
+        return target.transpose(1, 2).to(image.dtype)
 
 
 def one_light_fit(ata: torch.Tensor, aty: torch.Tensor, guess: torch.Tensor | None = None) -> torch.Tensor:

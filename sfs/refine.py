@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from .adam import Adam
 from .grad_mode import with_gradients
-from .light import estimate_sh_light
+from .light import estimate_sh_light, one_light_target
 from .normals import depth_to_normals
 from .rtv import image_gradients, masked_gaussian_blur, rtv
 from .sh import sh_irradiance
@@ -363,12 +363,14 @@ def _fit_basis(img, d0, basis, m, intr, gamma_avg, w_photo, s: SfsSettings):
     from scipy.optimize import minimize
     shape = basis.shape[:2]
     hist = []
+    target = _light_target(img, d0, intr, m, gamma_avg, usable, s)
 
     def energy_and_gradient(x):
         c = torch.as_tensor(x, dtype=d0.dtype, device=d0.device).view(shape).requires_grad_(True)
         d = d0 + torch.einsum("bk,bkhw->bhw", c, basis)
         n = depth_to_normals(d, intr, m)
-        light = estimate_sh_light(img, n, gamma_avg, usable, ridge=s.light_ridge, one_light_prior=s.light_one_light_prior)
+        light = estimate_sh_light(img, n, gamma_avg, usable, ridge=s.light_ridge, one_light_prior=s.light_one_light_prior,
+                                  one_light_target=target)
         e = _photometric(gamma_avg * sh_irradiance(n, light), img, w_photo) + s.basis_prior * (c ** 2).sum()
         if s.basis_anchor > 0:
             e = e + s.basis_anchor * _masked_mean((d - d0) ** 2, m.to(d.dtype))
@@ -379,6 +381,15 @@ def _fit_basis(img, d0, basis, m, intr, gamma_avg, w_photo, s: SfsSettings):
     fitted = minimize(energy_and_gradient, np.zeros(shape.numel()), jac=True, method="L-BFGS-B",
                       options={"maxiter": int(s.basis_iters), "maxcor": 20, "gtol": 1e-9, "ftol": 1e-12})
     return [torch.as_tensor(fitted.x, dtype=d0.dtype, device=d0.device).view(shape), hist]
+
+
+def _light_target(img, d, intr, m, gamma_avg, usable, s: SfsSettings):
+    """The ambient + one light the light fits of an energy's evaluations are pulled toward
+    (SfsSettings.light_one_light_prior), found once on the depth ``d`` the fit starts from; None when off."""
+    if s.light_one_light_prior <= 0:
+        return None
+    return one_light_target(img, depth_to_normals(d, intr, m), gamma_avg, usable, s.light_ridge,
+                            s.light_one_light_prior)
 
 
 def _cast_shadow_pixels(img, d0, m, intr, gamma_avg, usable, s: SfsSettings) -> torch.Tensor:
@@ -445,13 +456,16 @@ def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
         gbr = torch.stack([(pd0 - dmean[:, None, None]) * mf, (xs / w_ - 0.5).expand_as(pd0) * 100 * mf,
                            (ys / h_ - 0.5).expand_as(pd0) * 100 * mf, mf], 1).flatten(2)  # (B, 4, P)
         gram_inv = torch.linalg.pinv(gbr @ gbr.transpose(1, 2))
+        target = _light_target(pimg, pd0 + change_of(torch.as_tensor(x, dtype=d0.dtype), (h_, w_)) * mf, pintr, pm, pg,
+                               pusable, s)  # the levels so far
 
         def energy_and_gradient(xx):
             xt = torch.as_tensor(xx, dtype=d0.dtype).requires_grad_(True)
             delta = change_of(torch.cat([xt, torch.zeros(x.size - used, dtype=d0.dtype)]), (h_, w_)) * mf
             d = pd0 + delta
             n = depth_to_normals(d, pintr, pm)
-            light = estimate_sh_light(pimg, n, pg, pusable, ridge=s.light_ridge, one_light_prior=s.light_one_light_prior)
+            light = estimate_sh_light(pimg, n, pg, pusable, ridge=s.light_ridge,
+                                      one_light_prior=s.light_one_light_prior, one_light_target=target)
             r2 = ((pg * sh_irradiance(n, light) - pimg) ** 2).sum(-1)
             if s.ms_robust > 0:
                 r2 = s.ms_robust ** 2 * torch.log1p(r2 / s.ms_robust ** 2)
