@@ -45,7 +45,7 @@ def estimate_sh_light(image: torch.Tensor, normals: torch.Tensor, albedo: torch.
         return _solve(ata, aty, lam).transpose(1, 2).to(image.dtype)
     pull = one_light_prior * tr / 9.0
     if one_light_target is None:
-        target = _one_light_target(ata, aty, lam, pull)
+        target = _pulled_one_light(ata, aty, lam, pull)
     else:
         target = one_light_target.to(ata).transpose(1, 2)
     return _solve(ata, aty, lam, pull, target).transpose(1, 2).to(image.dtype)
@@ -80,7 +80,7 @@ def _solve(ata, aty, lam, pull=None, target=None):
                               (aty + pull[..., None] * target)[..., None])[..., 0]
 
 
-def _one_light_target(ata, aty, lam, pull):
+def _pulled_one_light(ata, aty, lam, pull):
     """(B, 3, 9) the ambient + one light pulled toward: its direction from the order-1 terms, first of the
     four-term fit, then once more of the fit pulled toward that (the four-term fit leans toward the order-2
     part that a face's normals mix into the linear terms)."""
@@ -96,7 +96,7 @@ def one_light_target(image: torch.Tensor, normals: torch.Tensor, albedo: torch.T
     with torch.no_grad():
         ata, aty = _normal_equations(image, normals, albedo, mask, None)
         tr = ata.diagonal(dim1=-2, dim2=-1).sum(-1)
-        target = _one_light_target(ata, aty, ridge * tr / 9.0 + 1e-12, one_light_prior * tr / 9.0)
+        target = _pulled_one_light(ata, aty, ridge * tr / 9.0 + 1e-12, one_light_prior * tr / 9.0)
         return target.transpose(1, 2).to(image.dtype)
 
 
