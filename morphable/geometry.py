@@ -28,16 +28,17 @@ def vertex_normals(verts: torch.Tensor, tris: torch.Tensor) -> torch.Tensor:
 
 
 def similarity_transform(src: torch.Tensor, dst: torch.Tensor, with_scale: bool = True):
-    """Least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991) of two (N, 3) point sets.
+    """Least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991) of two (..., N, 3) point sets
+    (batch dimensions broadcast, e.g. one (N, 3) source against (B, N, 3) targets).
 
-    Returns ``(s, R, t)``: scalar tensor, (3, 3) proper rotation, (3,) translation.
+    Returns ``(s, R, t)``: (...) scale, (..., 3, 3) proper rotation, (..., 3) translation; for (N, 3)
+    inputs a scalar tensor, (3, 3) and (3,).
     """
-    mu_s, mu_d = src.mean(0), dst.mean(0)
+    mu_s, mu_d = src.mean(-2, keepdim=True), dst.mean(-2, keepdim=True)
     xs, xd = src - mu_s, dst - mu_d
-    u, sig, vh = torch.linalg.svd(xd.T @ xs / src.shape[0])
-    d = torch.ones(3, dtype=src.dtype, device=src.device)
-    if torch.det(u) * torch.det(vh) < 0:  # a reflection: flip the weakest axis
-        d[2] = -1.0
-    rot = (u * d) @ vh
-    s = (sig * d).sum() / (xs ** 2).sum(1).mean() if with_scale else torch.ones((), dtype=src.dtype)
-    return s, rot, mu_d - s * rot @ mu_s
+    u, sig, vh = torch.linalg.svd(xd.transpose(-1, -2) @ xs / src.shape[-2])
+    d = torch.ones_like(sig)
+    d[..., 2] = torch.where(torch.det(u) * torch.det(vh) < 0, -1.0, 1.0)  # a reflection: flip the weakest axis
+    rot = (u * d[..., None, :]) @ vh
+    s = (sig * d).sum(-1) / (xs ** 2).sum(-1).mean(-1) if with_scale else torch.ones_like(sig[..., 0])
+    return s, rot, mu_d[..., 0, :] - s[..., None] * (rot @ mu_s[..., 0, :, None])[..., 0]

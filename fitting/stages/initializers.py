@@ -220,6 +220,8 @@ def pose_from_points68(model, points: torch.Tensor, intrinsics: torch.Tensor):
     ``multipie68`` vertices best match ``points`` (68, 3): pixels u, v (crop) and a relative depth in
     pixels, larger = closer (as :class:`landmarks.regressor.RegressedFaces`). ``intrinsics`` (4,) of
     the crop. Batched: ``points`` (B, 68, 3) and ``intrinsics`` (B, 4) give (B, 3, 3) and (B, 3)."""
+    from morphable.geometry import similarity_transform
+
     from .landmark_fit import refine_pose
     dtype = model.mean.dtype
     single = torch.as_tensor(points).dim() == 2
@@ -227,14 +229,7 @@ def pose_from_points68(model, points: torch.Tensor, intrinsics: torch.Tensor):
     k = torch.as_tensor(intrinsics, dtype=dtype).reshape(-1, 4)
     src = model.mean[model.landmark_sets["multipie68"]].detach().cpu().to(dtype)  # (68, 3) mm
     view = torch.stack([pts[..., 0], -pts[..., 1], pts[..., 2]], -1)  # pixels -> x right, y up, z toward the viewer
-    # Umeyama's similarity (morphable.geometry.similarity_transform), batched over the faces
-    xs = src - src.mean(0)
-    xd = view - view.mean(1, keepdim=True)
-    u, sig, vh = torch.linalg.svd(xd.transpose(1, 2) @ xs / len(src))
-    d = torch.ones_like(sig)
-    d[:, 2] = torch.where(torch.det(u) * torch.det(vh) < 0, -1.0, 1.0)  # a reflection: flip the weakest axis
-    rot = (u * d[:, None, :]) @ vh
-    scale = (sig * d).sum(1) / (xs ** 2).sum(1).mean()  # pixels per mm at the face's distance
+    scale, rot, _ = similarity_transform(src, view)  # scale: pixels per mm at the face's distance
     depth = k[:, 0] / scale
     centre_uv = pts[..., :2].mean(1)
     centre_cam = torch.stack([(centre_uv[:, 0] - k[:, 2]) / k[:, 0] * depth,
