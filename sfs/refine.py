@@ -369,8 +369,7 @@ def _fit_basis(img, d0, basis, m, intr, gamma_avg, w_photo, s: SfsSettings):
         c = torch.as_tensor(x, dtype=d0.dtype, device=d0.device).view(shape).requires_grad_(True)
         d = d0 + torch.einsum("bk,bkhw->bhw", c, basis)
         n = depth_to_normals(d, intr, m)
-        light = estimate_sh_light(img, n, gamma_avg, usable, ridge=s.light_ridge, one_light_prior=s.light_one_light_prior,
-                                  one_light_target=target)
+        light = _fit_light(img, n, gamma_avg, usable, s, target)
         e = _photometric(gamma_avg * sh_irradiance(n, light), img, w_photo) + s.basis_prior * (c ** 2).sum()
         if s.basis_anchor > 0:
             e = e + s.basis_anchor * _masked_mean((d - d0) ** 2, m.to(d.dtype))
@@ -381,6 +380,12 @@ def _fit_basis(img, d0, basis, m, intr, gamma_avg, w_photo, s: SfsSettings):
     fitted = minimize(energy_and_gradient, np.zeros(shape.numel()), jac=True, method="L-BFGS-B",
                       options={"maxiter": int(s.basis_iters), "maxcor": 20, "gtol": 1e-9, "ftol": 1e-12})
     return [torch.as_tensor(fitted.x, dtype=d0.dtype, device=d0.device).view(shape), hist]
+
+
+def _fit_light(img, normals, gamma_avg, usable, s: SfsSettings, target=None):
+    """(B, 9, 3) the SH light with the settings' ridge and one-light pull (toward ``target`` when given)."""
+    return estimate_sh_light(img, normals, gamma_avg, usable, ridge=s.light_ridge,
+                             one_light_prior=s.light_one_light_prior, one_light_target=target)
 
 
 def _light_target(img, d, intr, m, gamma_avg, usable, s: SfsSettings):
@@ -396,7 +401,7 @@ def _cast_shadow_pixels(img, d0, m, intr, gamma_avg, usable, s: SfsSettings) -> 
     """(B, H, W) bool: mask pixels in the start depth's cast shadow that are darker than its shading says."""
     from .shadows import cast_shadows, dominant_light_direction
     n0 = depth_to_normals(d0, intr, m)
-    light = estimate_sh_light(img, n0, gamma_avg, usable, ridge=s.light_ridge, one_light_prior=s.light_one_light_prior)
+    light = _fit_light(img, n0, gamma_avg, usable, s)
     dark = img.mean(-1) < s.shadow_darker * (gamma_avg * sh_irradiance(n0, light)).mean(-1)
     mm_per_px = float(d0[m].mean()) / float(intr[:, 0].mean()) if m.any() else 1.0
     shadow = cast_shadows(d0, m, intr, dominant_light_direction(light), s.shadow_reach_mm,
@@ -464,8 +469,7 @@ def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
             delta = change_of(torch.cat([xt, torch.zeros(x.size - used, dtype=d0.dtype)]), (h_, w_)) * mf
             d = pd0 + delta
             n = depth_to_normals(d, pintr, pm)
-            light = estimate_sh_light(pimg, n, pg, pusable, ridge=s.light_ridge,
-                                      one_light_prior=s.light_one_light_prior, one_light_target=target)
+            light = _fit_light(pimg, n, pg, pusable, s, target)
             r2 = ((pg * sh_irradiance(n, light) - pimg) ** 2).sum(-1)
             if s.ms_robust > 0:
                 r2 = s.ms_robust ** 2 * torch.log1p(r2 / s.ms_robust ** 2)
@@ -610,7 +614,7 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
 
     # ---- 1. light by least squares, albedo = region mean colour, eps = 0 -------------------
     n0 = depth_to_normals(d0, intr, m)
-    light = estimate_sh_light(img, n0, gamma_avg, usable, ridge=s.light_ridge, one_light_prior=s.light_one_light_prior).detach()
+    light = _fit_light(img, n0, gamma_avg, usable, s).detach()
     shading0 = sh_irradiance(n0, light)
 
     # ---- 2. albedo, eq. 6 (eps = 0, normals of d0) ----------------------------------------
