@@ -89,10 +89,25 @@ def test_coarse_and_medium_benches_print_finite_tables(ict_dir, face_model, clos
     assert change and all(math.isfinite(float(g)) for g in change.groups())
 
 
-def test_fine_bench_prints_a_finite_table(ict_dir, face_model, closed_model, capsys):
-    """One small face through coarse, medium and two fine runs; the table's measured cells are finite."""
+def test_fine_bench_prints_a_finite_table(ict_dir, face_model, closed_model, capsys, monkeypatch):
+    """One small face through coarse, medium and two fine runs; the table's measured cells are finite.
+
+    The bench's fine stage runs with fewer iterations in every phase (each still runs) and without the
+    subdivided mesh and with a small texture (outputs that the table does not read): the cells are measured
+    the same way whatever the settings, and the pipeline's default fine settings run in test_readme."""
+    import fitting.stages.fine as fine_stage
+    from sfs.refine import SfsSettings
     from fitting.bench.__main__ import main
 
+    default = fine_stage.FineSettings
+
+    def quick_fine(**kwargs):
+        kwargs.setdefault("sfs", SfsSettings(albedo_iters=5, depth_iters=(5, 5), basis_iters=3, ms_iters=3))
+        kwargs.setdefault("displaced_subdivisions", 0)
+        kwargs.setdefault("texture_height", 128)
+        return default(**kwargs)
+
+    monkeypatch.setattr(fine_stage, "FineSettings", quick_fine)
     assert main(["fine", "--n", "1", "--seed", "0", "--model-dir", str(ict_dir), "--size", "256",
                  "--crop-size", "256", "--no-progress", "--no-check"]) == 0
     out = capsys.readouterr().out
@@ -194,8 +209,22 @@ def test_e2e_bench_measures_the_cli_and_a_baseline_without_timings(ict_dir, face
     assert "baseline: " in out and "totals only" in out
 
 
-def test_same_person_bench_prints_finite_tables(ict_dir, face_model, closed_model, tmp_path, capsys):
+def test_same_person_bench_prints_finite_tables(ict_dir, face_model, closed_model, tmp_path, capsys, monkeypatch):
+    """Two people x two views and a 4-frame clip: both part (a) tables, the disagreement line, part (b)'s rows
+    and files. The photometric polish (single-view and joint) runs 4 steps at 96 px instead of 30 at 192 (it
+    took most of the run): the polished table is measured and printed the same way whatever the steps; the
+    polish itself is tested in test_photometric and test_same_person."""
+    import dataclasses
+    import fitting.stages.joint as joint
     from fitting.bench.__main__ import main
+
+    default = joint.SamePersonSettings
+
+    def quick_polish(**kwargs):
+        s = default(**kwargs)
+        return dataclasses.replace(s, coarse=dataclasses.replace(s.coarse, photometric_steps=4, photometric_size=96))
+
+    monkeypatch.setattr(joint, "SamePersonSettings", quick_polish)
 
     assert main(["same-person", "--n", "2", "--views", "2", "--model-dir", str(ict_dir), "--no-oracle",
                  "--no-progress", "--clip-frames", "4", "--temporal", "0,100", "--out", str(tmp_path)]) == 0

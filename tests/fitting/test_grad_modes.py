@@ -7,8 +7,10 @@ needs autograd: under ``torch.no_grad()``, ``torch.set_grad_enabled(False)`` or
 compared with a plain fit of the same photo: the fit is repeatable to the bit
 (test_determinism.py), so the meshes must agree to 1e-6 mm.
 
-Small settings (256 px crop, a 20-step polish, a few SfS steps, no subdivision) keep the three-stage fits quick;
-the point is the autograd mode, not the fit's accuracy.
+Small settings (256 px crop, a 4-step polish, a few SfS steps and two L-BFGS iterations in each of the fine
+stage's modes and free-change levels, no subdivision) keep the three-stage fits quick; every phase that needs
+gradients still runs (a phase that failed or differed under a mode fails the test on its first step), and the
+point is the autograd mode, not the fit's accuracy.
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from sfs.refine import SfsSettings, refine_depth
 
 STAGES = ("coarse", "medium", "fine")
 CROP = 256
-QUICK_COARSE = CoarseSettings(photometric_steps=20)
-QUICK_FINE = FineSettings(sfs=SfsSettings(albedo_iters=3, depth_iters=(3, 3), working_size=CROP),
+QUICK_COARSE = CoarseSettings(photometric_steps=4)
+QUICK_FINE = FineSettings(sfs=SfsSettings(albedo_iters=3, depth_iters=(3, 3), basis_iters=2, ms_iters=2,
+                                          working_size=CROP),
                                displaced_subdivisions=0, texture_height=128)
 SAME_MM = 1e-6  # mm: a fit is repeatable to the bit, so any mode's meshes must match the plain fit's
 

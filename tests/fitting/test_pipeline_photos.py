@@ -151,8 +151,13 @@ def full_fits(face_model, hard_variants):
     from fitting.stages.coarse import CoarseSettings
     from fitting.stages.fine import FineSettings
     from sfs.refine import SfsSettings
-    fine = FineSettings(sfs=SfsSettings(albedo_iters=10, depth_iters=(10, 10), working_size=CROP_FULL),
-                             texture_height=256)
+    # Few iterations in every SfS phase (the modes' and free change's L-BFGS included: each still runs and moves
+    # the surface) and one subdivision of the displaced mesh: the checks below are bounds the stage enforces
+    # whatever the iterations (the SfS bound, the subdivided medium mesh at the settings' own level), that the
+    # SfS moved the surface at all, and finite outputs. The default fine settings run in test_readme.
+    fine = FineSettings(sfs=SfsSettings(albedo_iters=10, depth_iters=(10, 10), basis_iters=3, ms_iters=3,
+                                        working_size=CROP_FULL),
+                        texture_height=256, displaced_subdivisions=1)
     fitter = FaceFitter(("coarse", "medium", "fine"), model=face_model, crop_size=CROP_FULL,
                         coarse=CoarseSettings(photometric_steps=20), fine=fine)
     try:
