@@ -191,6 +191,12 @@ class SfsSettings:
     #   fine` (8 synthetic faces, seed 0) fine vs medium normal error -2.9 % -> -7.2 % at 1e-4.
     # With the uniform look's true light (an oracle) anchor 0 reaches 0.71 / 0.74: the light estimated from
     # an imperfect start shape is what limits this phase now.
+    # Tried and not taken (2026-12-02): the anchor per pixel, weakened where the image's log-chromaticity is the
+    # local skin's (an achromatic change read as shading, a chromatic one as albedo): at 0 there, uniform yaw 0 /
+    # 40 0.847 / 0.881 -> 0.711 / 0.785 and textured 0 / 20 0.897 / 0.939 -> 0.906 / 0.943, but tests/sfs's
+    # scenes (grey albedo changes, and one of skin colour only) lost most of their gain (the RTV scene 27 % ->
+    # 1.9 % better than the start); at 0.1 x the anchor there, 0.782 / 0.823 on the scan and three of those tests
+    # still failed. Nor did the anchor in full within 6 working px of the mask's edge help (0.833 / 0.832).
     ms_cells: tuple = (32, 16, 8, 4)     # working px per coefficient cell, per level, coarse to fine; (): off
     ms_cell_px: int = 2                  # px: a level's image is pooled until its cells span this many px
     ms_iters: int = 25                   # L-BFGS iterations per level
