@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-photometric", action="store_true",
                    help="part (a): least squares only, without the rows of the joint photometric polish "
                         "(SamePersonSettings.photometric; the single-view fits then get their own polish too), "
-                        "which cost about 5 CPU s per polished view")
+                        "which cost about 4 CPU s per view in the joint polish, 1.5 s per single-view polish")
     p.add_argument("--oracle-photometric", action="store_true",
                    help="part (a): also the exact landmarks' rows with the photometric polish")
     add_initializer_arguments(p, "part (a)'s fits: the 3DDFA_V2 regressor's pose and 68 points fused with "

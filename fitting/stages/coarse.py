@@ -107,6 +107,17 @@ class CoarseSettings:
     # half the polish's time.
     photometric_steps: int = 30
     photometric_size: int = 192  # px: render size for the polish (crop is resampled)
+    # px at photometric_size: the compared skin regions shrink by this much, so that the pixels next to
+    # brows, eyelids and lips (whose painted or real edges the landmark regions miss by a pixel or two: a dark
+    # brow inside the skin region reads as shading and bends the brow ridge) are not compared. 0: the regions
+    # as they are (the single-view polish, whose numbers were measured so); the joint fit erodes (see
+    # fitting.stages.joint.SamePersonSettings.polish_erode_px).
+    photometric_erode_px: int = 0
+    # Pixels whose start residual (the least squares' shape, one skin colour, the light fitted to it) lies
+    # more than this many robust standard deviations from the face's median residual are not compared
+    # (fitting.stages.photometric.shading_outliers: beards, brows, moles, cast shadows, highlights).
+    # 0: all compared (the single-view polish, as measured); the joint fit sets its own (polish_outlier_sigmas).
+    photometric_outlier_sigmas: float = 0.0
     photometric_lr: float = 0.01
     # Landmark term during the polish, relative to the photometric term: at 1 the
     # polish gave up landmark fit on real photos (4.9% of the inter-ocular distance).

@@ -54,17 +54,46 @@ LR_ALBEDO = 1.0
 TRANSLATION_STEP_MM = 10.0
 
 
+def compared_pixels(labels: torch.Tensor, erode_px: int = 0) -> torch.Tensor:
+    """(B, H, W) region labels -> (B, H, W) bool: the pixels the polish compares, those of
+    ``PHOTO_REGIONS`` whose (2 erode_px + 1)^2 window lies in those regions too (``erode_px`` 0: all)."""
+    region = in_regions(labels, PHOTO_REGIONS)
+    if erode_px <= 0:
+        return region
+    # a min filter as a max filter of the complement (max_pool2d pads with -inf: the image's edge does not erode)
+    return -F.max_pool2d(-region[:, None].float(), 2 * erode_px + 1, stride=1, padding=erode_px)[:, 0] > 0.5
+
+
+def shading_outliers(target: torch.Tensor, predicted: torch.Tensor, mask: torch.Tensor, sigmas: float) -> torch.Tensor:
+    """(B, H, W) bool: the pixels of ``mask`` whose residual (``target - predicted``, (B, H, W, 3) in [0, 1],
+    averaged over the channels) lies more than ``sigmas`` robust standard deviations (1.4826 x the median
+    absolute deviation, per face) from the face's median residual: what one skin colour under a smooth light
+    cannot be (a beard, brows, a mole, a cast shadow, a highlight), which would otherwise read as shape."""
+    res = (target - predicted).mean(-1)
+    out = torch.zeros_like(mask)
+    for i in range(mask.shape[0]):  # per face: a median over its own pixels (a handful of faces)
+        r = res[i][mask[i]]
+        if r.numel() < 16:
+            continue
+        med = r.median()
+        scale = 1.4826 * (r - med).abs().median()
+        out[i] = mask[i] & ((res[i] - med).abs() > sigmas * scale.clamp_min(1e-4))
+    return out
+
+
 @with_gradients  # Adam needs autograd even when the caller fits under no_grad or inference_mode
 def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Correspondence",
                        coarse: "CoarseResult", settings: "CoarseSettings", renderer,
-                       shared_identity: bool = False, landmark_scale: float = 1.0) -> "CoarseResult":
+                       shared_identity: bool = False, landmark_scale: float = 1.0,
+                       id_prior_scale: float = 1.0) -> "CoarseResult":
     """The polish of the module doc on a batch of B faces; returns the coarse result updated.
 
     ``shared_identity``: the B faces are views of one person: one identity for all (the
     coarse result's first face's, which a joint fit gives every view), its prior counted once
     (:mod:`fitting.stages.joint`); pose, expression, light and skin colour stay per view.
     ``landmark_scale``: a factor on each face's landmark term alone (the priors keep
-    ``settings.landmark_weight``'s scale), which the joint fit lowers as views are added.
+    ``settings.landmark_weight``'s scale), which the joint fit lowers as views are added;
+    ``id_prior_scale``: a factor on the identity prior alone (the joint fit's many views outweigh it).
     """
     t0 = time.perf_counter()
     dev = model.device
@@ -75,7 +104,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
     k = camera.intrinsics * scale
     target = F.interpolate(batch.images.permute(0, 3, 1, 2).to(dev), size=(size, size), mode="area").permute(0, 2, 3, 1)
     labels = F.interpolate(batch.region_labels[:, None].float().to(dev), size=(size, size), mode="nearest")[:, 0].long()
-    region = in_regions(labels, PHOTO_REGIONS)
+    region = compared_pixels(labels, settings.photometric_erode_px)
 
     uv = batch.uv.to(dev)
     w_mp = landmark_weights(batch, corr, settings, camera.rotation).to(dev)
@@ -117,6 +146,12 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         mask = frags.mask & region
         mean_col = (target * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
         light0 = estimate_sh_light(target, n_img, mean_col, mask)
+        if settings.photometric_outlier_sigmas > 0:
+            region = region & ~shading_outliers(target, mean_col[:, None, None] * sh_irradiance(n_img, light0), mask,
+                                                settings.photometric_outlier_sigmas)
+            mask = frags.mask & region
+            mean_col = (target * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
+            light0 = estimate_sh_light(target, n_img, mean_col, mask)
     # One skin colour per face: a per-vertex albedo would explain the shading
     # away and leave the geometry nothing to learn from.
     light = light0.clone().requires_grad_(True)
@@ -146,7 +181,7 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         res = landmark_residual(verts, rot, t) * norm[:, None, None]
         lm = ((res ** 2).sum(-1) * w_lm).sum(1) / w_lm.sum(1).clamp_min(1e-6) * (lm_scale * landmark_scale)
         # the least squares' priors (landmark_fit.solve_shape), the expressions' L1 linear as they are kept >= 0
-        prior = (settings.lambda_id * (id_param ** 2).sum(1) / id_views + settings.lambda_exp * (exp_c ** 2).sum(1)
+        prior = (settings.lambda_id * id_prior_scale * (id_param ** 2).sum(1) / id_views + settings.lambda_exp * (exp_c ** 2).sum(1)
                  + (l1 * exp_c).sum(1)) * lm_scale / w_lm.sum(1).clamp_min(1e-6)
         loss = (photo + lm + prior).sum()
         loss.backward()

@@ -47,3 +47,49 @@ def test_landmark_scale_weighs_the_landmark_term(face_model, start):
     def moved(r):  # mm, mean over the vertices
         return float(np.linalg.norm(r.vertices[0].numpy() - coarse.vertices[0].numpy(), axis=1).mean())
     assert moved(weak) > moved(full)
+
+
+def test_compared_pixels_shrink_by_the_erosion():
+    """The polish compares the skin and nose regions, shrunk by ``photometric_erode_px`` (the pixels next to
+    brows, eyelids and lips are left out); the image's own edge does not shrink them."""
+    import torch
+    from fitting.stages.photometric import compared_pixels
+    from landmarks import REGION_NAMES
+    labels = torch.full((1, 40, 40), REGION_NAMES.index("background"), dtype=torch.long)
+    labels[0, 10:30, 10:30] = REGION_NAMES.index("skin")
+    labels[0, 0:8, 0:40] = REGION_NAMES.index("nose")       # touches the image's top edge
+    assert int(compared_pixels(labels, 0).sum()) == 20 * 20 + 8 * 40
+    eroded = compared_pixels(labels, 2)
+    assert int(eroded[0, 10:30, 10:30].sum()) == 16 * 16
+    assert bool(eroded[0, 0, 20]) and not bool(eroded[0, 6, 20])  # the top edge stays, the bottom shrinks
+
+
+def test_id_prior_scale_weighs_the_identity_prior(face_model, start):
+    """``id_prior_scale`` (the joint fit's many views) scales the identity prior alone: a weak one lets the
+    identity coefficients move farther from the least squares' than the full prior does."""
+    import dataclasses
+    batch, corr, settings, coarse = start
+    quick = dataclasses.replace(settings, photometric_steps=8, photometric_size=96)
+    renderer = Renderer("cpu")
+    full = photometric_refine(face_model, batch, corr, coarse, quick, renderer)
+    weak = photometric_refine(face_model, batch, corr, coarse, quick, renderer, id_prior_scale=0.01)
+    assert float(weak.id_coeffs.norm()) > float(full.id_coeffs.norm())
+
+
+def test_shading_outliers_finds_a_dark_patch_and_leaves_the_skin():
+    """A dark patch (a beard, a brow) on skin that one colour under the light explains: the patch is an outlier,
+    the noisy skin around it is not, and nothing outside the mask is."""
+    import torch
+    from fitting.stages.photometric import shading_outliers
+    gen = torch.Generator().manual_seed(0)
+    predicted = torch.full((1, 32, 32, 3), 0.6)
+    target = predicted + 0.01 * torch.randn(1, 32, 32, 3, generator=gen)
+    target[0, 20:26, 8:24] -= 0.3
+    mask = torch.ones(1, 32, 32, dtype=torch.bool)
+    mask[0, :, :2] = False
+    out = shading_outliers(target, predicted, mask, 2.5)
+    assert bool(out[0, 20:26, 8:24].all())
+    rest = mask.clone()
+    rest[0, 20:26, 8:24] = False
+    assert float(out[rest].float().mean()) < 0.02  # about 1 % of Gaussian noise lies beyond 2.5 sigma
+    assert not bool(out[~mask].any())

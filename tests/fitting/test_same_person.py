@@ -257,8 +257,8 @@ def test_joint_photometric_polish_keeps_one_identity(face_model, person):
 
     corr = load_correspondence()
     base = SamePersonSettings(check_disagreement=False)
-    settings = dataclasses.replace(base, photometric=True,
-                                   coarse=dataclasses.replace(base.coarse, photometric_steps=4, photometric_size=96))
+    settings = dataclasses.replace(base, photometric=True, polish_steps=4,
+                                   coarse=dataclasses.replace(base.coarse, photometric_size=96))
     batch = DetectionBatch.stack([f.crop for f in person["views"][:2]])
     ls = fit_same_person(face_model, batch, corr, base)
     polished = fit_same_person(face_model, batch, corr, settings, renderer=Renderer("cpu"))
@@ -272,7 +272,8 @@ def test_joint_photometric_polish_keeps_one_identity(face_model, person):
 
 def test_joint_polish_counts_the_landmarks_as_one_view_and_skips_video_frames(face_model, person, monkeypatch):
     """The joint polish gets every view's landmark term divided by the number of views
-    (``polish_landmarks_as_one_view``); a video's frames (``ordered``) get no polish unless
+    (``polish_landmarks_as_one_view``) and scaled by ``polish_landmark_scale``, the identity prior scaled by
+    ``polish_id_prior_scale``, its own steps, erosion and outlier test; a video's frames (``ordered``) get no polish unless
     ``photometric_video``."""
     import dataclasses
     import fitting.stages.photometric as photometric
@@ -283,7 +284,8 @@ def test_joint_polish_counts_the_landmarks_as_one_view_and_skips_video_frames(fa
     calls = []
 
     def fake_refine(model, batch, corr, coarse, settings, renderer, **kwargs):
-        calls.append(kwargs)
+        calls.append(dict(kwargs, steps=settings.photometric_steps, erode=settings.photometric_erode_px,
+                          outliers=settings.photometric_outlier_sigmas))
         return coarse
     monkeypatch.setattr(photometric, "photometric_refine", fake_refine)
     corr = load_correspondence()
@@ -291,15 +293,39 @@ def test_joint_polish_counts_the_landmarks_as_one_view_and_skips_video_frames(fa
     settings = SamePersonSettings(check_disagreement=False)
     assert settings.photometric and not settings.photometric_video  # photos are polished, frames are not
     fit_same_person(face_model, batch, corr, settings, renderer=object())
-    assert calls[-1] == {"shared_identity": True, "landmark_scale": pytest.approx(1 / 3)}
+    assert calls[-1] == {"shared_identity": True, "landmark_scale": pytest.approx(settings.polish_landmark_scale / 3),
+                         "id_prior_scale": settings.polish_id_prior_scale, "steps": settings.polish_steps,
+                         "erode": settings.polish_erode_px, "outliers": settings.polish_outlier_sigmas}
+    assert settings.polish_steps != settings.coarse.photometric_steps  # the joint polish's own
     fit_same_person(face_model, batch, corr, dataclasses.replace(settings, polish_landmarks_as_one_view=False),
                     renderer=object())
-    assert calls[-1]["landmark_scale"] == 1.0
+    assert calls[-1]["landmark_scale"] == pytest.approx(settings.polish_landmark_scale)
     fit_same_person(face_model, batch, corr, settings, renderer=object(), ordered=True)
     assert len(calls) == 2
     fit_same_person(face_model, batch, corr, dataclasses.replace(settings, photometric_video=True),
                     renderer=object(), ordered=True)
     assert len(calls) == 3
+
+
+def test_disagreement_compares_least_squares_with_least_squares(face_model, person, monkeypatch):
+    """The disagreement check measures each view's own least squares against the joint least squares: a
+    polish that moves the shared identity (here by a fake, a whole unit on every coefficient) does not
+    move the distances."""
+    import dataclasses
+    import fitting.stages.photometric as photometric
+    from fitting.detections import DetectionBatch
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person
+
+    def far_polish(model, batch, corr, coarse, settings, renderer, **kwargs):
+        return dataclasses.replace(coarse, id_coeffs=coarse.id_coeffs + 1.0)
+    corr = load_correspondence()
+    batch = DetectionBatch.stack([f.crop for f in person["views"][:3]])
+    plain = fit_same_person(face_model, batch, corr, SamePersonSettings(photometric=False))
+    monkeypatch.setattr(photometric, "photometric_refine", far_polish)
+    polished = fit_same_person(face_model, batch, corr, SamePersonSettings(), renderer=object())
+    torch.testing.assert_close(polished.id_coeffs, plain.id_coeffs + 1.0)
+    torch.testing.assert_close(polished.disagreement_mm, plain.disagreement_mm)
 
 
 # --------------------------------------------------------------------------- videos
