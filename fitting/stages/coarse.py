@@ -113,11 +113,12 @@ class CoarseSettings:
     # as they are (the single-view polish, whose numbers were measured so); the joint fit erodes (see
     # fitting.stages.joint.SamePersonSettings.polish_erode_px).
     photometric_erode_px: int = 0
-    # Pixels whose start residual (the least squares' shape, one skin colour, the light fitted to it) lies
-    # more than this many robust standard deviations from the face's median residual are not compared
-    # (fitting.stages.photometric.shading_outliers: beards, brows, moles, cast shadows, highlights).
-    # 0: all compared (the single-view polish, as measured); the joint fit sets its own (polish_outlier_sigmas).
-    photometric_outlier_sigmas: float = 0.0
+    # Pixels whose intensity over the start's prediction (the least squares' shape, one skin colour, the light
+    # fitted to it) lies outside [r, 1 / r] times the face's median ratio are not compared
+    # (fitting.stages.photometric.shading_outliers: beards, brows, moles, cast shadows, highlights), r this
+    # unitless ratio in (0, 1). 0: all compared (the single-view polish, as measured); the joint fit sets its
+    # own (SamePersonSettings.polish_outlier_ratio).
+    photometric_outlier_ratio: float = 0.0
     photometric_lr: float = 0.01
     # Landmark term during the polish, relative to the photometric term: at 1 the
     # polish gave up landmark fit on real photos (4.9% of the inter-ocular distance).

@@ -14,6 +14,7 @@ CPU renderer's limitation), so the silhouette does not pull the shape.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -64,20 +65,18 @@ def compared_pixels(labels: torch.Tensor, erode_px: int = 0) -> torch.Tensor:
     return -F.max_pool2d(-region[:, None].float(), 2 * erode_px + 1, stride=1, padding=erode_px)[:, 0] > 0.5
 
 
-def shading_outliers(target: torch.Tensor, predicted: torch.Tensor, mask: torch.Tensor, sigmas: float) -> torch.Tensor:
-    """(B, H, W) bool: the pixels of ``mask`` whose residual (``target - predicted``, (B, H, W, 3) in [0, 1],
-    averaged over the channels) lies more than ``sigmas`` robust standard deviations (1.4826 x the median
-    absolute deviation, per face) from the face's median residual: what one skin colour under a smooth light
-    cannot be (a beard, brows, a mole, a cast shadow, a highlight), which would otherwise read as shape."""
-    res = (target - predicted).mean(-1)
+def shading_outliers(target: torch.Tensor, predicted: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
+    """(B, H, W) bool: the pixels of ``mask`` whose intensity over the predicted one (``target`` and
+    ``predicted`` (B, H, W, 3) in [0, 1], grey means) lies outside [ratio, 1 / ratio] times the face's median
+    ratio (``ratio`` in (0, 1)): darker or brighter than a shape error's shading can make one skin colour
+    (a beard, brows, a mole, a cast shadow, a highlight), which would otherwise read as shape."""
+    log_ratio = torch.log(target.mean(-1).clamp_min(1e-3) / predicted.mean(-1).clamp_min(1e-3))
     out = torch.zeros_like(mask)
     for i in range(mask.shape[0]):  # per face: a median over its own pixels (a handful of faces)
-        r = res[i][mask[i]]
-        if r.numel() < 16:
+        if not bool(mask[i].any()):
             continue
-        med = r.median()
-        scale = 1.4826 * (r - med).abs().median()
-        out[i] = mask[i] & ((res[i] - med).abs() > sigmas * scale.clamp_min(1e-4))
+        median = log_ratio[i][mask[i]].median()
+        out[i] = mask[i] & ((log_ratio[i] - median).abs() > abs(math.log(ratio)))
     return out
 
 
@@ -146,9 +145,9 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         mask = frags.mask & region
         mean_col = (target * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
         light0 = estimate_sh_light(target, n_img, mean_col, mask)
-        if settings.photometric_outlier_sigmas > 0:
+        if settings.photometric_outlier_ratio > 0:
             region = region & ~shading_outliers(target, mean_col[:, None, None] * sh_irradiance(n_img, light0), mask,
-                                                settings.photometric_outlier_sigmas)
+                                                settings.photometric_outlier_ratio)
             mask = frags.mask & region
             mean_col = (target * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
             light0 = estimate_sh_light(target, n_img, mean_col, mask)

@@ -285,7 +285,7 @@ def test_joint_polish_counts_the_landmarks_as_one_view_and_skips_video_frames(fa
 
     def fake_refine(model, batch, corr, coarse, settings, renderer, **kwargs):
         calls.append(dict(kwargs, steps=settings.photometric_steps, erode=settings.photometric_erode_px,
-                          outliers=settings.photometric_outlier_sigmas))
+                          outliers=settings.photometric_outlier_ratio))
         return coarse
     monkeypatch.setattr(photometric, "photometric_refine", fake_refine)
     corr = load_correspondence()
@@ -295,7 +295,7 @@ def test_joint_polish_counts_the_landmarks_as_one_view_and_skips_video_frames(fa
     fit_same_person(face_model, batch, corr, settings, renderer=object())
     assert calls[-1] == {"shared_identity": True, "landmark_scale": pytest.approx(settings.polish_landmark_scale / 3),
                          "id_prior_scale": settings.polish_id_prior_scale, "steps": settings.polish_steps,
-                         "erode": settings.polish_erode_px, "outliers": settings.polish_outlier_sigmas}
+                         "erode": settings.polish_erode_px, "outliers": settings.polish_outlier_ratio}
     assert settings.polish_steps != settings.coarse.photometric_steps  # the joint polish's own
     fit_same_person(face_model, batch, corr, dataclasses.replace(settings, polish_landmarks_as_one_view=False),
                     renderer=object())
