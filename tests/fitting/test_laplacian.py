@@ -6,8 +6,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from fitting.stages.laplacian import (DeformSolver, anchor_matrix, deform, deform_batch, deformation_energy,
-                               uniform_laplacian)
+from fitting.stages.laplacian import (DeformSolver, InfluenceSolver, anchor_matrix, deform, deform_batch,
+                                      deformation_energy, uniform_laplacian)
 
 
 def grid_mesh(n: int = 8, spacing: float = 2.0):
@@ -165,3 +165,27 @@ def test_batch_equals_single_calls():
     out2 = deform_batch(vb, L, [S, S2], mub, wb)
     np.testing.assert_allclose(out2[1], deform(vb[1], L, S2, mub[1], w * 2), atol=1e-10)
     np.testing.assert_allclose(out2[0], out[0], atol=1e-10)
+
+
+def test_influence_solver_equals_the_factorised_minimiser():
+    """The influence fields give DeformSolver's minimiser (with the displacement prior) for any weights, in a
+    batch: a zero-weight row with a NaN target, and a component no landmark touches, which stays in place."""
+    v, t, L0, S0, mu, w = _problem(9)
+    n = len(v)
+    v2 = np.vstack([v, [[50, 0, 0], [51, 0, 0], [50, 1, 0]]])
+    t2 = np.vstack([t, [[n, n + 1, n + 2]]])
+    L = uniform_laplacian(t2, n + 3)
+    S = sp.hstack([S0, sp.csr_matrix((S0.shape[0], 3))]).tocsr()
+    alpha = 0.03
+    solver = InfluenceSolver(L, S, alpha)
+    w2, mu2 = w * 3.0, mu + 0.7
+    w2[1], mu2[1] = 0.0, np.nan
+    d = solver.displacement(np.stack([w, w2]), np.stack([mu - S @ v2, mu2 - S @ v2]))
+    assert d.shape == (2, n + 3, 3)
+    np.testing.assert_allclose(v2 + d[0], DeformSolver(L, S, w, alpha=alpha).solve(v2, mu), atol=1e-9)
+    np.testing.assert_allclose(v2 + d[1], DeformSolver(L, S, w2, alpha=alpha).solve(v2, mu2), atol=1e-9)
+    assert np.abs(d[:, :n]).max() > 0.05 and not d[:, n:].any()
+    with pytest.raises(ValueError, match="alpha > 0"):
+        InfluenceSolver(L, S, 0.0)
+    with pytest.raises(ValueError):
+        solver.displacement(w[None], (mu - S @ v2)[None, :-1])

@@ -245,6 +245,34 @@ def test_batch_matches_single_calls(scene):
     assert res.reprojection_before.shape == (2,)
 
 
+def test_influence_fields_give_the_per_face_solves(scene, monkeypatch):
+    """A batch through the landmarks' influence fields (built once the process has had INFLUENCE_MIN_FACES
+    faces, then kept) gives the same meshes as each face's own factorisation: different weights, cameras and targets,
+    a missing landmark, the displacement prior on (the default)."""
+    from fitting.stages import medium
+    v1 = scene["v_cam"][0].double()
+    v2 = v1 + torch.tensor([5.0, -3.0, -40.0], dtype=torch.float64)
+    k2 = torch.tensor([[1200.0, 1250.0, 250.0, 262.0]], dtype=torch.float64)
+    uv2 = camera_to_pixel(torch.from_numpy(scene["S"] @ v2.numpy())[None], k2)[..., :2]
+    uv = torch.cat([scene["uv0"] + smooth_shift(scene["uv0"]), uv2 + local_shift(uv2, uv2[0, 3])])
+    uv[1, 7] = float("nan")
+    w = torch.stack([scene["weights"], scene["weights"] * torch.linspace(0.2, 3.0, N_LANDMARKS, dtype=torch.float64)])
+    args = (torch.stack([v1, v2]), scene["tris"], torch.cat([K_CAM, k2]), uv, scene["tri"], scene["bary"], w)
+    monkeypatch.setattr(medium, "_influence_cache", {})
+    monkeypatch.setattr(medium, "_faces_factorised", {})
+    monkeypatch.setattr(medium, "INFLUENCE_MIN_FACES", 3)
+    one_by_one = deform_to_landmarks(*args)
+    assert not medium._influence_cache  # two faces so far: each factorised
+    fields = deform_to_landmarks(*args)  # four: the fields are built
+    assert len(medium._influence_cache) == 1
+    torch.testing.assert_close(fields.vertices_cam, one_by_one.vertices_cam, atol=1e-8, rtol=0)
+    torch.testing.assert_close(fields.reprojection_after, one_by_one.reprojection_after)
+    assert (fields.vertices_cam - args[0]).abs().max() > 0.1
+    monkeypatch.setattr(medium, "INFLUENCE_MIN_FACES", 10 ** 6)  # kept: a later single face uses them too
+    single = deform_to_landmarks(*(a[:1] if a.shape[0] == 2 else a for a in args))
+    torch.testing.assert_close(single.vertices_cam[0], one_by_one.vertices_cam[0], atol=1e-8, rtol=0)
+
+
 def test_missing_landmarks_are_ignored(scene):
     uv_t = (scene["uv0"] + smooth_shift(scene["uv0"])).clone()
     uv_t[0, :10] = float("nan")
