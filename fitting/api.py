@@ -224,7 +224,7 @@ class FaceFitter:
         from .same_person import SamePersonResult, ViewFit
         from .mesh import Mesh
         from .stages.coarse import initial_guess
-        from .stages.joint import SamePersonSettings, detail_views, fit_same_person
+        from .stages.joint import SamePersonSettings, detail_views, fit_same_person, frame_meshes
 
         if settings is None:
             coarse = self.context.settings.get("coarse") or CoarseSettings()
@@ -249,7 +249,11 @@ class FaceFitter:
         fit = fit_same_person(model, batch, self.context.correspondence, settings, renderer=self.renderer,
                               ordered=ordered, init=initial_guess(self.context, batch))
         euler = fit.camera.euler_degrees().cpu().numpy()
-        overlays = self._view_overlays(fit, jobs)
+        meshes = None
+        if settings.frame_meshes:  # every view's medium mesh, with this fitter's medium settings
+            meshes = frame_meshes(model, batch, self.context.correspondence, fit, self.context.settings.get("medium"),
+                                  renderer=self.renderer)
+        overlays = self._view_overlays(fit, jobs, meshes)
         names = [j.name for j in jobs]
         detail, unknown = detail_views(names, torch.as_tensor(euler), settings.detail)
         warnings = [f"{name}: no such view for the detail (the views: {', '.join(names[:5])}"
@@ -269,7 +273,8 @@ class FaceFitter:
                                  intrinsics=photo.intrinsics[0].cpu().numpy(),
                                  exp_coeffs=fit.exp_coeffs[i].cpu().numpy(),
                                  landmark_error_px=float(fit.landmark_error[i]) / job.crop.scale,
-                                 disagreement_mm=dis, time_s=times[i], overlay=overlays[i]))
+                                 disagreement_mm=dis, time_s=times[i], overlay=overlays[i],
+                                 mesh_vertices=None if meshes is None else meshes[i].detach().cpu().float().numpy()))
             if dis is not None and len(jobs) > 1 and dis > settings.disagreement_mm:
                 warnings.append(f"{job.name}: its own identity is {dis:.1f} mm from the joint one (threshold "
                                 f"{settings.disagreement_mm:g} mm): is it the same person?")
@@ -285,7 +290,7 @@ class FaceFitter:
                                           "coarse": dataclasses.asdict(settings.coarse),
                                           "texture": None if settings.texture is None
                                           else dataclasses.asdict(settings.texture),
-                                          "detail": list(settings.detail)},
+                                          "detail": list(settings.detail), "frame_meshes": settings.frame_meshes},
                                 texture_info=texture_info, details=details,
                                 licenses={model.license_name: model.license_text} if model.license_name else {},
                                 seconds=time.perf_counter() - started,
@@ -334,9 +339,11 @@ class FaceFitter:
             timings[name] = (time.perf_counter() - t) / len(chosen)
         return assemble(context, batch, chosen, results, timings)
 
-    def _view_overlays(self, fit, jobs: List[FaceJob], chunk: int = 16) -> List[np.ndarray]:
+    def _view_overlays(self, fit, jobs: List[FaceJob], vertices: Optional[torch.Tensor] = None,
+                       chunk: int = 16) -> List[np.ndarray]:
         """Each view's crop with ``fit`` (a :class:`fitting.stages.joint.JointFit`: the identity with the
-        view's expression, at its pose) shaded over it and the points it followed (MediaPipe's, or the
+        view's expression, at its pose; or ``vertices`` (N, V, 3) model frame, the views' medium meshes)
+        shaded over it and the points it followed (MediaPipe's, or the
         regressor's 68 where the fusion trusted MediaPipe less than half): (S, S, 3) uint8 RGB at
         :data:`fitting.same_person.OVERLAY_SIZE` px, rendered ``chunk`` views at a time."""
         import cv2
@@ -347,7 +354,7 @@ class FaceFitter:
         scale = OVERLAY_SIZE / fit.camera.height  # rendered at the overlay's size: a quarter of the rays of 512 px
         for s in range(0, len(jobs), chunk):
             cam = fit.camera[s:s + chunk]
-            verts = cam.to_camera(fit.vertices[s:s + chunk].to(cam.rotation))
+            verts = cam.to_camera((fit.vertices if vertices is None else vertices)[s:s + chunk].to(cam.rotation))
             img, mask = shade_geometry(self.renderer, verts, self.model.triangles, cam.intrinsics * scale, OVERLAY_SIZE)
             for i, job in enumerate(jobs[s:s + chunk], start=s):
                 crop = job.crop

@@ -151,3 +151,12 @@ class DetectionBatch:
 
     def __len__(self) -> int:
         return len(self.crops)
+
+    def __getitem__(self, index: slice) -> "DetectionBatch":
+        """The faces ``index`` (a slice) as a batch; its tensors are views of this one's."""
+        if not isinstance(index, slice):
+            raise TypeError(f"a DetectionBatch is sliced, not indexed by {type(index).__name__}")
+        return DetectionBatch(crops=self.crops[index], images=self.images[index], uv=self.uv[index],
+                              rel_depth=self.rel_depth[index], intrinsics=self.intrinsics[index],
+                              region_labels=self.region_labels[index], groups=self.groups,
+                              mediapipe_weight=self.mediapipe_weight[index])

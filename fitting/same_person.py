@@ -27,9 +27,13 @@
   pose: keys at a video's frame times (LINEAR), or one per photo 1 s apart (STEP). Written when the
   result carries the model's expression basis (``exp_basis``; every fit does);
 - ``overlay.mp4`` (a video's frames) or ``overlays.png`` (photos, a sheet of them in input order): each
-  view's crop with the joint fit (the one identity, the view's pose and expression) shaded over it and
-  the detected landmarks in green, so a person can watch the fit. Written when the views carry them
-  (``ViewFit.overlay``; every fit does).
+  view's crop with the joint fit (the one identity, the view's pose and expression; its medium mesh where
+  it has one) shaded over it and the detected landmarks in green, so a person can watch the fit. Written
+  when the views carry them (``ViewFit.overlay``; every fit does);
+- ``frames/<view name>.ply`` (``#`` in a video frame's name written as ``_``): each view's medium mesh
+  (binary PLY, model frame, mm, the topology and colours of ``identity.ply``; the head pose is the
+  view's row of ``expressions.csv``), where the views carry them (``ViewFit.mesh_vertices``;
+  ``SamePersonSettings.frame_meshes``, ``fit-face --frame-meshes``).
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ import numpy as np
 from morphable.arkit import arkit_names
 
 from .mesh import Mesh
-from .outputs.files import ExportError, _write_png, staged_files, save_obj, save_ply
+from .outputs.files import ExportError, _write_png, ply_bytes, ply_colors, save_obj, save_ply, staged_files
 from .outputs.gltf import GlbSettings, animation_glb, write_glb
 
 POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg", "tx_mm", "ty_mm", "tz_mm")
@@ -71,6 +75,8 @@ class ViewFit:
     time_s: Optional[float] = None  # a video frame's time (None: a photo)
     # (S, S, 3) uint8 RGB: the crop with the fit shaded over it (OVERLAY_SIZE px; None: not made)
     overlay: Optional[np.ndarray] = field(default=None, repr=False)
+    # (V, 3) float32 mm, model frame: the view's medium mesh (SamePersonSettings.frame_meshes; None: not made)
+    mesh_vertices: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 OVERLAY_SIZE = 256  # px, each view's overlay: a 300-frame video keeps 300 x 192 KB
@@ -124,7 +130,8 @@ class SamePersonResult:
                        "translation_mm": v.translation.tolist(),
                        "yaw_pitch_roll_deg": v.euler_deg.tolist(), "photo_intrinsics": v.intrinsics.tolist(),
                        "expressions": dict(zip(names, v.exp_coeffs.tolist())),
-                       "landmark_error_px": v.landmark_error_px, "disagreement_mm": v.disagreement_mm}
+                       "landmark_error_px": v.landmark_error_px, "disagreement_mm": v.disagreement_mm,
+                       "mesh": None if v.mesh_vertices is None else f"frames/{frame_mesh_name(v.name)}"}
                       for v in self.views],
             "texture": self.texture_info,
             "detail_views": [d.name for d in self.details],
@@ -156,6 +163,7 @@ class SamePersonResult:
         overlays = overlays if overlays and len(overlays) == len(self.views) else None
         video = overlays is not None and all(v.time_s is not None for v in self.views)
         pictures = [] if overlays is None else [folder / ("overlay.mp4" if video else "overlays.png")]
+        meshes = {frame_mesh_name(v.name): v.mesh_vertices for v in self.views if v.mesh_vertices is not None}
         targets = [folder / "identity_params.json", folder / "expressions.csv", *pictures,
                    *([folder / "animation.glb"] if glb is not None else []), *(folder / name for name in self.licenses)]
         try:
@@ -170,11 +178,22 @@ class SamePersonResult:
                 tmp["expressions.csv"].write_text(self.expressions_csv(), encoding="utf-8")
                 for name, text in self.licenses.items():
                     tmp[name].write_text(text, encoding="utf-8")
+            if meshes:  # identity.ply's colours on every frame's mesh (the same vertices)
+                colors = ply_colors(self.neutral)
+                with staged_files(*(folder / "frames" / name for name in meshes)) as tmp:
+                    for name, vertices in meshes.items():
+                        mesh = Mesh(vertices, self.neutral.triangles)
+                        tmp[name].write_bytes(ply_bytes(mesh.vertices, mesh.triangles, mesh.vertex_normals(), colors))
         except OSError as exc:
             raise ExportError(f"cannot write {folder}: {exc.strerror or exc}") from None
         for d in self.details:
             d.save(folder / "detail" / d.name)
         return folder
+
+
+def frame_mesh_name(view_name: str) -> str:
+    """A view's medium mesh file under ``frames/``: its name with ``#`` (a video frame's) as ``_``."""
+    return view_name.replace("#", "_") + ".ply"
 
 
 def _write_sheet(images: List[np.ndarray], path: Path) -> None:

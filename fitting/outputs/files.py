@@ -180,17 +180,22 @@ def save_ply(mesh: Mesh, path: PathLike, notice: Optional[PathLike] = None) -> P
     (texture and UVs are the OBJ's job).
     """
     path = Path(path)
-    colors = mesh.vertex_colors
-    if colors is None and mesh.texture is not None and mesh.uvs is not None:
-        colors = colors_from_texture(mesh)
-    colors = None if colors is None else _to_uint8(colors)
-    data = ply_bytes(mesh.vertices, mesh.triangles, mesh.vertex_normals(), colors)
+    data = ply_bytes(mesh.vertices, mesh.triangles, mesh.vertex_normals(), ply_colors(mesh))
     targets = [path] + ([path.with_name(Path(notice).name)] if notice is not None else [])
     with staged_files(*targets) as tmp:
         tmp[path.name].write_bytes(data)
         if notice is not None:
             shutil.copyfile(notice, tmp[Path(notice).name])
     return path
+
+
+def ply_colors(mesh: Mesh) -> Optional[np.ndarray]:
+    """(V, 3) or (V, 4) uint8: the colours :func:`save_ply` writes for ``mesh`` (its vertex colours, else its
+    texture sampled at its UVs), or None."""
+    colors = mesh.vertex_colors
+    if colors is None and mesh.texture is not None and mesh.uvs is not None:
+        colors = colors_from_texture(mesh)
+    return None if colors is None else _to_uint8(colors)
 
 
 def ply_bytes(vertices, triangles, normals, colors: Optional[np.ndarray] = None) -> bytes:

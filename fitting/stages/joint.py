@@ -203,6 +203,11 @@ class SamePersonSettings:
     # (the view with the smallest yaw^2 + pitch^2 of the fit: SfS sees both cheeks there), or ()
     # for none. Each costs a single-view fine fit (about 6 s on this 2-core machine).
     detail: Tuple[str, ...] = ("frontal",)
+    # Every view's medium mesh (frame_meshes: the medium stage on the view's joint face, toward its own
+    # landmarks), written as frames/NAME.ply and shown in the overlays. Off by default: a mesh per frame
+    # is 0.4 MB on disk; the stage costs about 0.03 s per view once its influence fields are built
+    # (1.4 s, once per process; fitting.stages.medium.INFLUENCE_MIN_FACES).
+    frame_meshes: bool = False
 
 
 @dataclass
@@ -512,3 +517,23 @@ def identity_distance(model: MorphableModel, id_coeffs: torch.Tensor, reference:
     meshes = model(id_coeffs, zeros)
     ref = model(reference[None], zeros[:1])
     return (meshes - ref).norm(dim=-1).mean(-1)
+
+
+def frame_meshes(model: MorphableModel, batch: DetectionBatch, corr: Correspondence, fit: JointFit,
+                 settings=None, renderer=None, chunk: int = 64) -> torch.Tensor:
+    """(N, V, 3) mm, model frame: each view's medium mesh, the medium stage (:mod:`fitting.stages.medium`,
+    eq. 2-3) run on the view's face of the joint fit (the identity with the view's expression, at its pose)
+    toward the view's own landmarks in ``batch`` (N crops). ``settings``: a
+    :class:`fitting.stages.medium.MediumSettings` (None: the defaults); ``renderer``: needed only for its
+    ``index_map`` correspondence. ``chunk`` views at a time (a 300-frame video's meshes in float64 would
+    take 200 MB at once); with the table correspondence every chunk shares the landmarks' influence fields."""
+    from . import medium
+    from .context import FitContext
+    settings = settings or medium.MediumSettings()
+    context = FitContext(model=model, correspondence=corr, renderer=renderer, device=fit.vertices.device,
+                         settings={"medium": settings})
+    n = len(fit.vertices)
+    out = [medium.run(context, batch[s:s + chunk], fit.coarse_result(torch.arange(s, min(n, s + chunk),
+                                                                                    device=fit.vertices.device))).vertices
+           for s in range(0, n, chunk)]
+    return torch.cat(out)

@@ -239,7 +239,9 @@ def test_same_person_bench_prints_finite_tables(ict_dir, face_model, closed_mode
     assert "issue 18 (a)" not in out  # 8 views only
     assert "disagreement" in out
     clip = next(i for i, line in enumerate(lines) if line.startswith("part (b)"))
-    rows = [line for line in lines[clip + 3:clip + 6]]
+    rows = [line for line in lines[clip + 3:clip + 7]]
     assert rows[0].startswith("independent per-frame fits") and rows[2].startswith("joint, temporal 100")
+    assert rows[3].startswith("joint + medium per frame")
+    assert all(math.isfinite(float(c)) for c in rows[3].split()[-7:]), rows[3]
     for name in ("clip_jawOpen.png", "clip_eyeBlink_L.png", "clip_curves.csv"):
         assert (tmp_path / name).is_file(), name

@@ -247,6 +247,37 @@ def test_cli_same_person_refuses_all_faces(tmp_path, good_photos):
     assert any("--all-faces" in line for line in error_lines(res.stderr)), res.stderr
 
 
+def test_cli_frame_meshes_need_several_views(tmp_path, good_photos):
+    res = run_cli("--frame-meshes", str(good_photos[0]), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert res.returncode == 2
+    assert any("--frame-meshes" in line for line in error_lines(res.stderr)), res.stderr
+
+
+def test_frame_meshes_are_each_views_medium_stage(face_model, person):
+    """Every view's medium mesh is the medium stage run on that view of the joint fit (chunks change
+    nothing), a small deformation that brings the mesh closer to the view's landmarks."""
+    from fitting.detections import DetectionBatch
+    from fitting.stages import medium
+    from fitting.stages.context import FitContext
+    from fitting.stages.correspondence import load_correspondence
+    from fitting.stages.joint import SamePersonSettings, fit_same_person, frame_meshes
+
+    corr = load_correspondence()
+    batch = DetectionBatch.stack([v.crop for v in person["views"]])
+    fit = fit_same_person(face_model, batch, corr, SamePersonSettings(check_disagreement=False))
+    meshes = frame_meshes(face_model, batch, corr, fit, chunk=3)  # chunks of 3 and 1 views
+    assert meshes.shape == fit.vertices.shape
+    context = FitContext(model=face_model, correspondence=corr, renderer=None, device=fit.vertices.device,
+                         settings={"medium": medium.MediumSettings()})
+    whole = medium.run(context, batch, fit.coarse_result(torch.arange(VIEWS)))
+    torch.testing.assert_close(meshes, whole.vertices, atol=1e-4, rtol=0)
+    moved = (meshes - fit.vertices).norm(dim=-1).amax(-1)
+    assert bool((moved > 0.01).all()) and bool((moved < 5.0).all()), moved  # mm
+    assert bool((whole.landmark_error_after < whole.landmark_error_before).all())
+    with pytest.raises(TypeError):
+        batch[0]
+
+
 def test_joint_photometric_polish_keeps_one_identity(face_model, person):
     """The polish on several views with ``shared_identity``: one identity for all, per-view poses."""
     import dataclasses
@@ -366,8 +397,8 @@ def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(bad_inputs["corrupt"].read_bytes())
     out = tmp_path / "me"
-    res = run_cli(str(clip), str(corrupt), "--max-frames", "5", "--detail", "none", "--out", str(out), *model_args,
-                  cwd=tmp_path)
+    res = run_cli(str(clip), str(corrupt), "--max-frames", "5", "--detail", "none", "--frame-meshes", "--out", str(out),
+                  *model_args, cwd=tmp_path)
     assert res.returncode == 1, res.stderr
     errors = error_lines(res.stderr)
     assert any("corrupt.mp4" in e for e in errors) and any("clip#f000003" in e and "no face" in e for e in errors)
@@ -376,6 +407,16 @@ def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_
     assert all(r[0] == str(clip) for r in rows)
     assert (out / "identity.obj").is_file() and (out / "identity.png").is_file()
     assert not (out / "detail").exists()  # --detail none
+    # --frame-meshes: each frame's medium mesh on identity.ply's vertices, named in identity_params.json
+    params = json.loads((out / "identity_params.json").read_text())
+    meshes = sorted((out / "frames").iterdir())
+    assert [m.name for m in meshes] == [f"clip_f{i:06d}.ply" for i in (0, 1, 2, 4)]
+    assert [v["mesh"] for v in params["views"]] == [f"frames/{m.name}" for m in meshes]
+
+    def vertex_count(ply):
+        head = ply.read_bytes()[:400].split(b"end_header")[0].decode("ascii")
+        return int(head.split("element vertex ")[1].split()[0])
+    assert {vertex_count(m) for m in meshes} == {vertex_count(out / "identity.ply")}
     pygltflib = pytest.importorskip("pygltflib")
     gltf = pygltflib.GLTF2().load(str(out / "animation.glb"))
     (anim,) = gltf.animations
