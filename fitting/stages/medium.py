@@ -379,14 +379,15 @@ def _influence_solver(L, LtL, tris, tri_all, bary_all, alpha, fixed_vertices) ->
                  np.ascontiguousarray(tri_all[0]), np.ascontiguousarray(bary_all[0])):
         digest.update(np.asarray(part).tobytes())
     key = digest.digest()
-    if key not in _influence_cache:
+    solver = _influence_cache.get(key)  # a local reference: another thread may swap the cache meanwhile
+    if solver is None:
         if _faces_factorised.get(key, 0) + b < INFLUENCE_MIN_FACES:
             _faces_factorised[key] = _faces_factorised.get(key, 0) + b
             return None
+        solver = InfluenceSolver(L, anchor_matrix(tri_all[0], bary_all[0], tris, L.shape[0]), alpha, LtL=LtL)
         _influence_cache.clear()  # one model and table at a time: 36 MB for the ICT face
-        _influence_cache[key] = InfluenceSolver(L, anchor_matrix(tri_all[0], bary_all[0], tris, L.shape[0]),
-                                                alpha, LtL=LtL)
-    return _influence_cache[key]
+        _influence_cache[key] = solver
+    return solver
 
 
 def _near_flips(v0: np.ndarray, after: np.ndarray, tris: np.ndarray, S: sp.spmatrix, w: np.ndarray,
