@@ -197,7 +197,8 @@ class FaceFitter:
         landmark least squares, then the joint photometric polish of all photos with the identity shared
         (``settings.photometric``, on by default; not on a video's frames); the views' albedo is merged into one UV texture (``settings.texture``) and the
         single-view medium and fine stages run on ``settings.detail``'s views (``result.details``), with
-        this fitter's settings for the stages it was made with and the defaults for the others.
+        this fitter's settings for the stages it was made with and the defaults for the others. With
+        ``settings.frame_meshes`` every view also gets its medium mesh (``view.mesh_vertices``).
         """
         if names is not None and len(names) != len(sources):
             raise ValueError(f"{len(names)} names for {len(sources)} images")
