@@ -103,6 +103,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-warmup", action="store_true", help="no untimed warm-up per tree")
     p.add_argument("--repeat", type=int, default=1,
                    help="runs per row, the run of median wall time shown (default 1; 3 on a noisy machine)")
+    p.add_argument("--video", type=int, default=0, metavar="FRAMES",
+                   help="instead of photos: bench same-person's synthetic clip of FRAMES frames as a 1280 x 720 "
+                        "video, fitted with --detail none, and with --frame-meshes too where the tree has it "
+                        "(coarse + every frame's medium mesh); frames per second below the table")
     p.add_argument("--workers", nargs="+", default=["auto"],
                    help="the CLI's --workers for each run; auto: its default (one per core, at most one per "
                         "photo), leaving the option out (default: auto; e.g. 1 auto for before and after)")
@@ -171,6 +175,12 @@ def measure_tree(tree: Tree, photos: List[Path], args, out_root: Path) -> None:
                                   folder / "warmup.out", folder / "warmup.err")
         if code != 0:
             print(f"e2e bench: warm-up of {tree.label} failed ({_tail(folder / 'warmup.err')}); runs go on cold")
+    if args.video:
+        for label, extra in (("video", []), ("video+frame meshes", ["--frame-meshes"])):
+            if all(option in help_text for option in extra):
+                tree.runs.append(_one_run(tree, folder, photos, label, "auto", 0, model_args,
+                                          ["--detail", "none", *extra], count=args.video))
+        return
     for n in args.photos:
         for stages in args.stages:
             for workers in worker_settings:
@@ -183,14 +193,16 @@ def measure_tree(tree: Tree, photos: List[Path], args, out_root: Path) -> None:
 
 
 def _one_run(tree: Tree, folder: Path, photos: List[Path], stages: str, workers: str, rep: int,
-             model_args: List[str]) -> Run:
-    """One fit-face process: ``photos`` with ``--stages stages`` (``--workers``, unless "auto")."""
-    n = len(photos)
+             model_args: List[str], video_args: Optional[List[str]] = None, count: int = 0) -> Run:
+    """One fit-face process: ``photos`` with ``--stages stages`` (``--workers``, unless "auto"); or, with
+    ``video_args``, the video ``photos[0]`` with those options (``stages`` the row's label, ``count`` its frames)."""
+    n = count or len(photos)
     env = tree_env(tree.root)
-    run_dir = folder / f"{n}-photos-{stages.replace(',', '-')}-workers-{workers}-{rep}"
+    run_dir = folder / f"{n}-photos-{stages.replace(',', '-').replace(' ', '')}-workers-{workers}-{rep}"
     run_dir.mkdir(parents=True, exist_ok=True)
     timings = run_dir / "timings.json"
-    cmd = [sys.executable, "-m", "fitting.cli", *map(str, photos), "--stages", stages,
+    what = ["--stages", stages] if video_args is None else video_args
+    cmd = [sys.executable, "-m", "fitting.cli", *map(str, photos), *what,
            "--out", str(run_dir / "out"), "--no-progress", *model_args]
     if workers != "auto":
         cmd += ["--workers", workers]
@@ -245,7 +257,7 @@ def _photos(args) -> List[Path]:
 
 def measure(args) -> List[Tree]:
     """Every run of every tree (the baseline first), outputs deleted unless ``args.keep``."""
-    photos = _photos(args)
+    photos = [] if args.video else _photos(args)
     trees = []
     if args.baseline:
         base = Path(args.baseline).resolve()
@@ -256,10 +268,20 @@ def measure(args) -> List[Tree]:
 
     made_out = args.out is None
     out_root = Path(tempfile.mkdtemp(prefix="facefit-e2e-")) if made_out else Path(args.out)
+    out_root.mkdir(parents=True, exist_ok=True)
+    clip = out_root / "clip.mp4"
     try:
+        if args.video:
+            from .common import load_models
+            from .same_person import write_clip_video
+            print(f"e2e bench: writing the {args.video}-frame synthetic clip ...", flush=True)
+            write_clip_video(load_models(args.model_dir)[1], clip, args.video)
+            photos = [clip]
         for tree in trees:
             measure_tree(tree, photos, args, out_root)
     finally:
+        if not args.keep:
+            clip.unlink(missing_ok=True)
         if args.keep:
             print(f"e2e bench: outputs kept under {out_root}")
         else:
@@ -280,6 +302,10 @@ def run(args) -> int:
         print(f"  {tree.label}: {tree.root} ({_commit(tree.root)}); fit-face --help {tree.help_s:.2f} s; "
               f"parts {'from --timings' if tree.has_timings else 'n/a (no --timings): totals only'}")
     print(format_table(trees))
+    if args.video:
+        print("Video: 'photos' are the clip's frames (bench same-person's synthetic clip, 1280 x 720, 30 fps); "
+              "frames per second end to end: " + "; ".join(
+                  f"{t.label} {r.stages} {r.photos / r.wall_s:.2f}" for t in trees for r in t.runs if r.returncode == 0))
     print("Seconds. start-up: spawn to the end of the CLI's imports; load: model, detector, renderer; detection, "
           "coarse, medium, fine, results, writing: summed over the photos; other: the rest of the CLI's time; "
           "exit: after the CLI returned. A part includes the imports first made in it; the parts add up to wall.\n"

@@ -130,6 +130,32 @@ def clip_truth(model, frames: int):
     return torch.tensor(exp, dtype=torch.float32), pose
 
 
+def write_clip_video(closed_model, path, frames: int, seed: int = 0, size=(1280, 720), fps: float = 30.0) -> None:
+    """Part (b)'s synthetic clip (:func:`clip_truth`, the person and look of ``seed``) as a video file a
+    user could give fit-face: each frame rendered square at the video's height and centred on a grey
+    ``size`` (width, height) px frame, ``fps`` frames per second (MPEG-4 part 2, as OpenCV writes it)."""
+    import cv2
+    from fitting.camera import DEFAULT_FOV
+    from .common import _generator
+    gen = _generator(closed_model)
+    rng = np.random.default_rng((seed, 1000))
+    id_c = torch.tensor(np.clip(rng.normal(size=closed_model.n_id), -2, 2), dtype=torch.float32)
+    exp, pose = clip_truth(closed_model, frames)
+    width, height = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    try:
+        for t in range(frames):
+            sf = gen((seed, 1000), size=height, fov_deg=DEFAULT_FOV, id_coeffs=id_c, exp_coeffs=exp[t],
+                     pose_deg=tuple(pose[t]), fill=0.65)
+            img = sf.image if sf.image.dtype == np.uint8 else (np.clip(sf.image, 0, 1) * 255).round().astype(np.uint8)
+            frame = np.full((height, width, 3), 90, np.uint8)
+            left = (width - height) // 2
+            frame[:, left:left + height] = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+            writer.write(frame)
+    finally:
+        writer.release()
+
+
 def plot_curves(path, curves, height: int = 360, width: int = 720) -> None:
     """A PNG of weight curves in [0, 1] over frames: ``curves`` a list of ``(label, (T,) values, BGR colour,
     thickness)``, drawn with OpenCV (no plotting library needed); a legend in the top left."""

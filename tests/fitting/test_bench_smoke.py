@@ -209,6 +209,21 @@ def test_e2e_bench_measures_the_cli_and_a_baseline_without_timings(ict_dir, face
     assert "baseline: " in out and "totals only" in out
 
 
+def test_e2e_bench_times_a_video_with_and_without_frame_meshes(ict_dir, face_model, tmp_path, capsys):
+    """--video: the synthetic clip written as a video and fitted in a fresh process, with --detail none and
+    with --frame-meshes (the #18 speed line); frames per second printed; the clip and outputs deleted after."""
+    from fitting.bench.__main__ import main
+    out_dir = tmp_path / "out"
+    assert main(["e2e", "--video", "3", "--model-dir", str(ict_dir), "--out", str(out_dir), "--no-warmup"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[0].split() for line in out.splitlines() if line.startswith("this ")]
+    assert [r[1:3] for r in rows] == [["3", "video"], ["3", "video+frame"]], rows
+    assert all(float(r[-4]) > 0 for r in rows)  # wall s
+    (fps_line,) = [line for line in out.splitlines() if "frames per second end to end" in line]
+    assert "video+frame meshes" in fps_line
+    assert not any(out_dir.iterdir())
+
+
 def test_same_person_bench_prints_finite_tables(ict_dir, face_model, closed_model, tmp_path, capsys, monkeypatch):
     """Two people x two views and a 4-frame clip: both part (a) tables, the disagreement line, part (b)'s rows
     and files. The photometric polish (single-view and joint) runs 4 steps at 96 px instead of 30 at 192 (it
