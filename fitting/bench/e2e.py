@@ -2,7 +2,7 @@
 
     python -m fitting.bench e2e [--baseline TREE] [--photos 1 8] [--stages coarse,medium,fine coarse]
                                 [--faces DIR] [--model-dir DIR] [--out DIR] [--keep] [--no-warmup]
-                                [--workers 1 auto] [--repeat N]
+                                [--workers 1 auto] [--repeat N] [--video FRAMES]
 
 Each run is ``python -m fitting.cli PHOTOS --stages S --out OUT`` in a new
 process with the working folder and PYTHONPATH at the tree measured, so it
@@ -28,6 +28,9 @@ checkout, e.g. an untouched main) runs the same table for that tree first,
 so before and after come from one run on one machine. Each tree first gets
 an untimed warm-up (imports and one model load, so that both read the model
 cache and the libraries from a warm disk cache) unless ``--no-warmup``.
+``--video FRAMES`` times a video instead of photos: bench same-person's synthetic clip written as a
+1280 x 720 video, fitted with ``--detail none`` and with ``--frame-meshes`` (every frame's medium mesh)
+where the tree has it; the frames per second end to end are printed below the table.
 The outputs go under ``--out`` (default: a temporary folder) and are
 deleted after unless ``--keep``.
 """
