@@ -130,23 +130,34 @@ def clip_truth(model, frames: int):
     return torch.tensor(exp, dtype=torch.float32), pose
 
 
-def write_clip_video(closed_model, path, frames: int, seed: int = 0, size=(1280, 720), fps: float = 30.0) -> None:
-    """Part (b)'s synthetic clip (:func:`clip_truth`, the person and look of ``seed``) as a video file a
-    user could give fit-face: each frame rendered square at the video's height and centred on a grey
-    ``size`` (width, height) px frame, ``fps`` frames per second (MPEG-4 part 2, as OpenCV writes it)."""
-    import cv2
+def clip_scene(closed_model, frames: int, seed: int):
+    """Part (b)'s synthetic clip: ``(id_coeffs (n_id,), exp (T, n_exp), pose (T, 3) deg, render)`` with
+    ``render(t, size)`` frame ``t`` as a synthetic face of ``size`` px (one seed for every frame: the same
+    light, skin, background and camera distance)."""
     from fitting.camera import DEFAULT_FOV
     from .common import _generator
     gen = _generator(closed_model)
     rng = np.random.default_rng((seed, 1000))
     id_c = torch.tensor(np.clip(rng.normal(size=closed_model.n_id), -2, 2), dtype=torch.float32)
     exp, pose = clip_truth(closed_model, frames)
+
+    def render(t: int, size: int):
+        return gen((seed, 1000), size=size, fov_deg=DEFAULT_FOV, id_coeffs=id_c, exp_coeffs=exp[t],
+                   pose_deg=tuple(pose[t]), fill=0.65)
+    return id_c, exp, pose, render
+
+
+def write_clip_video(closed_model, path, frames: int, seed: int = 0, size=(1280, 720), fps: float = 30.0) -> None:
+    """Part (b)'s synthetic clip (:func:`clip_scene`, the person and look of ``seed``) as a video file a
+    user could give fit-face: each frame rendered square at the video's height and centred on a grey
+    ``size`` (width, height) px frame, ``fps`` frames per second (MPEG-4 part 2, as OpenCV writes it)."""
+    import cv2
+    *_, render = clip_scene(closed_model, frames, seed)
     width, height = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     try:
         for t in range(frames):
-            sf = gen((seed, 1000), size=height, fov_deg=DEFAULT_FOV, id_coeffs=id_c, exp_coeffs=exp[t],
-                     pose_deg=tuple(pose[t]), fill=0.65)
+            sf = render(t, height)
             img = sf.image if sf.image.dtype == np.uint8 else (np.clip(sf.image, 0, 1) * 255).round().astype(np.uint8)
             frame = np.full((height, width, 3), 90, np.uint8)
             left = (width - height) // 2
@@ -192,19 +203,14 @@ def clip_bench(face_model, closed_model, corr, frames: int, seed: int, size: int
     from fitting.stages.coarse import fit_landmarks
     from fitting.stages.joint import SamePersonSettings, fit_same_person, frame_meshes
     from landmarks import FaceMeshDetector
-    from .common import BenchFace, _generator, oracle_crop
+    from .common import BenchFace, oracle_crop
 
-    gen = _generator(closed_model)
-    rng = np.random.default_rng((seed, 1000))
-    id_c = torch.tensor(np.clip(rng.normal(size=closed_model.n_id), -2, 2), dtype=torch.float32)
-    exp, pose = clip_truth(closed_model, frames)
+    id_c, exp, pose, render = clip_scene(closed_model, frames, seed)
     crops, kept, exact = [], [], []
     nv = face_model.n_vertices
     with FaceMeshDetector() as det:
         for t in tqdm(range(frames), desc="clip frames", unit="frame", disable=not progress):
-            # one seed for every frame: the same light, skin, background and camera distance
-            sf = gen((seed, 1000), size=size, fov_deg=DEFAULT_FOV, id_coeffs=id_c, exp_coeffs=exp[t],
-                     pose_deg=tuple(pose[t]), fill=0.65)
+            sf = render(t, size)
             faces = det.detect(sf.image)
             if faces:
                 crops.append(crop_face(sf.image, faces[0], 512, f"frame{t}", DEFAULT_FOV))

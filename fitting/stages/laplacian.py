@@ -54,6 +54,14 @@ def _np(x, dtype=None) -> np.ndarray:
     return x.astype(dtype, copy=False) if dtype is not None else x
 
 
+def _checked_weights(weights) -> np.ndarray:
+    """Landmark weights as float64, or ValueError where one is negative or not finite."""
+    w = _np(weights, np.float64)
+    if (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError("landmark weights must be finite and >= 0")
+    return w
+
+
 def uniform_laplacian(triangles: ArrayLike, n_vertices: int) -> sp.csr_matrix:
     """The uniform ("umbrella") Laplacian of eq. 2 as a (V, V) float64 CSR matrix.
 
@@ -136,11 +144,9 @@ class DeformSolver:
         n = L.shape[0]
         if L.shape != (n, n) or S.shape[1] != n:
             raise ValueError(f"L must be (V, V) and S (K, V); got {L.shape} and {S.shape}")
-        w = _np(weights, np.float64).reshape(-1)
+        w = _checked_weights(weights).reshape(-1)
         if w.shape[0] != S.shape[0]:
             raise ValueError(f"{w.shape[0]} weights for {S.shape[0]} anchor rows")
-        if (w < 0).any() or not np.isfinite(w).all():
-            raise ValueError("landmark weights must be finite and >= 0")
         self.n = n
         self.L = sp.csr_matrix(L, dtype=np.float64)
         self.S = sp.csr_matrix(S, dtype=np.float64)
@@ -238,13 +244,11 @@ class InfluenceSolver:
     def displacement(self, weights: ArrayLike, residuals: ArrayLike) -> np.ndarray:
         """(B, K) non-negative weights and (B, K, 3) residuals ``mu - S V`` (mm; rows of weight 0 may hold
         anything finite or not) -> (B, V, 3) float64 displacement ``V' - V``, mm."""
-        w = _np(weights, np.float64)
+        w = _checked_weights(weights)
         e = _np(residuals, np.float64)
         k = self.C.shape[0]
         if w.ndim != 2 or w.shape[1] != k or e.shape != w.shape + (3,):
             raise ValueError(f"weights must be (B, {k}) and residuals (B, {k}, 3); got {w.shape} and {e.shape}")
-        if (w < 0).any() or not np.isfinite(w).all():
-            raise ValueError("landmark weights must be finite and >= 0")
         sw = np.sqrt(w)
         e = np.where(w[..., None] > 0, e, 0.0)
         # the symmetric form I + W^1/2 C W^1/2 (positive definite) of I + W C

@@ -390,16 +390,16 @@ def _influence_solver(L, LtL, tris, tri_all, bary_all, alpha, fixed_vertices) ->
     return solver
 
 
-def _near_flips(v0: np.ndarray, after: np.ndarray, tris: np.ndarray, S: sp.spmatrix, w: np.ndarray,
+def _near_flips(v0: np.ndarray, after: np.ndarray, tris: np.ndarray, points0: np.ndarray, w: np.ndarray,
                 radius_mm: float) -> np.ndarray:
-    """(K,) bool: the weighted landmarks within ``radius_mm`` (on ``v0``) of a triangle that
-    ``after`` turned inside out (the flip guard's; all False where nothing flipped)."""
+    """(K,) bool: the weighted landmarks whose surface points ``points0`` (K, 3) on ``v0`` lie within
+    ``radius_mm`` of a triangle that ``after`` turned inside out (the flip guard's; all False where nothing
+    flipped)."""
     flipped = _flipped_mask(v0, after, tris)
     if not flipped.any():
         return np.zeros(len(w), bool)
     centres = v0[tris[flipped]].mean(1)
-    lm = S @ v0
-    near = (np.linalg.norm(lm[:, None] - centres[None], axis=-1) < radius_mm).any(1)
+    near = (np.linalg.norm(points0[:, None] - centres[None], axis=-1) < radius_mm).any(1)
     return near & (w > 0)
 
 
@@ -428,7 +428,7 @@ def _deform_with_influence(solver: InfluenceSolver, v0: np.ndarray, tris: np.nda
     for _ in range(settings.flip_guard_rounds):
         # Landmarks pulling a fold (inner lips, eye corners) inside out: weaken those near the flipped
         # triangles and solve again (the faces with such landmarks only).
-        near = {int(i): _near_flips(v0[i], out[i], tris, S, w[i], settings.flip_guard_radius_mm) for i in redo}
+        near = {int(i): _near_flips(v0[i], out[i], tris, base[i], w[i], settings.flip_guard_radius_mm) for i in redo}
         redo = np.array([i for i, m in near.items() if m.any()], dtype=np.int64)
         if not redo.size:
             break
@@ -462,7 +462,7 @@ def _deform_one_by_one(L, LtL, v0, tris, uv_safe, kint, tri_all, bary_all, w_all
                 break
             # Landmarks pulling a fold (inner lips, eye corners) inside out: weaken
             # those near the flipped triangles and solve again.
-            near = _near_flips(v0[i], cur, tris, solver.S, w_i, settings.flip_guard_radius_mm)
+            near = _near_flips(v0[i], cur, tris, solver.S @ v0[i], w_i, settings.flip_guard_radius_mm)
             if not near.any():
                 break
             w_i = np.where(near, w_i * FLIP_GUARD_WEIGHT_FACTOR, w_i)

@@ -142,15 +142,17 @@ def photometric_refine(model: MorphableModel, batch: "DetectionBatch", corr: "Co
         verts, rot, t, vc = camera_vertices()
         frags = renderer.rasterize(vc, tris, k, size, size)
         n_img = F.normalize(renderer.interpolate(vertex_normals(vc, tris), frags), dim=-1)
-        mask = frags.mask & region
-        mean_col = (target * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
-        light0 = estimate_sh_light(target, n_img, mean_col, mask)
+
+        def skin_and_light(compared):  # the compared pixels, their mean colour and the light fitted to them
+            seen = frags.mask & compared
+            colour = (target * seen[..., None]).sum((1, 2)) / seen.sum((1, 2)).clamp_min(1)[:, None]
+            return seen, colour, estimate_sh_light(target, n_img, colour, seen)
+
+        mask, mean_col, light0 = skin_and_light(region)
         if settings.photometric_outlier_ratio > 0:
             region = region & ~shading_outliers(target, mean_col[:, None, None] * sh_irradiance(n_img, light0), mask,
                                                 settings.photometric_outlier_ratio)
-            mask = frags.mask & region
-            mean_col = (target * mask[..., None]).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)[:, None]
-            light0 = estimate_sh_light(target, n_img, mean_col, mask)
+            mask, mean_col, light0 = skin_and_light(region)
     # One skin colour per face: a per-vertex albedo would explain the shading
     # away and leave the geometry nothing to learn from.
     light = light0.clone().requires_grad_(True)
