@@ -91,6 +91,31 @@ class SfsSettings:
     # that form (ambient + one light), the textured look's (a clamped key, a fill from above) and photos' not.
     light_one_light_prior: float = 0.01  # unitless; 0: off
 
+    # --- the albedo the shape phases hold (gamma_avg of eq. 6) ----------------------------
+    # Each region's albedo is its colour with the start shape's shading divided out (per channel, the least
+    # squares a in I = a S(n0)), not its mean colour: a small region's mean took in its mean shading (the
+    # brows, on the brow ridge's lower slope, came out 20 % darker than the skin on the uniform-albedo scan),
+    # and so that part of its relief out of the shading. And a region that looks like the largest region
+    # (the skin) is skin: its albedo within [region_merge_ratio, 1 / region_merge_ratio] x the skin's in every
+    # channel (shading error reaches such factors, as in the joint polish's ratio test), the same chromaticity
+    # (max - min over the channels of log(ratio) <= region_merge_chroma: shading under a white light does not
+    # change it) and no more mottled than the skin (the mean absolute deviation of its pixels' grey log ratio
+    # to the skin's albedo under the start's shading <= region_merge_spread x the skin's: hair strands over
+    # skin are far more). Lips are redder and brow hair darker or mottled on most faces; they keep their own.
+    # Measured on `bench scan`'s cached medium results (fine normal error / coarse's, uniform yaw 0 / 20 / 40,
+    # textured 0 / 20 / 40): region means 0.847 / 0.858 / 0.881, 0.897 / 0.939 / 0.948; shading divided out
+    # 0.844 / 0.844 / 0.864, 0.893 / 0.934 / 0.924; and merged 0.824 / 0.819 / 0.824, 0.894 / 0.934 / 0.924 (the
+    # uniform look's brows merge: ratio 0.79-0.86, chroma 0, spread 1.45-1.87 x; merging the lips does not
+    # matter; the textured look's brows, 0.55-0.59 x, and lips, chroma 0.21-0.26, do not). The bounds from the
+    # eight shared photos, where no region should merge: lips chroma 0.08-0.63 (pale older lips 0.08), brows
+    # 0.52-0.83 x, chroma 0.03-0.20, spread 0.93-4.5 x (Grace Hopper's grey brows: 0.83 x, 0.05, 1.55 x); and
+    # from 8 synthetic faces of `bench fine`, whose painted brows are thin strands of hair over skin: ratio
+    # 0.59-0.93, chroma 0.01-0.10, spread 2.8-17 x. Merged without the spread test they cost 0.05 deg there
+    # (`bench fine`, 20 faces, fine normal error 9.49 -> 9.54 deg).
+    region_merge_ratio: float = 0.7      # unitless; 0: regions never merge
+    region_merge_chroma: float = 0.04    # unitless (log ratio)
+    region_merge_spread: float = 2.0     # unitless, x the skin's
+
     # --- albedo, eq. 6, 7 (initial stage, eps = 0) -------------------------------------
     albedo_iters: int = 40               # Adam steps on the albedo before the depth phases
     lr_albedo_init: float = 1.5 / _I255  # [0,1] intensity per step; paper 1.5 on [0,255]
@@ -256,15 +281,27 @@ def region_mean(values: torch.Tensor, labels: torch.Tensor, weights: torch.Tenso
     Returns (B, H, W, C): the weighted mean of the pixel's region (0 where label < 0 or the
     region has no weight).
     """
-    b, h, w, c = values.shape
     k = int(labels.max().clamp_min(0)) + 1
+    sums = _region_sums(values, labels, weights, k)
+    count = _region_sums(torch.ones_like(values[..., :1]), labels, weights, k)
+    return _per_pixel(sums / count.clamp_min(1e-8), labels) * (labels >= 0)[..., None].to(values.dtype)
+
+
+def _region_sums(values: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, K, C) the ``weights``-weighted sums of ``values`` (B, H, W, C) over each region of ``labels``
+    (B, H, W) in [-1, K) (-1: none)."""
+    b, c = values.shape[0], values.shape[-1]
     valid = labels >= 0
     idx = (labels.clamp_min(0) + k * torch.arange(b, device=labels.device)[:, None, None]).reshape(-1)
     wv = (weights * valid).reshape(-1, 1).to(values.dtype)
-    sums = torch.zeros(b * k, c, device=values.device, dtype=values.dtype).index_add_(0, idx, values.reshape(-1, c) * wv)
-    cnt = torch.zeros(b * k, 1, device=values.device, dtype=values.dtype).index_add_(0, idx, wv)
-    means = sums / cnt.clamp_min(1e-8)
-    return means[idx].reshape(b, h, w, c) * valid[..., None].to(values.dtype)
+    sums = torch.zeros(b * k, c, device=values.device, dtype=values.dtype)
+    return sums.index_add_(0, idx, values.reshape(-1, c) * wv).view(b, k, c)
+
+
+def _per_pixel(table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) each pixel's row of the (B, K, C) per-region ``table`` (label -1 reads region 0)."""
+    at = labels.clamp_min(0).flatten(1)[..., None].expand(-1, -1, table.shape[-1])
+    return table.gather(1, at).view(*labels.shape, table.shape[-1])
 
 
 def _region_albedo(img, labels, w_photo, w_mask):
@@ -272,6 +309,40 @@ def _region_albedo(img, labels, w_photo, w_mask):
     over all its pixels (``w_mask``) for a region with none usable (all saturated or shadowed)."""
     gamma_avg = region_mean(img, labels, w_photo)
     return torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
+
+
+def _shaded_region_albedo(img, labels, normals, light, gamma_avg, usable, s: SfsSettings):
+    """gamma_avg with the start's shading divided out and skin-coloured regions merged into the skin
+    (SfsSettings.region_merge_ratio): (B, H, W, 3). ``normals`` (B, H, W, 3) the start's, ``light`` (B, 9, 3)
+    fitted on them with ``gamma_avg``; a region with no ``usable`` pixel keeps its ``gamma_avg``."""
+    shading = sh_irradiance(normals, light)
+    w = usable.to(img.dtype)
+    k = int(labels.max().clamp_min(0)) + 1
+
+    def albedo_of(lab):  # (B, K, 3) per-region least squares, (B, K) usable pixels
+        num, den = _region_sums(img * shading, lab, w, k), _region_sums(shading ** 2, lab, w, k)
+        return num / den.clamp_min(1e-12), _region_sums(torch.ones_like(w)[..., None], lab, w, k)[..., 0]
+
+    table, count = albedo_of(labels)
+    if s.region_merge_ratio > 0:
+        skin = count.argmax(1)  # (B,) the largest region
+        skin_albedo = table.gather(1, skin[:, None, None].expand(-1, 1, 3))  # (B, 1, 3)
+        ratio = table / skin_albedo.clamp_min(1e-6)
+        log_ratio = ratio.clamp_min(1e-6).log()
+        # each region's spread: the mean absolute deviation from its mean of the pixels' grey log ratio to
+        # the skin's albedo under the start's shading
+        pixel = (img.clamp_min(1e-3) / (skin_albedo[:, :, None] * shading).clamp_min(1e-3)).log().mean(-1, keepdim=True)
+        mean = _region_sums(pixel, labels, w, k) / count[..., None].clamp_min(1)
+        deviation = (pixel - _per_pixel(mean, labels)).abs()
+        spread = (_region_sums(deviation, labels, w, k) / count[..., None].clamp_min(1))[..., 0]  # (B, K)
+        merge = ((count > 0) & (ratio.amin(-1) >= s.region_merge_ratio) & (ratio.amax(-1) <= 1 / s.region_merge_ratio)
+                 & (log_ratio.amax(-1) - log_ratio.amin(-1) <= s.region_merge_chroma)
+                 & (spread <= s.region_merge_spread * spread.gather(1, skin[:, None])))
+        to = torch.where(merge, skin[:, None], torch.arange(k, device=labels.device)[None])  # (B, K)
+        labels = torch.where(labels >= 0, to.gather(1, labels.clamp_min(0).flatten(1)).view_as(labels), labels)
+        table, count = albedo_of(labels)
+    seen = (_per_pixel(count[..., None], labels) > 0) & (labels >= 0)[..., None]
+    return torch.where(seen, _per_pixel(table, labels).clamp(0, 1), gamma_avg)
 
 
 def _masked_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -601,6 +672,9 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         usable = usable & ~shadowed
         w_photo = usable.to(dtype)
         gamma_avg = _region_albedo(img, labels, w_photo, w_mask)
+    n_start = depth_to_normals(d0, intr, m)
+    gamma_avg = _shaded_region_albedo(img, labels, n_start, _fit_light(img, n_start, gamma_avg, usable, s), gamma_avg,
+                                      usable, s)
 
     # ---- 0. smooth shape modes fitted to the shading (SfsSettings.basis_iters) ---------------
     coeffs = None

@@ -260,3 +260,42 @@ def test_free_depth_change_corrects_a_smooth_error_the_per_pixel_phases_leave(sc
     assert bump_err["weak anchor"] < 0.6 * bump_err["off"] and rest_err["weak anchor"] < rest_err["off"] + 0.75
     for r in runs.values():
         _check_sane(r, sc, sc["mask"], FAST.max_depth_change_mm)
+
+
+def test_region_albedo_divides_out_the_shading_and_merges_skin_coloured_regions(scene):
+    """SfsSettings.region_merge_ratio: with the scene's own normals and light, a region's albedo is its true
+    colour (its mean colour is not: a patch of skin on the side turned from the light looks darker); a patch
+    of skin labelled as its own region joins the skin, the redder lips, the darker brows and a patch of skin
+    under strands of dark hair (on average within the ratio and of the skin's hue, but mottled) do not."""
+    from sfs.refine import _region_albedo, _shaded_region_albedo
+
+    sc = scene
+    h, w = sc["mask"].shape[1:]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    patch = ((xx - 0.5).abs() < 0.1) & ((yy - 0.2).abs() < 0.1) & sc["mask"][0]
+    strands = (xx.abs() < 0.1) & ((yy - 0.15).abs() < 0.1) & sc["mask"][0]
+    labels = torch.where(patch[None], 3, sc["labels"])
+    labels = torch.where(strands[None], 4, labels)
+    usable = sc["mask"]
+    img, n, light = sc["image"].double(), sc["normals"].double(), sc["light"].double()
+    hair = strands & (torch.arange(w) % 4 < 1)  # every fourth column: 0.4 x as bright
+    img = torch.where(hair[None, ..., None], 0.4 * img, img)
+    mean_colour = _region_albedo(img, labels, usable.double(), usable.double())
+    skin = torch.tensor([0.78, 0.58, 0.48], dtype=torch.float64)
+    assert (mean_colour[0][patch] - skin).abs().max() > 0.05  # the patch's mean colour took in its shading
+
+    apart = _shaded_region_albedo(img, labels, n, light, mean_colour, usable,
+                                  dataclasses.replace(SfsSettings(), region_merge_ratio=0.0))
+    torch.testing.assert_close(apart[0][patch], skin.expand(int(patch.sum()), 3), atol=2e-3, rtol=0)
+    for region, colour in ((1, (0.70, 0.35, 0.35)), (2, (0.35, 0.25, 0.20))):
+        sel = labels[0] == region
+        torch.testing.assert_close(apart[0][sel], torch.tensor(colour, dtype=torch.float64).expand(int(sel.sum()), 3),
+                                   atol=2e-3, rtol=0)
+
+    merged = _shaded_region_albedo(img, labels, n, light, mean_colour, usable, SfsSettings())
+    skin_fit = merged[0][labels[0] == 0][0]  # the skin's (the unlabelled blob of darker skin is in it)
+    assert (skin_fit - skin).abs().max() < 0.02
+    torch.testing.assert_close(merged[0][patch], skin_fit.expand(int(patch.sum()), 3))  # joined the skin
+    for region in (1, 2, 4):  # kept their own colour
+        sel = labels[0] == region
+        torch.testing.assert_close(merged[0][sel], apart[0][sel])
