@@ -174,6 +174,18 @@ class SfsSettings:
     #   scan 10.41, RMSE at or below medium's except uniform 60 (+0.002 mm) and textured 0 (+0.017); bench fine
     #   10.69 / 2.934.
     # The prior was not tuned (1e-4: about the photometric mean's change of a one-sigma mode).
+    # Measured again with the free change and the merged region albedos (2026-12-03), `bench scan` in full
+    # (fine normals / coarse's, uniform yaw 0 / 20 / 40, textured 0 / 20 / 40; fine RMSE mm, same rows):
+    # 3e-3 (this) 0.82 / 0.82 / 0.83, 0.89 / 0.93 / 0.91; 1.49 / 1.29 / 1.31, 1.40 / 1.24 / 1.20;
+    # 9e-4        0.79 / 0.78 / 0.80, 0.86 / 0.91 / 0.89; 1.44 / 1.27 / 1.30, 1.35 / 1.23 / 1.19;
+    # 3e-4        0.76 / 0.74 / 0.78, 0.84 / 0.90 / 0.88; 1.38 / 1.24 / 1.28, 1.28 / 1.21 / 1.19;
+    # 1e-4        0.74 / 0.73 / 0.77, 0.82 / 0.89 / 0.86; 1.34 / 1.22 / 1.26, 1.24 / 1.19 / 1.18
+    # (fine <= medium at every row and at yaw 60), and `bench fine` (20 synthetic faces) 9.49 -> 9.17 deg at
+    # 1e-4 (-5.2 % -> -8.4 % against medium). Not taken yet: on the shared photos the modes' larger change,
+    # applied to the depth map's pixels only (FineSettings.shape_modes), opens a visible step along the SfS
+    # mask's edge in fine.obj (Grace Hopper's temple, the jaw line of the woman's frontal portrait, rendered at
+    # 0 and 45 degrees). The next step: carry the modes' change past the mask with a falloff (or onto the
+    # whole mesh), then weaken this.
     basis_iters: int = 15                # L-BFGS iterations (0: off)
     basis_prior: float = 1e-4            # 1/coefficient^2 (coefficients in the modes' standard deviations)
     # The modes are fitted on the working image average-pooled by this factor (the modes are smooth: 64 px
