@@ -323,11 +323,10 @@ def _region_albedo(img, labels, w_photo, w_mask):
     return torch.where(gamma_avg.sum(-1, keepdim=True) > 0, gamma_avg, region_mean(img, labels, w_mask))
 
 
-def _shaded_region_albedo(img, labels, normals, light, gamma_avg, usable, s: SfsSettings):
+def _shaded_region_albedo(img, labels, shading, gamma_avg, usable, s: SfsSettings):
     """gamma_avg with the start's shading divided out and skin-coloured regions merged into the skin
-    (SfsSettings.region_merge_ratio): (B, H, W, 3). ``normals`` (B, H, W, 3) the start's, ``light`` (B, 9, 3)
-    fitted on them with ``gamma_avg``; a region with no ``usable`` pixel keeps its ``gamma_avg``."""
-    shading = sh_irradiance(normals, light)
+    (SfsSettings.region_merge_ratio): (B, H, W, 3). ``shading`` (B, H, W, 3) the start's, under the light
+    fitted on it with ``gamma_avg``; a region with no ``usable`` pixel keeps its ``gamma_avg``."""
     w = usable.to(img.dtype)
     k = int(labels.max().clamp_min(0)) + 1
 
@@ -486,10 +485,10 @@ def _light_target(img, d, intr, m, gamma_avg, usable, s: SfsSettings):
                             s.light_one_light_prior)
 
 
-def _cast_shadow_pixels(img, d0, m, intr, gamma_avg, usable, s: SfsSettings) -> torch.Tensor:
-    """(B, H, W) bool: mask pixels in the start depth's cast shadow that are darker than its shading says."""
+def _cast_shadow_pixels(img, d0, n0, m, intr, gamma_avg, usable, s: SfsSettings) -> torch.Tensor:
+    """(B, H, W) bool: mask pixels in the start depth's cast shadow that are darker than its shading says
+    (``n0``: the start depth's normals)."""
     from .shadows import cast_shadows, dominant_light_direction
-    n0 = depth_to_normals(d0, intr, m)
     light = _fit_light(img, n0, gamma_avg, usable, s)
     dark = img.mean(-1) < s.shadow_darker * (gamma_avg * sh_irradiance(n0, light)).mean(-1)
     mm_per_px = float(d0[m].mean()) / float(intr[:, 0].mean()) if m.any() else 1.0
@@ -677,16 +676,16 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     history = {"albedo": [], "depth1": [], "depth2": []}
 
     gamma_avg = _region_albedo(img, labels, w_photo, w_mask)
+    n_start = depth_to_normals(d0, intr, m)
 
     if s.shadow_reach_mm > 0:  # cast shadows out of the light fit and the photometric terms (SfsSettings)
-        shadowed = _cast_shadow_pixels(img, d0, m, intr, gamma_avg, usable, s)
+        shadowed = _cast_shadow_pixels(img, d0, n_start, m, intr, gamma_avg, usable, s)
         history["shadow_pixels"] = shadowed.flatten(1).sum(1).tolist()
         usable = usable & ~shadowed
         w_photo = usable.to(dtype)
         gamma_avg = _region_albedo(img, labels, w_photo, w_mask)
-    n_start = depth_to_normals(d0, intr, m)
-    gamma_avg = _shaded_region_albedo(img, labels, n_start, _fit_light(img, n_start, gamma_avg, usable, s), gamma_avg,
-                                      usable, s)
+    shading_start = sh_irradiance(n_start, _fit_light(img, n_start, gamma_avg, usable, s))
+    gamma_avg = _shaded_region_albedo(img, labels, shading_start, gamma_avg, usable, s)
 
     # ---- 0. smooth shape modes fitted to the shading (SfsSettings.basis_iters) ---------------
     coeffs = None

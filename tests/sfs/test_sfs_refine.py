@@ -268,6 +268,7 @@ def test_region_albedo_divides_out_the_shading_and_merges_skin_coloured_regions(
     of skin labelled as its own region joins the skin, the redder lips, the darker brows and a patch of skin
     under strands of dark hair (on average within the ratio and of the skin's hue, but mottled) do not."""
     from sfs.refine import _region_albedo, _shaded_region_albedo
+    from sfs.sh import sh_irradiance
 
     sc = scene
     h, w = sc["mask"].shape[1:]
@@ -284,7 +285,8 @@ def test_region_albedo_divides_out_the_shading_and_merges_skin_coloured_regions(
     skin = torch.tensor([0.78, 0.58, 0.48], dtype=torch.float64)
     assert (mean_colour[0][patch] - skin).abs().max() > 0.05  # the patch's mean colour took in its shading
 
-    apart = _shaded_region_albedo(img, labels, n, light, mean_colour, usable,
+    shading = sh_irradiance(n, light)
+    apart = _shaded_region_albedo(img, labels, shading, mean_colour, usable,
                                   dataclasses.replace(SfsSettings(), region_merge_ratio=0.0))
     torch.testing.assert_close(apart[0][patch], skin.expand(int(patch.sum()), 3), atol=2e-3, rtol=0)
     for region, colour in ((1, (0.70, 0.35, 0.35)), (2, (0.35, 0.25, 0.20))):
@@ -292,7 +294,7 @@ def test_region_albedo_divides_out_the_shading_and_merges_skin_coloured_regions(
         torch.testing.assert_close(apart[0][sel], torch.tensor(colour, dtype=torch.float64).expand(int(sel.sum()), 3),
                                    atol=2e-3, rtol=0)
 
-    merged = _shaded_region_albedo(img, labels, n, light, mean_colour, usable, SfsSettings())
+    merged = _shaded_region_albedo(img, labels, shading, mean_colour, usable, SfsSettings())
     skin_fit = merged[0][labels[0] == 0][0]  # the skin's (the unlabelled blob of darker skin is in it)
     assert (skin_fit - skin).abs().max() < 0.02
     torch.testing.assert_close(merged[0][patch], skin_fit.expand(int(patch.sum()), 3))  # joined the skin
