@@ -283,11 +283,10 @@ def measure(args) -> List[Tree]:
         for tree in trees:
             measure_tree(tree, photos, args, out_root)
     finally:
-        if not args.keep:
-            clip.unlink(missing_ok=True)
         if args.keep:
             print(f"e2e bench: outputs kept under {out_root}")
         else:
+            clip.unlink(missing_ok=True)
             for tree in trees:  # only what this bench made: --out may hold other things
                 shutil.rmtree(out_root / tree.label, ignore_errors=True)
             if made_out:
