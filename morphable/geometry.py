@@ -42,3 +42,60 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor, with_scale: bool 
     rot = (u * d[..., None, :]) @ vh
     s = (sig * d).sum(-1) / (xs ** 2).sum(-1).mean(-1) if with_scale else torch.ones_like(sig[..., 0])
     return s, rot, mu_d[..., 0, :] - s[..., None] * (rot @ mu_s[..., 0, :, None])[..., 0]
+
+
+def mesh_edges(tris: torch.Tensor) -> torch.Tensor:
+    """(F, 3) triangles -> (E, 2) int64: each undirected edge once, as (smaller index, larger)."""
+    tris = torch.as_tensor(tris, dtype=torch.long)
+    e = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    return torch.unique(torch.sort(e, dim=1).values, dim=0)
+
+
+def carry_over_surface(values: torch.Tensor, known: torch.Tensor, verts: torch.Tensor, tris: torch.Tensor,
+                       reach_mm: float) -> torch.Tensor:
+    """Per-vertex values carried from the ``known`` vertices onto the rest of the surface, fading out.
+
+    Each vertex not known takes the mean of its neighbours' values, ring by ring along the mesh's
+    edges out from the known set (a constant continuation of the edge's values), times a smoothstep
+    of its distance to the known set (the shortest path along the edges): 1 at the set, 0 from
+    ``reach_mm`` on.
+
+    Args:
+        values: (B, V) any unit; read only where ``known``.
+        known: (B, V) bool.
+        verts: (B, V, 3) mm, for the edge lengths.
+        tris: (F, 3) triangles.
+        reach_mm: distance over which the carried values fade to 0.
+
+    Returns:
+        (B, V): ``values`` where known, the faded continuation elsewhere (0 where nothing reaches).
+    """
+    edges = mesh_edges(tris).to(verts.device)
+    src = torch.cat([edges[:, 0], edges[:, 1]])  # both directions
+    dst = torch.cat([edges[:, 1], edges[:, 0]])
+    length = (verts[:, src] - verts[:, dst]).norm(dim=-1)  # (B, 2E)
+    b = values.shape[0]
+    far = torch.full_like(length[:, :1], float("inf"))
+    # shortest paths within the reach (Bellman-Ford, all edges at once, until nothing shortens)
+    dist = torch.where(known, 0.0, far).to(length.dtype)
+    while True:
+        via = dist[:, src] + length
+        via = torch.where(via < reach_mm, via, far)
+        shorter = dist.scatter_reduce(1, dst.expand(b, -1), via, "amin")
+        if torch.equal(shorter, dist):
+            break
+        dist = shorter
+    # values: ring by ring from the known set, over the vertices within the reach
+    out = torch.where(known, values, torch.zeros_like(values))
+    reached = known.clone()
+    within = dist < reach_mm
+    while True:
+        total = torch.zeros_like(out).index_add(1, dst, out[:, src] * reached[:, src])
+        count = torch.zeros_like(out).index_add(1, dst, reached[:, src].to(out.dtype))
+        ring = ~reached & within & (count > 0)
+        if not bool(ring.any()):
+            break
+        out = torch.where(ring, total / count.clamp_min(1), out)
+        reached = reached | ring
+    t = torch.where(reached, (1.0 - dist / reach_mm).clamp(0.0, 1.0), torch.zeros_like(dist)).to(out.dtype)
+    return torch.where(known, values, out * t * t * (3.0 - 2.0 * t))

@@ -58,6 +58,9 @@ _I255 = 255.0  # the paper's intensity scale
 # Depth (mm) given to an image whose mask has no valid depth at all: nothing is refined there, the
 # value only has to be a plausible, finite camera distance (a face at arm's length).
 EMPTY_MASK_DEPTH_MM = 500.0
+# working px: how far past the mask's edge SfsResult.smooth_change is extended (a caller sampling it at a
+# surface point just outside the mask, between pixels, finds the edge's value rather than 0)
+SMOOTH_CHANGE_REACH_PX = 4
 
 
 @dataclass
@@ -278,6 +281,10 @@ class SfsResult:
     light: torch.Tensor        # (B, 9, 3) SH coefficients
     rendered: torch.Tensor     # (B, H, W, 3) gamma * S(n) + eps * beta
     mask: torch.Tensor         # (B, H, W) bool
+    # (B, H, W) mm: the smooth part of the depth change (the modes' and the free change's, see basis_iters and
+    # ms_cells), on the mask and extended a few px past its edge (0 further out), for the caller to carry on
+    # the surface beyond the mask: stopped at the mask's edge it is a step. None: neither phase ran.
+    smooth_change: Optional[torch.Tensor] = None
     history: dict = field(default_factory=dict)   # phase name -> list of total energies per iteration
     basis_coeffs: Optional[torch.Tensor] = None   # (B, K) the fitted coefficients of ``depth_basis`` (None: none)
 
@@ -773,11 +780,13 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     with torch.no_grad():
         d = current_depth()
         start = depth0_full
+        smooth_change = None
         if coeffs is not None or s.ms_cells:  # the smooth change reaches every mask pixel, fixed ones too
-            change = d0 - d_start
-            if change.shape[-2:] != (h, w):  # extended past the working mask first: no ramp to 0 at its edge
-                change = _extend(change, m, max(2, round(1 / scale)))
+            # extended past the working mask first: no ramp to 0 at its edge
+            change = _extend(d0 - d_start, m, SMOOTH_CHANGE_REACH_PX + max(2, round(1 / scale)))
+            if change.shape[-2:] != (h, w):
                 change = F.interpolate(change[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+            smooth_change = change.clamp(-bound, bound)
             depth0_full = depth0_full + change * mask
         if scale < 1.0:
             dd = _resize((d - d0)[..., None], (h, w), "bilinear")[..., 0]
@@ -805,4 +814,5 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
             albedo_o = torch.where(mask_o[..., None], refit, albedo_o)
         rendered = albedo_o * shading + s.eps_specular * beta_o
     return SfsResult(depth=depth, normals=normals, albedo=albedo_o, shading=shading, specular=beta_o,
-                      light=light, rendered=rendered, mask=mask_o, history=history, basis_coeffs=coeffs)
+                      light=light, rendered=rendered, mask=mask_o, smooth_change=smooth_change,
+                      history=history, basis_coeffs=coeffs)

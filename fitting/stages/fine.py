@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import trimesh
 
 from landmarks import REGION_NAMES, SKIN_REGIONS, in_regions
+from morphable.geometry import carry_over_surface
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera, sample_at_pixels
 from sfs.refine import SfsResult, SfsSettings, refine_depth
 from sfs.skin import brow_pixels, hair_pixels, non_skin_pixels
@@ -84,10 +85,18 @@ class FineSettings:
     # before the per-pixel detail (SfsSettings.basis_iters; 0: none): they correct the medium mesh's
     # smooth shape, which the per-pixel terms do not move. 60 rather than all 100: 100 modes with 30
     # iterations cost about +3 s per face for 0.1 deg (see SfsSettings.basis_iters). The change is applied
-    # to the depth map (so to the displaced mesh's seen vertices), not to the whole mesh: moving every vertex
-    # by the modes measured worse on the scan at yaw 60 (RMSE 2.45 -> 2.56 mm, anchor 0.001; the hidden
-    # side follows modes fitted to the seen one) and at textured yaw 0 (1.46 -> 1.50), better elsewhere.
+    # to the depth map (so to the displaced mesh's seen vertices, and carried past them by carry_mm), not to
+    # the whole mesh: moving every vertex by the modes measured worse on the scan at yaw 60 (RMSE 2.45 -> 2.56
+    # mm, anchor 0.001; the hidden side follows modes fitted to the seen one) and at textured yaw 0 (1.46 ->
+    # 1.50), better elsewhere.
     shape_modes: int = 60
+    # mm along the surface: the smooth change (the modes' and the free change's, SfsResult.smooth_change)
+    # moves the mesh past the SfS mask too, continued from the mask's edge and faded out over this distance
+    # (morphable.geometry.carry_over_surface): stopped at the edge it left a step in fine.obj along the face's
+    # outline (the temples, the jaw line), as large as the change there. Along the mesh rather than in the
+    # image, so that hidden vertices at the silhouette and the ears behind the face's outline follow their
+    # own surface. 0: the change stops at the mask's edge.
+    carry_mm: float = 20.0
     # The model's expressions join those modes, a unit coefficient being this much activation (the identity
     # modes' unit is one standard deviation; the same prior, SfsSettings.basis_prior, then holds a change of
     # about 0.3 activation as likely as one sigma of identity); 0: identity modes only. The coarse fit's
@@ -213,15 +222,13 @@ def run(context: "FitContext", batch, previous: "MediumResult") -> FineResult:
         b = pts_cam.shape[0]
         grid = camera.to_model(pts_cam.reshape(b, -1, 3)).reshape(pts_cam.shape)
         atlas = model.uv_atlas()
-        dense = subdivide(verts_cam, model.triangles, atlas, model.uv_triangles, settings.displaced_subdivisions)
-        displaced = displace_to_depth(dense.vertices, k, sfs.depth, sfs.mask, settings.visibility_tolerance_mm,
-                                      frags.depth)
+        dense = detailed_mesh(verts_cam, model.triangles, atlas, model.uv_triangles, k, sfs, frags.depth, settings)
         source = texture_source_mask(sfs.mask, batch.region_labels, settings.texture_edge_px)
         textures = bake_albedo(renderer, verts_cam, model.triangles, atlas, model.uv_triangles, k, sfs.albedo,
                                sfs.depth, source, settings.texture_height, model.uv_tiles,
                                settings.visibility_tolerance_mm)
         metrics = [appearance_metrics(batch.images[i], sfs.rendered[i], sfs.mask[i]) for i in range(b)]
-    return FineResult(camera=camera, vertices=camera.to_model(displaced), topology=dense._replace(vertices=None),
+    return FineResult(camera=camera, vertices=camera.to_model(dense.vertices), topology=dense._replace(vertices=None),
                       sfs=sfs, grid_vertices=grid, textures=textures, metrics=metrics)
 
 
@@ -289,20 +296,53 @@ def subdivide(vertices: torch.Tensor, triangles, uvs, uv_triangles, levels: int)
     return Subdivided(dense.to(vertices), tris, uv, uv_tris)
 
 
-def displace_to_depth(verts_cam: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor,
-                      tolerance_mm: float, depth0: torch.Tensor) -> torch.Tensor:
-    """Move each visible vertex along its camera ray to the detailed depth.
-
-    A vertex counts as visible when it projects into the mask and its depth
-    is within ``tolerance_mm`` of the medium depth map ``depth0`` there.
-    """
+def seen_in_mask(verts_cam: torch.Tensor, intrinsics: torch.Tensor, mask: torch.Tensor, depth0: torch.Tensor,
+                 tolerance_mm: float):
+    """(B, V) bool: the vertices (B, V, 3, camera frame, mm) that project into the (B, H, W) ``mask`` with
+    their depth within ``tolerance_mm`` of the depth map ``depth0`` (B, H, W, mm) there; and their (B, V, 3)
+    ``(u, v, depth)`` and the map's depth there."""
     uvd = camera_to_pixel(verts_cam, intrinsics)
-    d_new = sample_at_pixels(depth[..., None], uvd[..., :2])[..., 0]
     d_old = sample_at_pixels(depth0[..., None], uvd[..., :2])[..., 0]
     inside = sample_at_pixels(mask[..., None].float(), uvd[..., :2])[..., 0] > 0.999
-    seen = inside & ((d_old - uvd[..., 2]).abs() < tolerance_mm)
+    return inside & ((d_old - uvd[..., 2]).abs() < tolerance_mm), uvd, d_old
+
+
+def displace_to_depth(verts_cam: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor,
+                      tolerance_mm: float, depth0: torch.Tensor,
+                      elsewhere: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Move each visible vertex along its camera ray to the detailed depth (:func:`seen_in_mask` against the
+    medium depth map ``depth0``); the others go to ``elsewhere`` (B, V, 3; None: they stay)."""
+    seen, uvd, d_old = seen_in_mask(verts_cam, intrinsics, mask, depth0, tolerance_mm)
+    d_new = sample_at_pixels(depth[..., None], uvd[..., :2])[..., 0]
     target = pixel_to_camera(uvd[..., :2], uvd[..., 2] + (d_new - d_old), intrinsics)
-    return torch.where(seen[..., None], target, verts_cam)
+    return torch.where(seen[..., None], target, verts_cam if elsewhere is None else elsewhere)
+
+
+def detailed_mesh(verts_cam: torch.Tensor, tris, uvs, uv_tris, intrinsics: torch.Tensor, sfs: SfsResult,
+                  depth0: torch.Tensor, settings: FineSettings) -> Subdivided:
+    """``fine.obj``'s geometry (camera frame, mm): the medium mesh (B, V, 3) subdivided, its vertices seen
+    in the SfS mask displaced along their rays to the detailed depth, the rest moved by the carried smooth
+    change (:func:`carry_smooth_change`); ``depth0`` (B, H, W) is the medium mesh's depth map."""
+    b = verts_cam.shape[0]
+    carried = carry_smooth_change(verts_cam, tris, intrinsics, sfs, depth0, settings)
+    dense = subdivide(torch.cat([verts_cam, carried]), tris, uvs, uv_tris, settings.displaced_subdivisions)
+    displaced = displace_to_depth(dense.vertices[:b], intrinsics, sfs.depth, sfs.mask,
+                                  settings.visibility_tolerance_mm, depth0, elsewhere=dense.vertices[b:])
+    return dense._replace(vertices=displaced)
+
+
+def carry_smooth_change(verts_cam: torch.Tensor, tris, intrinsics: torch.Tensor, sfs: SfsResult,
+                        depth0: torch.Tensor, settings: FineSettings) -> torch.Tensor:
+    """(B, V, 3) camera frame, mm: the medium mesh moved along the camera rays by the SfS's smooth depth
+    change, read at the vertices seen in its mask and carried over the rest of the surface
+    (FineSettings.carry_mm); the mesh unchanged when there is none."""
+    if sfs.smooth_change is None or settings.carry_mm <= 0:
+        return verts_cam
+    seen, uvd, _ = seen_in_mask(verts_cam, intrinsics, sfs.mask, depth0, settings.visibility_tolerance_mm)
+    change = sample_at_pixels(sfs.smooth_change[..., None].to(verts_cam), uvd[..., :2])[..., 0]
+    change = carry_over_surface(change, seen, verts_cam, torch.as_tensor(tris, device=verts_cam.device),
+                                settings.carry_mm)
+    return pixel_to_camera(uvd[..., :2], uvd[..., 2] + change, intrinsics)
 
 
 def appearance_metrics(image: torch.Tensor, rendered: torch.Tensor, mask: torch.Tensor) -> dict:

@@ -102,3 +102,47 @@ def test_mode_depth_maps_match_the_depth_of_the_displaced_mesh(face_model):
         approx = maps[0, j][both]
         err = (approx - change).abs()
         assert float(err.median()) < 0.05 * float(change.abs().median()) + 1e-3
+
+
+def test_detailed_mesh_carries_the_smooth_change_past_the_mask_without_a_step(face_model):
+    """The SfS's smooth change (3 mm away from the camera over the mask, the face's left half, no detail)
+    moves fine.obj's vertices past the mask's edge too, fading out over FineSettings.carry_mm along the
+    surface: no edge of the mesh stretches by more than the fade's slope; with carry_mm 0 the change
+    stops at the mask's edge, a step of its full size, and the far side does not move in either case."""
+    import dataclasses
+    from fitting.rendering.renderer import Renderer
+    from fitting.stages.fine import detailed_mesh
+    from morphable.geometry import mesh_edges
+    from sfs.refine import SfsResult
+
+    renderer = Renderer("cpu")
+    size = 128
+    verts = face_model.mean[None].double()
+    verts = verts - verts.mean(1, keepdim=True) + torch.tensor([0.0, 0.0, -500.0], dtype=torch.float64)
+    f = size * 500.0 / 200.0
+    k = torch.tensor([[f, f, size / 2, size / 2]], dtype=torch.float64)
+    tris = face_model.triangles
+    frags = renderer.rasterize(verts, tris, k, size, size)
+    mask = frags.mask.clone()
+    mask[:, :, size // 2:] = False
+    change = torch.where(mask, 3.0, 0.0).double()
+    empty = torch.zeros(1, size, size, 3, dtype=torch.float64)
+    sfs = SfsResult(depth=frags.depth + change, normals=empty, albedo=empty, shading=empty,
+                    specular=empty[..., :1], light=torch.zeros(1, 9, 3), rendered=empty, mask=mask,
+                    smooth_change=change)
+    atlas = face_model.uv_atlas()
+    edges = None
+    stretch = {}
+    for carry in (0.0, FineSettings().carry_mm):
+        settings = dataclasses.replace(FineSettings(), carry_mm=carry, displaced_subdivisions=0)
+        out = detailed_mesh(verts, tris, atlas, face_model.uv_triangles, k, sfs, frags.depth, settings)
+        edges = mesh_edges(torch.as_tensor(out.triangles)) if edges is None else edges
+        before = (verts[0, edges[:, 0]] - verts[0, edges[:, 1]]).norm(dim=-1)
+        after = (out.vertices[0, edges[:, 0]] - out.vertices[0, edges[:, 1]]).norm(dim=-1)
+        stretch[carry] = float(((after - before).abs() / before).max())  # mm per mm of edge
+        far = verts[0, :, 0] > 40.0  # mm right of the face's middle: more than carry_mm from the mask
+        torch.testing.assert_close(out.vertices[0, far], verts[0, far])
+    print(f"\nlargest change of an edge's length per mm: carry off {stretch[0.0]:.2f}, on {stretch[FineSettings().carry_mm]:.2f}")
+    assert stretch[0.0] > 0.5  # the step: 3 mm on edges of a few mm
+    # the fade's steepest slope: 1.5 x 3 mm / carry_mm (a smoothstep), 0.23 at 20 mm
+    assert stretch[FineSettings().carry_mm] < 0.3

@@ -155,6 +155,7 @@ def test_fixed_depth_pixels_keep_depth0_and_the_rest_moves(scene):
     fixed &= sc["mask"]
     r = _run(sc, settings=PER_PIXEL, fixed_depth=fixed)
     assert torch.equal(r.depth[fixed], sc["depth_smooth"][fixed])
+    assert r.smooth_change is None  # no modes, no free change
     free = sc["mask"] & ~fixed
     assert (r.depth - sc["depth_smooth"])[free].abs().max() > 1e-3
     # light and albedo still use the fixed pixels: the rendering matches the image there too
@@ -197,6 +198,14 @@ def test_smooth_modes_fitted_to_the_shading_correct_the_start_shape(scene):
     assert "basis" in r_on.history and "basis" not in r_off.history
     assert r_on.history["basis"][-1] < r_on.history["basis"][0]
     assert e_on < 0.85 * e_off  # measured 2.31 vs 2.98 deg (0.78)
+    # the smooth change is handed out on the mask and a few px past it, for the caller to carry further
+    import torch.nn.functional as F
+    from sfs.refine import SMOOTH_CHANGE_REACH_PX
+    near = F.max_pool2d(sc["mask"][:, None].float(), 3, 1, 1)[:, 0].bool() & ~sc["mask"]
+    assert r_on.smooth_change[near].abs().min() > 0
+    reach = SMOOTH_CHANGE_REACH_PX + 2  # + the working size's own 2 px (at full size here)
+    grown = F.max_pool2d(sc["mask"][:, None].float(), 2 * reach + 3, 1, reach + 1)[:, 0].bool()
+    assert (r_on.smooth_change[~grown] == 0).all()
     _check_sane(r_on, sc, sc["mask"], 4.0 * 1.5 + on.max_depth_change_mm)
 
 
