@@ -184,11 +184,12 @@ class SfsSettings:
     # 3e-4        0.76 / 0.74 / 0.78, 0.84 / 0.90 / 0.88; 1.38 / 1.24 / 1.28, 1.28 / 1.21 / 1.19;
     # 1e-4        0.74 / 0.73 / 0.77, 0.82 / 0.89 / 0.86; 1.34 / 1.22 / 1.26, 1.24 / 1.19 / 1.18
     # (fine <= medium at every row and at yaw 60), and `bench fine` (20 synthetic faces) 9.49 -> 9.17 deg at
-    # 1e-4 (-5.2 % -> -8.4 % against medium). Not taken yet: on the shared photos the modes' larger change,
-    # applied to the depth map's pixels only (FineSettings.shape_modes), opens a visible step along the SfS
-    # mask's edge in fine.obj (Grace Hopper's temple, the jaw line of the woman's frontal portrait, rendered at
-    # 0 and 45 degrees). The next step: carry the modes' change past the mask with a falloff (or onto the
-    # whole mesh), then weaken this.
+    # 1e-4 (-5.2 % -> -8.4 % against medium). Held back at first: applied to the depth map's pixels only, the
+    # modes' larger change opened a visible step along the SfS mask's edge in fine.obj on the shared photos
+    # (Grace Hopper's temple, the jaw line of the woman's frontal portrait, rendered at 0 and 45 degrees).
+    # Taken (1e-4) once the smooth change was carried past the mask along the mesh (FineSettings.carry_mm):
+    # the seams gone on those photos, `bench scan` fine RMSE uniform 1.30 / 1.18 / 1.26, textured 1.19 / 1.17 /
+    # 1.17 mm with the carry (yaw 60: 1.62 / 1.49, below medium's 1.67 / 1.68).
     basis_iters: int = 15                # L-BFGS iterations (0: off)
     basis_prior: float = 1e-4            # 1/coefficient^2 (coefficients in the modes' standard deviations)
     # The modes are fitted on the working image average-pooled by this factor (the modes are smooth: 64 px
@@ -196,7 +197,7 @@ class SfsSettings:
     # within 0.01 mm per row; fine stage 4.27 / 4.14 s per face without the modes, 4.31 / 4.97 with them at
     # pool 4 (runs back to back, the machine shared), 5.51 / 5.91 at pool 2 in an earlier pair.
     basis_pool: int = 4
-    basis_anchor: float = 0.001 * 3      # 1/mm^2: weight of the modes' mean squared depth change (mean over the mask)
+    basis_anchor: float = 1e-4           # 1/mm^2: weight of the modes' mean squared depth change (mean over the mask)
 
     # --- mid-frequency free-form depth (after the modes, before eq. 6-9) ----------------------
     # The modes move only what the model can express, and eq. 9's per-pixel Adam steps cannot carry a
