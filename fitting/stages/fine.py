@@ -5,7 +5,8 @@ the medium mesh's depth, mask and regions, and turns its maps back into
 geometry and texture:
 
 - the detailed depth map's points in the model frame (the ``fine_grid`` mesh, :func:`fitting.mesh.grid_mesh`);
-- the medium mesh, subdivided, displaced along the camera rays to the detailed depth (``fine``);
+- the medium mesh, subdivided, displaced along the camera rays to the detailed depth, and beyond the SfS
+  mask by the smooth part of the change carried along the surface (``fine``);
 - the albedo baked into the model's UV layout (the OBJ's texture; :mod:`fitting.stages.texture`).
 """
 from __future__ import annotations
@@ -122,7 +123,8 @@ class FineResult:
 
     - ``camera``: the batch's cameras (unchanged since the coarse stage);
     - ``vertices``: (B, V', 3) model frame, mm: the medium mesh subdivided (``topology``) and
-      displaced along the camera rays to the detailed depth;
+      displaced along the camera rays to the detailed depth (past the SfS mask, by the carried smooth
+      change: :func:`detailed_mesh`);
     - ``topology``: the subdivided triangles and UV layout ``vertices`` share (positions None);
     - ``sfs``: the image-space maps of :func:`sfs.refine.refine_depth` (crop pixels, camera frame);
     - ``grid_vertices``: (B, S, S, 3) model frame, mm: the detailed depth map's points;
