@@ -77,20 +77,27 @@ def test_subdivide_keeps_the_surface_and_the_uv_layout_in_step():
     torch.testing.assert_close(same.vertices, batch)
 
 
-def test_mode_depth_maps_match_the_depth_of_the_displaced_mesh(face_model):
-    """mode_depth_maps (the tangent-plane depth change per unit mode) against rasterising the mesh moved
-    by a small multiple of each of two identity modes, over pixels away from the silhouette."""
+def _mean_face_in_view(face_model, size: int):
+    """The model's mean face 500 mm in front of a camera whose (size x size) image spans 200 mm there (the
+    model frame is the camera frame): (renderer, (1, V, 3) float64 vertices, (1, 4) intrinsics, fragments)."""
     from fitting.rendering.renderer import Renderer
-    from fitting.stages.fine import erode, mode_depth_maps
 
     renderer = Renderer("cpu")
-    size = 128
     verts = face_model.mean[None].double()
     verts = verts - verts.mean(1, keepdim=True) + torch.tensor([0.0, 0.0, -500.0], dtype=torch.float64)
     f = size * 500.0 / 200.0
     k = torch.tensor([[f, f, size / 2, size / 2]], dtype=torch.float64)
+    return renderer, verts, k, renderer.rasterize(verts, face_model.triangles, k, size, size)
+
+
+def test_mode_depth_maps_match_the_depth_of_the_displaced_mesh(face_model):
+    """mode_depth_maps (the tangent-plane depth change per unit mode) against rasterising the mesh moved
+    by a small multiple of each of two identity modes, over pixels away from the silhouette."""
+    from fitting.stages.fine import erode, mode_depth_maps
+
+    size = 128
+    renderer, verts, k, frags = _mean_face_in_view(face_model, size)
     tris = face_model.triangles
-    frags = renderer.rasterize(verts, tris, k, size, size)
     modes = face_model.id_basis[:2].double()[None]  # (1, 2, V, 3), model frame = camera frame here
     maps = mode_depth_maps(renderer, frags, verts, tris, modes, k)
     inner = erode(frags.mask, 3)[0]
@@ -110,19 +117,13 @@ def test_detailed_mesh_carries_the_smooth_change_past_the_mask_without_a_step(fa
     surface: no edge of the mesh stretches by more than the fade's slope; with carry_mm 0 the change
     stops at the mask's edge, a step of its full size, and the far side does not move in either case."""
     import dataclasses
-    from fitting.rendering.renderer import Renderer
     from fitting.stages.fine import detailed_mesh
     from morphable.geometry import mesh_edges
     from sfs.refine import SfsResult
 
-    renderer = Renderer("cpu")
     size = 128
-    verts = face_model.mean[None].double()
-    verts = verts - verts.mean(1, keepdim=True) + torch.tensor([0.0, 0.0, -500.0], dtype=torch.float64)
-    f = size * 500.0 / 200.0
-    k = torch.tensor([[f, f, size / 2, size / 2]], dtype=torch.float64)
+    _, verts, k, frags = _mean_face_in_view(face_model, size)
     tris = face_model.triangles
-    frags = renderer.rasterize(verts, tris, k, size, size)
     mask = frags.mask.clone()
     mask[:, :, size // 2:] = False
     change = torch.where(mask, 3.0, 0.0).double()
