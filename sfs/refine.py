@@ -244,7 +244,15 @@ class SfsSettings:
     ms_anchor: float = 1e-3              # 1/mm^2: weight of the change's mean square
     ms_gbr: float = 0.01                 # 1/mm^2: weight of the mean square of its relief scaling/tilt part
     ms_robust: float = 0.05              # [0,1] intensity: Cauchy scale of a pixel's residual (0: squared)
-    ms_smooth: float = 1.0               # px^4/mm^2: weight of the change's mean squared Laplacian (working px)
+    # 1.0 -> 0.1 (2026-12-03, after the modes' anchor 1e-4 and the carry past the mask): the fine stage alone on
+    # the cached medium results of `bench scan`, uniform yaw 0 / 20 / 40, textured 0 / 20 / 40: 1.0 0.735 /
+    # 0.731 / 0.757, 0.817 / 0.904 / 0.888; 0.3 0.717 / 0.717 / 0.731, 0.810 / 0.896 / 0.879; 0.1 0.700 / 0.707 /
+    # 0.720, 0.810 / 0.894 / 0.874; 0.03 0.690 / 0.705 / 0.720, 0.823 / 0.901 / 0.877; 0 0.692 / 0.709 / 0.733,
+    # 0.859 / 0.925 / 0.897 (the textured look's shadows and albedo waves come through unsmoothed). At 0.1:
+    # `bench scan` in full fine RMSE uniform 1.29 / 1.18 / 1.26, textured 1.17 / 1.16 / 1.16 mm; `bench fine`
+    # 9.17 -> 9.06 deg; tests/sfs's RTV scene 39.5 -> 45.3 % better than its start; `bench photos` PSNR / SSIM
+    # 38.73 / 0.9400 -> 38.62 / 0.9397; the shared photos' fine.obj at +-45 degrees without new ripples.
+    ms_smooth: float = 0.1               # px^4/mm^2: weight of the change's mean squared Laplacian (working px)
 
     # --- cast shadows -------------------------------------------------------------------------
     # A hard light's cast shadows (the nose's on the cheek) are darker than any normal can make them: left
