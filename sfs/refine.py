@@ -191,7 +191,14 @@ class SfsSettings:
     # the seams gone on those photos, `bench scan` fine RMSE uniform 1.30 / 1.18 / 1.26, textured 1.19 / 1.17 /
     # 1.17 mm with the carry (yaw 60: 1.62 / 1.49, below medium's 1.67 / 1.68).
     basis_iters: int = 15                # L-BFGS iterations (0: off)
-    basis_prior: float = 1e-4            # 1/coefficient^2 (coefficients in the modes' standard deviations)
+    # 1e-4 -> 5e-5 (2026-12-03, with anchor 1e-4, the carry and ms_smooth 0.1): from the cached medium results of
+    # `bench scan` (fine normals / coarse's, uniform yaw 0 / 20 / 40, textured 0 / 20 / 40): 1e-4 0.700 / 0.707 /
+    # 0.720, 0.810 / 0.894 / 0.874; 5e-5 0.689 / 0.693 / 0.695, 0.817 / 0.906 / 0.875; 3e-5 0.687 / 0.688 / 0.677,
+    # 0.822 / 0.913 / 0.881; 1e-5 0.737 / 0.719 / 0.686, 0.861 / 0.951 / 0.916 (weaker, the modes take up the
+    # textured look's albedo). At 5e-5 `bench scan` in full: fine RMSE uniform 1.23 / 1.15 / 1.25, textured
+    # 1.13 / 1.14 / 1.17 mm (1.29 / 1.18 / 1.26, 1.17 / 1.16 / 1.16 at 1e-4); `bench fine` (20 synthetic faces)
+    # 9.06 -> 8.98 deg; `bench photos` PSNR / SSIM 38.46 / 0.9393.
+    basis_prior: float = 5e-5            # 1/coefficient^2 (coefficients in the modes' standard deviations)
     # The modes are fitted on the working image average-pooled by this factor (the modes are smooth: 64 px
     # at the default working size). 2 -> 4 on the scan cache: mean fine normal error 10.41 -> 10.42 deg, RMSE
     # within 0.01 mm per row; fine stage 4.27 / 4.14 s per face without the modes, 4.31 / 4.97 with them at
