@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adam import Adam
+from .adam import Adam, cosine_annealed
 from .grad_mode import with_gradients
 from .light import estimate_sh_light, one_light_target
 from .normals import depth_to_normals
@@ -154,6 +154,19 @@ class SfsSettings:
     lambda_depth_1: tuple = (0.001 * 3, 0.05 * 0.02, 0.001, 0.001 / _I255)
     lambda_depth_2: tuple = (0.001 * 3, 0.03 * 0.02, 0.025, 2.5 / _I255)
     lr_depth: tuple = (0.015, 0.05)      # mm per Adam step; paper 0.015 and 0.05 (depth unit assumed mm)
+    # The per-pixel phases' photometric residual: Cauchy at this scale ([0,1] intensity; 0: squared), as the free
+    # change's (ms_robust): a cast shadow the shadow test misses, a highlight or a mole pulls less. And each
+    # phase's step size cosine-annealed to 0 (Adam moves every pixel by about its step size each iteration, so a
+    # phase that ends at lr_depth leaves a +-lr_depth mm jitter on every pixel: normal noise at the working
+    # size's 1-2 mm pixels). Measured (2026-12-03) from the cached medium results of `bench scan` (fine normals
+    # / coarse's, uniform yaw 0 / 20 / 40, textured 0 / 20 / 40) and on 8 synthetic faces of `bench fine` (fine
+    # vs medium normal error): neither 0.689 / 0.693 / 0.693, 0.817 / 0.907 / 0.875, -11.2 %; robust 0.05
+    # 0.686 / 0.692 / 0.691, 0.812 / 0.897 / 0.874, -11.3 %; both 0.691 / 0.691 / 0.688, 0.812 / 0.896 / 0.867,
+    # -11.5 % (robust 0.02: 0.691 / 0.696 / 0.696, 0.809 / 0.890 / 0.880). The same gain came from a 10x smaller
+    # constant step (0.005 mm: 0.695 / 0.691 / 0.688, 0.811 / 0.888 / 0.858, -11.8 %), but 60 such steps cannot
+    # move a pixel more than 0.3 mm, less than a deep wrinkle; annealing keeps the paper's reach.
+    depth_robust: float = 0.05
+    depth_lr_anneal: bool = True
 
     # --- mid-frequency shape from the morphable model (before eq. 6-9) ----------------------
     # The start depth's error is mostly smooth (eye sockets, brow ridge, nose sides, cheeks), which the
@@ -437,8 +450,12 @@ class _Progress:
 # energies
 # ----------------------------------------------------------------------------------------
 
-def _photometric(rendered, image, w):
-    return _masked_mean(((rendered - image) ** 2).sum(-1), w)
+def _photometric(rendered, image, w, robust: float = 0.0):
+    """Mean over ``w`` of the squared colour residual, or (``robust`` > 0, [0,1] intensity) its Cauchy loss."""
+    r2 = ((rendered - image) ** 2).sum(-1)
+    if robust > 0:
+        r2 = robust ** 2 * torch.log1p(r2 / robust ** 2)
+    return _masked_mean(r2, w)
 
 
 def _albedo_prior(albedo, gamma_avg, mask, w_mask, s: SfsSettings):
@@ -581,10 +598,7 @@ def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
             d = pd0 + delta
             n = depth_to_normals(d, pintr, pm)
             light = _fit_light(pimg, n, pg, pusable, s, target)
-            r2 = ((pg * sh_irradiance(n, light) - pimg) ** 2).sum(-1)
-            if s.ms_robust > 0:
-                r2 = s.ms_robust ** 2 * torch.log1p(r2 / s.ms_robust ** 2)
-            e = _masked_mean(r2, pw)
+            e = _photometric(pg * sh_irradiance(n, light), pimg, pw, s.ms_robust)
             if s.ms_anchor > 0:
                 e = e + s.ms_anchor * _masked_mean(delta ** 2, mf)
             if s.ms_smooth > 0:
@@ -769,12 +783,14 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         name = f"depth{phase + 1}"
         opt_d = Adam([delta], lr=lr)
         for it in prog.iterate(int(iters), name):
+            if s.depth_lr_anneal:
+                cosine_annealed(opt_d, [lr], it, int(iters))
             opt_d.zero_grad(set_to_none=True)
             opt_ab.zero_grad(set_to_none=True)
             d = current_depth()
             n = depth_to_normals(d, intr, m)
             rendered = albedo * sh_irradiance(n, light) + s.eps_specular * beta
-            e = (_photometric(rendered, img, w_photo)
+            e = (_photometric(rendered, img, w_photo, s.depth_robust)
                  + _albedo_prior(albedo, gamma_avg, m, w_mask, s)
                  + s.lambda_specular * _masked_mean(((beta - beta0) ** 2)[..., 0], w_mask)
                  + _depth_prior(d, d0, ggx, ggy, m, w_mask, lam))

@@ -310,3 +310,43 @@ def test_region_albedo_divides_out_the_shading_and_merges_skin_coloured_regions(
     for region in (1, 2, 4):  # kept their own colour
         sel = labels[0] == region
         torch.testing.assert_close(merged[0][sel], apart[0][sel])
+
+
+def test_annealed_depth_steps_leave_less_jitter_than_constant_steps(scene):
+    """Started from the true depth, the per-pixel phases should leave it where it is. Adam moves every pixel by
+    about its step size each iteration; at a constant step the last iterations leave that much jitter, which the
+    cosine-annealed step (SfsSettings.depth_lr_anneal) takes out."""
+    sc = scene
+    m = sc["mask"]
+    settings = dataclasses.replace(SfsSettings(), ms_cells=(), depth_robust=0.0)
+    errors = {}
+    for anneal in (False, True):
+        r = _run(sc, depth0=sc["depth"], settings=dataclasses.replace(settings, depth_lr_anneal=anneal))
+        errors[anneal] = (mean_normal_error(r.normals, sc["normals"], m),
+                          float((r.depth - sc["depth"])[m].std()))
+    print(f"\nfrom the true depth: normal error / depth change std, constant steps {errors[False][0]:.3f} deg / "
+          f"{errors[False][1]:.4f} mm, annealed {errors[True][0]:.3f} deg / {errors[True][1]:.4f} mm")
+    assert errors[True][0] < 0.95 * errors[False][0]  # measured 0.545 vs 0.611 deg
+
+
+def test_robust_residual_keeps_a_dark_spot_out_of_the_depth(scene):
+    """A dark spot the albedo prior does not explain (a mole, a missed cast shadow) pulls the per-pixel depth with
+    the squared residual; with the Cauchy residual (SfsSettings.depth_robust) the depth there moves less."""
+    sc = scene
+    m = sc["mask"]
+    image = sc["image"].clone()
+    h, w = m.shape[1:]
+    ys, xs = torch.nonzero(m[0], as_tuple=True)
+    cy, cx = int(ys.float().mean()), int(xs.float().mean()) + w // 8
+    spot = torch.zeros_like(m)
+    spot[:, cy - 4:cy + 4, cx - 4:cx + 4] = True
+    image[spot] *= 0.5
+    settings = dataclasses.replace(SfsSettings(), ms_cells=())
+    moved = {}
+    for robust in (0.0, 0.05):
+        r = _run(sc, image=image, settings=dataclasses.replace(settings, depth_robust=robust))
+        clean = _run(sc, settings=dataclasses.replace(settings, depth_robust=robust))
+        moved[robust] = float((r.depth - clean.depth)[spot].abs().mean())
+    print(f"\nthe dark spot's depth change against the clean image: squared {moved[0.0]:.4f} mm, "
+          f"Cauchy {moved[0.05]:.4f} mm")
+    assert moved[0.05] < 0.5 * moved[0.0]  # measured 0.128 vs 0.592 mm
