@@ -213,11 +213,20 @@ class SfsSettings:
     # 9.06 -> 8.98 deg; `bench photos` PSNR / SSIM 38.46 / 0.9393.
     basis_prior: float = 5e-5            # 1/coefficient^2 (coefficients in the modes' standard deviations)
     # The modes are fitted on the working image average-pooled by this factor (the modes are smooth: 64 px
-    # at the default working size). 2 -> 4 on the scan cache: mean fine normal error 10.41 -> 10.42 deg, RMSE
+    # at pool 4 and the default working size). 2 -> 4 on the scan cache: mean fine normal error 10.41 -> 10.42 deg, RMSE
     # within 0.01 mm per row; fine stage 4.27 / 4.14 s per face without the modes, 4.31 / 4.97 with them at
     # pool 4 (runs back to back, the machine shared), 5.51 / 5.91 at pool 2 in an earlier pair.
-    basis_pool: int = 4
-    basis_anchor: float = 1e-4           # 1/mm^2: weight of the modes' mean squared depth change (mean over the mask)
+    # 4 -> 2 and the anchor 1e-4 -> 3e-5 (2026-12-03, with depth_robust and depth_lr_anneal), measured as there
+    # (scan: uniform 0 / 20 / 40, textured 0 / 20 / 40; synthetic: 8 faces): pool 4, anchor 1e-4 0.691 / 0.691 /
+    # 0.688, 0.812 / 0.896 / 0.867, -11.5 %; pool 2 0.657 / 0.694 / 0.678, 0.798 / 0.884 / 0.875, -12.6 % (pool 1:
+    # -12.8 %, slower); pool 2, anchor 3e-5 0.626 / 0.692 / 0.656, 0.780 / 0.880 / 0.878, -13.9 %; anchor 1e-5
+    # 0.614 / 0.703 / 0.645, 0.771 / 0.881 / 0.888, -14.1 %. The prior at pool 2: 1e-4 0.675 / 0.707 / 0.705,
+    # 0.795 / 0.874 / 0.872, -11.3 %; 2.5e-5 0.650 / 0.687 / 0.656, 0.803 / 0.896 / 0.884, -13.5 %. Taken: `bench
+    # scan` in full, fine normals / coarse's 0.63 / 0.69 / 0.65, 0.78 / 0.87 / 0.88 (yaw 60: 0.78 / 0.80), fine RMSE
+    # uniform 1.21 / 1.10 / 1.23, textured 1.07 / 1.13 / 1.17 mm (yaw 60: 1.60 / 1.47, medium 1.67 / 1.68); `bench
+    # fine` (20 synthetic faces) 8.98 -> 8.69 deg (-13.2 % against medium; these two steps together).
+    basis_pool: int = 2
+    basis_anchor: float = 3e-5           # 1/mm^2: weight of the modes' mean squared depth change (mean over the mask)
 
     # --- mid-frequency free-form depth (after the modes, before eq. 6-9) ----------------------
     # The modes move only what the model can express, and eq. 9's per-pixel Adam steps cannot carry a
