@@ -335,7 +335,7 @@ def test_robust_residual_keeps_a_dark_spot_out_of_the_depth(scene):
     sc = scene
     m = sc["mask"]
     image = sc["image"].clone()
-    h, w = m.shape[1:]
+    w = m.shape[-1]
     ys, xs = torch.nonzero(m[0], as_tuple=True)
     cy, cx = int(ys.float().mean()), int(xs.float().mean()) + w // 8
     spot = torch.zeros_like(m)
