@@ -39,7 +39,7 @@ with the other blocks at their current values.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -228,6 +228,34 @@ class SfsSettings:
     basis_pool: int = 2
     basis_anchor: float = 3e-5           # 1/mm^2: weight of the modes' mean squared depth change (mean over the mask)
 
+    # --- how far the smooth shape may move, by the skin's colour ----------------------------------
+    # The modes' and the free change's pull toward the start shape (basis_prior, basis_anchor, ms_anchor) is
+    # what keeps an albedo that varies over the face from becoming shape: shading cannot tell a darker patch
+    # of skin from a slope. Where the albedo is one colour the pull only holds the shape back. A grey
+    # albedo change is invisible in the image, a coloured one is not, and real skin's changes are coloured (a
+    # flush, a tan, freckles: melanin and blood change hue with brightness). So the pulls are scaled per
+    # face by the skin's colour spread at the modes' scale (sfs.skin.colour_spread over the largest region's
+    # usable pixels, cells of colour_cell_px working px): by free_scale_basis / free_scale_ms at a spread of
+    # colour_spread_free[0] or less, not at all from colour_spread_free[1] up, linearly between.
+    # Measured spreads: `bench scan`'s uniform look 0.000 (yaw 0-40), its textured look 0.047-0.059; 8
+    # synthetic faces of `bench fine` 0.004-0.013 (their skin painted in one hue with mild blotches); the
+    # shared photos 0.054-0.137 (all at today's pulls). Measured at the free end from the cached medium
+    # results (fine normals / coarse's, uniform yaw 0 / 20 / 40; 8 synthetic faces, fine vs medium normal
+    # error): today's pulls 0.626 / 0.692 / 0.656, -13.9 %; basis x 0.5 0.610 / 0.682 / 0.611, -15.0 %; and ms
+    # x 0.5 0.602 / 0.677 / 0.593, -15.4 %; ms x 0.25 0.596 / 0.673 / 0.578, -15.7 %; basis x 0.25 (ms x 1)
+    # 0.617 / 0.684 / 0.587, -14.3 %; basis x 0.1 0.634 / 0.706 / 0.595, -11.5 % (too free: the light and the
+    # shape trade). On the textured look (spread 0.05) the free end costs: 0.792 / 0.904 / 0.889 at basis x
+    # 0.5 against 0.780 / 0.880 / 0.878. Blind spot: a grey albedo change (a grey blob, the textured look's
+    # brightness waves alone) reads as one colour. Hence ms x 0.5, not 0.25: tests/sfs's scene of one skin
+    # colour with a 25 % darker grey blob, half the face masked (test_half_occluded_still_improves_visible_half),
+    # normal error away from the blob 1.24 deg at ms x 1, 1.42 at 0.5, 1.90 at 0.25 (the blob's dent spreads;
+    # the test's bound 1.75). Taken: `bench fine` (20 synthetic faces) 8.69 -> 8.56 deg (-13.2 % -> -14.6 %
+    # against medium's 10.01).
+    colour_spread_free: tuple = (0.02, 0.04)  # unitless (log ratio); (0, 0): today's pulls always
+    colour_cell_px: int = 4                   # working px
+    free_scale_basis: float = 0.5             # unitless factor on basis_prior and basis_anchor at the free end
+    free_scale_ms: float = 0.5                # unitless factor on ms_anchor at the free end
+
     # --- mid-frequency free-form depth (after the modes, before eq. 6-9) ----------------------
     # The modes move only what the model can express, and eq. 9's per-pixel Adam steps cannot carry a
     # correction across a cheek. This phase fits a free depth change, a sum of bicubic-upsampled grids of
@@ -399,6 +427,31 @@ def _shaded_region_albedo(img, labels, shading, gamma_avg, usable, s: SfsSetting
         table, count = albedo_of(labels)
     seen = (_per_pixel(count[..., None], labels) > 0) & (labels >= 0)[..., None]
     return torch.where(seen, _per_pixel(table, labels).clamp(0, 1), gamma_avg)
+
+
+@dataclass
+class _FaceSettings:
+    settings: SfsSettings
+    colour_spread: float
+
+
+def _settings_by_colour(img, labels, usable, s: SfsSettings):
+    """Per face, ``s`` with the smooth phases' pulls scaled by the skin's colour spread
+    (SfsSettings.colour_spread_free) and that spread: a list of :class:`_FaceSettings`."""
+    from .skin import colour_spread
+    lo, hi = (float(x) for x in s.colour_spread_free)
+    k = int(labels.max().clamp_min(0)) + 1
+    count = _region_sums(torch.ones_like(img[..., :1]), labels, usable.to(img.dtype), k)[..., 0]  # (B, K)
+    largest = labels == count.argmax(1)[:, None, None]
+    spread = colour_spread(img, largest & usable, s.colour_cell_px).tolist()
+    out = []
+    for v in spread:
+        t = 1.0 if hi <= 0 else min(1.0, max(0.0, (v - lo) / max(hi - lo, 1e-12)))  # 0: free end, 1: as set
+        fb = s.free_scale_basis + (1.0 - s.free_scale_basis) * t
+        fm = s.free_scale_ms + (1.0 - s.free_scale_ms) * t
+        out.append(_FaceSettings(replace(s, basis_prior=s.basis_prior * fb, basis_anchor=s.basis_anchor * fb,
+                                         ms_anchor=s.ms_anchor * fm), float(v)))
+    return out
 
 
 def _masked_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -736,10 +789,12 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
     # ---- 0. smooth shape modes fitted to the shading (SfsSettings.basis_iters) ---------------
     coeffs = None
     d_start = d0
+    face_settings = _settings_by_colour(img, labels, usable, s)
+    history["colour_spread"] = [fs.colour_spread for fs in face_settings]
     # One L-BFGS per face: a shared line search over the batch would make each face's result depend on the
     # others'. The histories hold the energies per evaluation, face after face.
     def per_face(fit, *maps):
-        outs = [fit(*(x[i:i + 1] for x in maps), s) for i in range(b)]
+        outs = [fit(*(x[i:i + 1] for x in maps), face_settings[i].settings) for i in range(b)]
         return torch.cat([o[0] for o in outs]), [e for o in outs for e in o[1]]
 
     if basis is not None and s.basis_iters > 0 and basis.shape[1] > 0:

@@ -218,3 +218,26 @@ def brow_pixels(image: torch.Tensor, mask: torch.Tensor, skin: torch.Tensor, bro
     # away for lack of candidate neighbours; only the candidates are kept and grown
     out = _opening(cand | hair) & cand
     return _grow(out, grow_px) & mask & ~brows
+
+
+def colour_spread(image: torch.Tensor, skin: torch.Tensor, cell_px: int = 4) -> torch.Tensor:
+    """(B,) how much the skin's colour varies over the face at a coarse scale: the median over ``cell_px``
+    square cells that ``skin`` fills of the distance of the cell's mean log colour, with its grey part removed
+    (``log I - mean_c log I``: a white light's shading scales all channels alike and drops out), to the
+    median cell's (unitless, log ratio; 0.05 is about 5 % of redness). 0 for an image with fewer than 8 such
+    cells.
+
+    ``image`` (B, H, W, 3) in [0, 1]; ``skin`` (B, H, W) bool, the pixels to read (e.g. the largest
+    albedo region's usable pixels). A coloured albedo (a flush, freckles, a tan line) or coloured light
+    shows here; a grey albedo change does not."""
+    log = image.clamp_min(_EPS).log()
+    chroma = (log - log.mean(-1, keepdim=True)).permute(0, 3, 1, 2)          # (B, 3, H, W)
+    w = skin.to(image.dtype)[:, None]
+    cell_mean = F.avg_pool2d(chroma * w, cell_px) / F.avg_pool2d(w, cell_px).clamp_min(1e-6)
+    full = F.avg_pool2d(w, cell_px)[:, 0] > 0.999                            # (B, h, w)
+    out = torch.zeros(image.shape[0], dtype=image.dtype, device=image.device)
+    for i in range(image.shape[0]):  # per image: the filled cell counts differ
+        v = cell_mean[i][:, full[i]].T                                       # (N, 3)
+        if v.shape[0] >= 8:
+            out[i] = (v - v.median(0).values).norm(dim=1).median()
+    return out

@@ -350,3 +350,43 @@ def test_robust_residual_keeps_a_dark_spot_out_of_the_depth(scene):
     print(f"\nthe dark spot's depth change against the clean image: squared {moved[0.0]:.4f} mm, "
           f"Cauchy {moved[0.05]:.4f} mm")
     assert moved[0.05] < 0.5 * moved[0.0]  # measured 0.128 vs 0.592 mm
+
+
+def test_one_coloured_skin_frees_the_smooth_shape_a_coloured_skin_keeps_the_pulls(scene):
+    """SfsSettings.colour_spread_free: the bump scene above (one colour of skin, a 10 mm bump missing from the
+    start) reads as a small colour spread, and its smooth phases get the weaker pulls, which take off more of
+    the bump's normal error than the full pulls (colour_spread_free=(0, 0)). The same face with a red flush
+    over the skin (a coloured albedo change, which shading alone would take for shape) reads as a large spread
+    and keeps the full pulls: its result is the full pulls' to the bit."""
+    from sfs.normals import depth_to_normals
+    from sfs.sh import sh_irradiance
+
+    sc = scene
+    h, w = sc["mask"].shape[1:]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    bump = torch.exp(-((xx - 0.3) ** 2 + (yy - 0.1) ** 2) / (2 * 0.1 ** 2))[None]
+    n_true = depth_to_normals(sc["depth_smooth"] - 10.0 * bump, sc["intrinsics"], sc["mask"])
+    skin = torch.tensor([0.78, 0.58, 0.48])
+    albedo = torch.where(sc["labels"][..., None] == 0, skin, sc["albedo"])
+    shading = sh_irradiance(n_true, sc["light"])
+    image = (albedo * shading).clamp(0, 1) * sc["mask"][..., None]
+    flush = torch.stack([0.2 * torch.sin(6 * xx) * torch.cos(5 * yy), torch.zeros_like(xx), torch.zeros_like(xx)], -1).exp()
+    flushed_albedo = torch.where(sc["labels"][..., None] == 0, skin * flush, sc["albedo"])
+    flushed = (flushed_albedo * shading).clamp(0, 1) * sc["mask"][..., None]
+    full = dataclasses.replace(FAST, colour_spread_free=(0.0, 0.0))
+    on_bump = sc["mask"] & (bump > 0.05)
+
+    free, held = _run(sc, image=image, settings=FAST), _run(sc, image=image, settings=full)
+    e_free, e_held = (mean_normal_error(r.normals, n_true, on_bump) for r in (free, held))
+    lo, hi = FAST.colour_spread_free
+    print(f"\none colour: spread {free.history['colour_spread'][0]:.4f}, bump error free {e_free:.2f} / "
+          f"full pulls {e_held:.2f} deg")
+    # measured: spread 0.0034, bump error 14.50 (free) vs 17.00 deg (full pulls); flushed spread 0.050
+    assert free.history["colour_spread"][0] < lo
+    assert e_free < 0.95 * e_held
+
+    f_default, f_full = _run(sc, image=flushed, settings=FAST), _run(sc, image=flushed, settings=full)
+    print(f"flushed: spread {f_default.history['colour_spread'][0]:.4f}")
+    assert f_default.history["colour_spread"][0] > hi
+    torch.testing.assert_close(f_default.depth, f_full.depth, rtol=0, atol=0)
+    _check_sane(free, sc, sc["mask"], FAST.max_depth_change_mm)

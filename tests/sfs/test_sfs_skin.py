@@ -156,3 +156,24 @@ def test_brow_batch_is_per_face():
     both = brow_pixels(torch.cat([img, fair]), mask.expand(2, -1, -1), skin.expand(2, -1, -1), region.expand(2, -1, -1))
     assert torch.equal(both[:1], brow_pixels(img, mask, skin, region))
     assert both[0].any() and not both[1].any()
+
+
+def test_colour_spread_ignores_grey_shading_and_sees_a_coloured_flush():
+    """sfs.skin.colour_spread: one skin colour under strong grey shading (a dark-to-bright ramp and a
+    grey blob 25 % darker) reads as 0; a smooth red flush of +-0.05 in log red (sfs.refine's colour rule sets
+    its scale at 0.02-0.04) reads as about its size; per face in a batch."""
+    from sfs.skin import colour_spread
+
+    h = w = 64
+    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    shade = (0.3 + 0.7 * u / w) * (1 - 0.25 * torch.exp(-((u - 20) ** 2 + (v - 30) ** 2) / 50.0))
+    grey = (SKIN * shade[..., None])[None]
+    flush = torch.stack([0.05 * torch.sin(u / 9.0), torch.zeros_like(u), torch.zeros_like(u)], -1).exp()
+    coloured = (SKIN * flush * shade[..., None])[None]
+    mask = torch.ones(1, h, w, dtype=torch.bool)
+    spread = colour_spread(torch.cat([grey, coloured]), mask.expand(2, -1, -1))
+    assert spread[0] < 1e-4
+    assert 0.015 < spread[1] < 0.035  # 0.023: 0.05 sqrt(2/3) x the median |sin - its median| over the cells
+    assert torch.equal(colour_spread(coloured, mask), spread[1:])
+    # too few skin cells: 0
+    assert colour_spread(coloured, mask & ((u < 8) & (v < 8))[None])[0] == 0
