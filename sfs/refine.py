@@ -237,7 +237,7 @@ class SfsSettings:
     # face by the skin's colour spread at the modes' scale (sfs.skin.colour_spread over the largest region's
     # usable pixels, cells of colour_cell_px working px): by free_scale_basis / free_scale_ms at a spread of
     # colour_spread_free[0] or less, not at all from colour_spread_free[1] up, linearly between.
-    # Measured spreads: `bench scan`'s uniform look 0.000 (yaw 0-40), its textured look 0.047-0.059; 8
+    # Measured spreads: `bench scan`'s uniform look 0.000 (yaw 0-40), its textured look 0.041-0.059 (two runs); 8
     # synthetic faces of `bench fine` 0.004-0.013 (their skin painted in one hue with mild blotches); the
     # shared photos 0.054-0.137 (all at today's pulls). Measured at the free end from the cached medium
     # results (fine normals / coarse's, uniform yaw 0 / 20 / 40; 8 synthetic faces, fine vs medium normal

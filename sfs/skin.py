@@ -233,8 +233,9 @@ def colour_spread(image: torch.Tensor, skin: torch.Tensor, cell_px: int = 4) -> 
     log = image.clamp_min(_EPS).log()
     chroma = (log - log.mean(-1, keepdim=True)).permute(0, 3, 1, 2)          # (B, 3, H, W)
     w = skin.to(image.dtype)[:, None]
-    cell_mean = F.avg_pool2d(chroma * w, cell_px) / F.avg_pool2d(w, cell_px).clamp_min(1e-6)
-    full = F.avg_pool2d(w, cell_px)[:, 0] > 0.999                            # (B, h, w)
+    cover = F.avg_pool2d(w, cell_px)                                         # (B, 1, h, w) share of skin
+    cell_mean = F.avg_pool2d(chroma * w, cell_px) / cover.clamp_min(1e-6)
+    full = cover[:, 0] > 0.999                                               # (B, h, w)
     out = torch.zeros(image.shape[0], dtype=image.dtype, device=image.device)
     for i in range(image.shape[0]):  # per image: the filled cell counts differ
         v = cell_mean[i][:, full[i]].T                                       # (N, 3)
