@@ -626,6 +626,7 @@ def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
     ``ms_cell_px``."""
     from scipy.optimize import minimize
     b, hw, ww = d0.shape
+    dev = d0.device  # the coefficients live in numpy for SciPy's L-BFGS; each evaluation crosses over
     shapes = [(max(2, hw // c), max(2, ww // c)) for c in s.ms_cells]
     sizes = [b * sh[0] * sh[1] for sh in shapes]
     hist = []
@@ -646,17 +647,18 @@ def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
         pusable = pw > 0
         mf = pm.to(d0.dtype)
         h_, w_ = pd0.shape[1:]
-        ys, xs = torch.meshgrid(torch.arange(h_, dtype=d0.dtype), torch.arange(w_, dtype=d0.dtype), indexing="ij")
+        ys, xs = torch.meshgrid(torch.arange(h_, dtype=d0.dtype, device=dev), torch.arange(w_, dtype=d0.dtype, device=dev),
+                                indexing="ij")
         dmean = (pd0 * mf).flatten(1).sum(1) / mf.flatten(1).sum(1).clamp_min(1)
         gbr = torch.stack([(pd0 - dmean[:, None, None]) * mf, (xs / w_ - 0.5).expand_as(pd0) * 100 * mf,
                            (ys / h_ - 0.5).expand_as(pd0) * 100 * mf, mf], 1).flatten(2)  # (B, 4, P)
         gram_inv = torch.linalg.pinv(gbr @ gbr.transpose(1, 2))
-        target = _light_target(pimg, pd0 + change_of(torch.as_tensor(x, dtype=d0.dtype), (h_, w_)) * mf, pintr, pm, pg,
+        target = _light_target(pimg, pd0 + change_of(torch.as_tensor(x, dtype=d0.dtype, device=dev), (h_, w_)) * mf, pintr, pm, pg,
                                pusable, s)  # the levels so far
 
         def energy_and_gradient(xx):
-            xt = torch.as_tensor(xx, dtype=d0.dtype).requires_grad_(True)
-            delta = change_of(torch.cat([xt, torch.zeros(x.size - used, dtype=d0.dtype)]), (h_, w_)) * mf
+            xt = torch.as_tensor(xx, dtype=d0.dtype, device=dev).requires_grad_(True)
+            delta = change_of(torch.cat([xt, torch.zeros(x.size - used, dtype=d0.dtype, device=dev)]), (h_, w_)) * mf
             d = pd0 + delta
             n = depth_to_normals(d, pintr, pm)
             light = _fit_light(pimg, n, pg, pusable, s, target)
@@ -672,13 +674,13 @@ def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
                 e = e + s.ms_gbr * ((part ** 2).sum(1) / mf.flatten(1).sum(1).clamp_min(1)).sum()
             e.backward()
             hist.append(float(e.detach()))
-            return float(e.detach()), xt.grad.detach().double().numpy()
+            return float(e.detach()), xt.grad.detach().cpu().double().numpy()
 
         fitted = minimize(energy_and_gradient, x[:used], jac=True, method="L-BFGS-B",
                           options={"maxiter": int(s.ms_iters), "maxcor": 20, "gtol": 1e-12, "ftol": 1e-14})
         x[:used] = fitted.x
     with torch.no_grad():
-        d = d0 + change_of(torch.as_tensor(x, dtype=d0.dtype), (hw, ww)) * m.to(d0.dtype)
+        d = d0 + change_of(torch.as_tensor(x, dtype=d0.dtype, device=dev), (hw, ww)) * m.to(d0.dtype)
     return d.detach(), hist
 
 
