@@ -24,6 +24,7 @@ Both return the same :class:`Fragments` layout, so the callers never branch.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Optional
 
 import numpy as np
@@ -119,7 +120,6 @@ def import_open3d():
     hand over to it, so a user of ``open3d.visualization.draw_plotly`` in the same process sees no
     difference but the delay.
     """
-    import sys
     if "open3d" in sys.modules:
         return sys.modules["open3d"]
     import importlib
@@ -151,15 +151,40 @@ class RendererUnavailable(RuntimeError):
 
 
 def _nvdiffrast_problem() -> Optional[str]:
-    """Why the CUDA backend cannot run here, in one line (None: it can)."""
+    """Why the CUDA backend cannot run here, in one line (None: it can).
+
+    Loads nvdiffrast's CUDA plugin, so the first call on a machine compiles it (about 30 s on the
+    16-core H200 machine; cached in torch's extensions folder after)."""
     if not torch.cuda.is_available():
         return f"this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu or auto"
     try:
-        import nvdiffrast.torch  # noqa: F401
-    except Exception as exc:  # ImportError, or its CUDA plugin failed to build
+        import nvdiffrast.torch as dr
+    except Exception as exc:  # ImportError, or anything its import raises
         why = str(exc).splitlines()[0] if str(exc) else repr(exc)
         return f"needs nvdiffrast (pip install -e '.[cuda]', NVIDIA's non-commercial licence): {why}"
+    try:
+        _cuda_raster_context(dr)
+    except Exception as exc:  # the plugin's compiler or linker failed, or its module did not load
+        why = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        return (f"nvdiffrast's CUDA plugin did not build or load (it needs nvcc and ninja, and compiles on "
+                f"first use): {why}; use --device cpu")
     return None
+
+
+def _cuda_raster_context(dr):
+    """``dr.RasterizeCudaContext()``, with nvdiffrast's JIT-built plugin made importable first.
+
+    nvdiffrast 0.3.3 compiles its plugin with ``torch.utils.cpp_extension.load`` and then imports it by
+    name; torch's ``load`` executes the built module without registering it or putting its folder on
+    ``sys.path`` (torch 2.11 on the H200 machine: "No module named 'nvdiffrast_plugin_...'" right after a
+    successful build), so that import fails. The folder goes on ``sys.path`` before the first load."""
+    import nvdiffrast
+    from torch.utils import cpp_extension
+    name = dr.ops.sanitize_name(f"nvdiffrast_plugin_{nvdiffrast.__version__}_torch{torch.__version__}")
+    folder = cpp_extension._get_build_directory(name, False)  # the folder nvdiffrast's load builds into
+    if folder not in sys.path:
+        sys.path.append(folder)
+    return dr.RasterizeCudaContext()
 
 
 def _nvdiffrast_available() -> bool:
@@ -198,7 +223,7 @@ class Renderer:
                 raise RendererUnavailable(f"device 'cuda': {problem}")
             import nvdiffrast.torch as dr  # lazy: optional dependency, CUDA only
             self._dr = dr
-            self._ctx = dr.RasterizeCudaContext()
+            self._ctx = _cuda_raster_context(dr)
             self.backend = "nvdiffrast"
             self.device = torch.device("cuda")
         else:
