@@ -225,8 +225,10 @@ def pose_from_points68(model, points: torch.Tensor, intrinsics: torch.Tensor):
     from .landmark_fit import refine_pose
     dtype = model.mean.dtype
     single = torch.as_tensor(points).dim() == 2
-    pts = torch.as_tensor(points, dtype=dtype).reshape(-1, 68, 3)
-    k = torch.as_tensor(intrinsics, dtype=dtype).reshape(-1, 4)
+    # on the CPU whatever the stage's device: 68 points and a 10-step solve, and the regressor's points
+    # come from the CPU anyway; the coarse stage moves the pose to its device
+    pts = torch.as_tensor(points).detach().cpu().to(dtype).reshape(-1, 68, 3)
+    k = torch.as_tensor(intrinsics).detach().cpu().to(dtype).reshape(-1, 4)
     src = model.mean[model.landmark_sets["multipie68"]].detach().cpu().to(dtype)  # (68, 3) mm
     view = torch.stack([pts[..., 0], -pts[..., 1], pts[..., 2]], -1)  # pixels -> x right, y up, z toward the viewer
     scale, rot, _ = similarity_transform(src, view)  # scale: pixels per mm at the face's distance
