@@ -174,17 +174,18 @@ def error_map(reference, signed_mm: np.ndarray, size: int, renderer) -> np.ndarr
 def legend(width: int) -> np.ndarray:
     """(40, width, 3) the colour scale with its ends labelled."""
     import cv2
-    bar = np.ones((40, width, 3), np.float32)
+    # drawn on 8 bits: OpenCV 5 refuses putText on float images (4.x took them)
+    bar = np.full((40, width, 3), 255, np.uint8)
     x = np.linspace(-ERROR_MAP_MM, ERROR_MAP_MM, width - 40)
-    bar[4:18, 20:width - 20] = diverging_colours(x, ERROR_MAP_MM)[None]
+    bar[4:18, 20:width - 20] = np.round(diverging_colours(x, ERROR_MAP_MM)[None] * 255).astype(np.uint8)
     labels = [(f"-{ERROR_MAP_MM:g} mm: mesh in front of the scan", 20),
               ("0", width // 2 - 4),
               (f"+{ERROR_MAP_MM:g} mm: mesh behind the scan", width - 330)]
     for text, x0 in labels:
-        cv2.putText(bar, text, (x0, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0.1, 0.1, 0.1), 1, cv2.LINE_AA)
+        cv2.putText(bar, text, (x0, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (26, 26, 26), 1, cv2.LINE_AA)
     cv2.putText(bar, "grey: no footprint on the mesh", (width // 2 + 40, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                (0.1, 0.1, 0.1), 1, cv2.LINE_AA)
-    return bar
+                (26, 26, 26), 1, cv2.LINE_AA)
+    return bar.astype(np.float32) / 255.0
 
 
 def yaw_sheet(reference, rows: List[Row], renderer) -> np.ndarray:

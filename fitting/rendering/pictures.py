@@ -57,7 +57,8 @@ def report_sheet(panels: Sequence[np.ndarray], titles: Sequence[str], tile: int 
     tiles = []
     for img, title in zip(panels, titles):
         t = cv2.resize(np.clip(img, 0, 1).astype(np.float32), (tile, tile), interpolation=cv2.INTER_AREA)
-        head = np.full((28, tile, 3), 1.0, np.float32)
-        cv2.putText(head, title, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0.1, 0.1, 0.1), 1, cv2.LINE_AA)
-        tiles.append(np.concatenate([head, t], 0))
+        # text drawn on 8 bits: OpenCV 5 refuses putText on float images (4.x took them)
+        head = np.full((28, tile, 3), 255, np.uint8)
+        cv2.putText(head, title, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (26, 26, 26), 1, cv2.LINE_AA)
+        tiles.append(np.concatenate([head.astype(np.float32) / 255.0, t], 0))
     return np.concatenate(tiles, 1)

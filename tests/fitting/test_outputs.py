@@ -113,3 +113,14 @@ def test_an_interrupted_save_leaves_no_folder_and_keeps_the_previous_result(tmp_
         outputs.save_result(small_result(marker=3.0), tmp_path / "face")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face"], "the previous result went back in place"
     assert (tmp_path / "face" / "params.json").read_text() == before
+
+
+def test_report_sheet_titles_are_drawn_on_float_panels():
+    # the titles are drawn on 8 bits (OpenCV 5 refuses text on float images) and come back as float
+    from fitting.rendering.pictures import report_sheet
+    panels = [np.full((64, 64, 3), 0.5, np.float32), np.zeros((32, 48, 3), np.float32)]
+    sheet = report_sheet(panels, ["input", "fine"], tile=96)
+    assert sheet.shape == (96 + 28, 2 * 96, 3) and sheet.dtype == np.float32
+    head = sheet[:28]
+    assert head.max() == 1.0 and head.min() < 0.3  # white strip with dark text on it
+    assert np.allclose(sheet[28:, :96], 0.5)
