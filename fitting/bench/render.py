@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="image sides in pixels")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--backends", nargs="+", choices=["cpu", "cuda"], default=None,
+                   help="renderers to time (default: cpu, and cuda where nvdiffrast runs)")
     p.add_argument("--model-dir", default=None, help="ICT-FaceKit folder or archive (else the cache / env)")
     p.add_argument("--threads", type=int, default=0, help="torch and Open3D threads (0: library defaults)")
     p.add_argument("--malloc-tune", action="store_true",
@@ -74,7 +76,7 @@ def run(args) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     verts0, tris, what = _mesh(args.model_dir)
-    backends = ["cpu"] + (["cuda"] if _nvdiffrast_available() else [])
+    backends = args.backends or ["cpu"] + (["cuda"] if _nvdiffrast_available() else [])
     print(f"mesh: {what}, {verts0.shape[0]} vertices, {tris.shape[0]} triangles; "
           f"torch threads {torch.get_num_threads()}; malloc tune {'on' if args.malloc_tune else 'off'}")
     print(f"{'backend':<11}{'batch':>6}{'size':>6}{'forward ms':>18}{'fwd+bwd ms':>18}{'coverage':>10}")
