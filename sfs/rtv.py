@@ -20,8 +20,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     c = x.shape[1]
     k = gaussian_kernel1d(sigma, x.device, x.dtype)
     r = k.numel() // 2
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, r), groups=c)
-    x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(r, 0), groups=c)
+    # contiguous weights: with expanded (stride-0) ones the CPU convolution copies them on every call and
+    # its backward runs a slower path (RTV's 12-channel blur at 256 px, one thread: 34 -> 24 ms forward and
+    # backward)
+    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), padding=(0, r), groups=c)
+    x = F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), padding=(r, 0), groups=c)
     return x
 
 
