@@ -232,7 +232,8 @@ def run(args) -> int:
     from fitting.stages import fine as fine_stage
     from fitting.stages import medium as medium_stage
     from fitting.stages.context import FitContext
-    from fitting.stages.fine import FineSettings, fixed_depth_pixels, sfs_mask_and_labels
+    from fitting.stages.fine import (FineSettings, albedo_regions, fixed_depth_pixels, sfs_mask_and_labels,
+                                     shape_mode_depths)
     from fitting.stages.medium import MediumSettings
     from sfs.refine import refine_depth
 
@@ -284,12 +285,18 @@ def run(args) -> int:
                                      dataclasses.replace(sfs_settings, final_albedo_prior=reference.final_albedo_prior))
             fine[key] = (s, final)
         if check is None and not args.no_check:
-            # refine_depth with the pipeline's own settings on the first face: same normals, and its last
-            # albedo pass equal to the one recomputed here
+            # refine_depth with the pipeline's own settings and inputs (the albedo regions, the fixed pixels,
+            # the shape modes' depth maps) on the first face: same normals, and its last albedo pass equal to
+            # the one recomputed here
             d0 = geo["medium"][0][:1]
             m, labels = sfs_mask_and_labels(batch.region_labels[:1], geo["medium"][3][:1], base.mask_erode_px)
-            ref = refine_depth(batch.images[:1], d0, m, k[:1], region_labels=labels, settings=reference,
-                               fixed_depth=fixed_depth_pixels(batch.images[:1], m, labels, base))
+            verts_cam = cam.to_camera(medium.vertices)
+            with torch.no_grad():
+                frags = renderer.rasterize(verts_cam, tris, k, size, size)
+            basis = shape_mode_depths(renderer, face_model, cam, verts_cam, frags, base)
+            ref = refine_depth(batch.images[:1], d0, m, k[:1], region_labels=albedo_regions(labels, base),
+                               settings=reference, fixed_depth=fixed_depth_pixels(batch.images[:1], m, labels, base),
+                               depth_basis=None if basis is None else basis[:1])
             s, final = fine["rtv"]
             mm = ref.mask[0]
             check = {"albedo": float((ref.albedo[0] - final[0])[mm].abs().max()),

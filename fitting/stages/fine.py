@@ -201,19 +201,7 @@ def run(context: "FitContext", batch, previous: "MediumResult") -> FineResult:
     with torch.no_grad():
         frags = renderer.rasterize(verts_cam, model.triangles, k, size, size)
     mask, labels = sfs_mask_and_labels(batch.region_labels, frags.mask, settings.mask_erode_px)
-    basis = None
-    if settings.shape_modes > 0 and settings.sfs.basis_iters > 0:
-        # at the SfS working size (the modes are smooth; refine_depth works there anyway)
-        small = min(size, settings.sfs.working_size)
-        k_small = k * (small / size)
-        with torch.no_grad():
-            frags_small = frags if small == size else renderer.rasterize(verts_cam, model.triangles, k_small, small,
-                                                                         small)
-            modes = model.id_basis[:settings.shape_modes]
-            if settings.expression_mode_activation > 0:
-                modes = torch.cat([modes, settings.expression_mode_activation * model.exp_basis.to(modes)])
-            modes = modes @ camera.rotation.transpose(1, 2).to(model.id_basis)[:, None]
-            basis = mode_depth_maps(renderer, frags_small, verts_cam, model.triangles, modes, k_small)
+    basis = shape_mode_depths(renderer, model, camera, verts_cam, frags, settings)
     sfs = refine_depth(batch.images, frags.depth, mask, k, region_labels=albedo_regions(labels, settings),
                        settings=settings.sfs, fixed_depth=fixed_depth_pixels(batch.images, mask, labels, settings),
                        depth_basis=basis)
@@ -235,6 +223,26 @@ def run(context: "FitContext", batch, previous: "MediumResult") -> FineResult:
 
 
 STAGE = Stage("fine", FineSettings, run)
+
+
+def shape_mode_depths(renderer, model, camera, verts_cam: torch.Tensor, frags, settings: FineSettings):
+    """The ``depth_basis`` the stage gives refine_depth: (B, K, S', S') mm per unit of each shape mode (the
+    model's first ``settings.shape_modes`` identity modes and, scaled, its expressions), at the SfS working
+    size S'; None when the modes are off. ``verts_cam`` (B, V, 3) the mesh in the camera frame, ``frags`` its
+    rasterisation at the crop size with ``camera``'s intrinsics."""
+    if not (settings.shape_modes > 0 and settings.sfs.basis_iters > 0):
+        return None
+    size = frags.tri_id.shape[-1]
+    # at the SfS working size (the modes are smooth; refine_depth works there anyway)
+    small = min(size, settings.sfs.working_size)
+    k_small = camera.intrinsics * (small / size)
+    with torch.no_grad():
+        frags_small = frags if small == size else renderer.rasterize(verts_cam, model.triangles, k_small, small, small)
+        modes = model.id_basis[:settings.shape_modes]
+        if settings.expression_mode_activation > 0:
+            modes = torch.cat([modes, settings.expression_mode_activation * model.exp_basis.to(modes)])
+        modes = modes @ camera.rotation.transpose(1, 2).to(model.id_basis)[:, None]
+        return mode_depth_maps(renderer, frags_small, verts_cam, model.triangles, modes, k_small)
 
 
 def mode_depth_maps(renderer, frags, verts_cam: torch.Tensor, tris: torch.Tensor, modes_cam: torch.Tensor,
