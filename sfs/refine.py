@@ -40,7 +40,7 @@ with the other blocks at their current values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -333,6 +333,16 @@ class SfsSettings:
     # (384 and 0.2: 36.4 / 0.934). The re-render's PSNR follows this weight more than the geometry.
     final_albedo_prior: Optional[float] = 0.1
     progress: bool = False               # tqdm progress bars
+    # Work on the faces' box only: the image cropped to the union of the masks' bounding boxes (plus a margin of
+    # crop_margin_px working px, the box aligned to that many working px, so the working pixels and the free
+    # change's pooling grid stay those of the whole image), then pasted back. Every term is a masked sum or a
+    # filter narrower than the margin, so the result is the whole image's up to float rounding and the free
+    # change's coefficient grids, which span the box instead of the image. A face in a 512 px crop spans
+    # about a third of it (the 8 shared photos: boxes 30-35 % of the crop), and the per-pixel phases' cost
+    # goes with the pixels. False: the whole image (the reference).
+    crop_to_mask: bool = True
+    crop_margin_px: int = 16             # working px; >= the widest filter (RTV's 13 px window, the specular
+                                         # blur's 19) and a multiple of the free change's largest pool (32 / 2)
 
 
 @dataclass
@@ -688,6 +698,29 @@ def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
 # main entry point
 # ----------------------------------------------------------------------------------------
 
+def _mask_box(mask: torch.Tensor, s: SfsSettings) -> Optional[Tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) input px: the union of the (B, H, W) masks' boxes grown by ``s.crop_margin_px`` working
+    px and aligned to that step (so the cropped image resizes to a sub-grid of the whole image's working
+    pixels); None when cropping is off, the mask is empty or the box would save under a fifth of the pixels."""
+    b, h, w = mask.shape
+    if not s.crop_to_mask or not bool(mask.any()):
+        return None
+    scale = min(1.0, s.working_size / max(h, w))
+    step = s.crop_margin_px / scale  # input px per alignment step
+    if abs(step - round(step)) > 1e-6:
+        return None  # a working pixel is no whole number of input px: no exact sub-grid
+    step = int(round(step))
+    rows, cols = mask.any(0).any(1), mask.any(0).any(0)
+    ys, xs = torch.nonzero(rows)[:, 0], torch.nonzero(cols)[:, 0]
+    y0 = max(0, (int(ys[0]) // step - 1) * step)
+    x0 = max(0, (int(xs[0]) // step - 1) * step)
+    y1 = min(h, (int(ys[-1]) // step + 2) * step)
+    x1 = min(w, (int(xs[-1]) // step + 2) * step)
+    if (y1 - y0) * (x1 - x0) > 0.8 * h * w:
+        return None
+    return y0, y1, x0, x1
+
+
 @with_gradients  # Adam needs autograd even when the caller fits under no_grad or inference_mode
 def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor,
                  region_labels: Optional[torch.Tensor] = None, settings: SfsSettings = SfsSettings(),
@@ -721,6 +754,60 @@ def refine_depth(image: torch.Tensor, depth0: torch.Tensor, mask: torch.Tensor, 
         ``"basis"`` and ``"multiscale"`` when they run, face after face), and ``"shadow_pixels"``:
         per face, the working-size pixels left out as cast shadow.
     """
+    box = _mask_box(mask.bool(), settings) if mask.dim() == 3 else None
+    if box is None:
+        return _refine_whole(image, depth0, mask, intrinsics, region_labels, settings, callback, fixed_depth,
+                             depth_basis)
+    return _refine_in_box(box, image, depth0, mask, intrinsics, region_labels, settings, callback, fixed_depth,
+                          depth_basis)
+
+
+def _refine_in_box(box, image, depth0, mask, intrinsics, region_labels, settings, callback, fixed_depth,
+                   depth_basis) -> SfsResult:
+    """refine_depth on the ``box`` (y0, y1, x0, x1 input px, :func:`_mask_box`) of every input, pasted back into
+    whole-image outputs: outside the box the mask is empty, so there the depth is depth0, the normals (0, 0, 1),
+    the albedo, specular and smooth change 0, and the shading and rendering those of that normal and light."""
+    y0, y1, x0, x1 = box
+    b, h, w = mask.shape
+    scale = min(1.0, settings.working_size / max(h, w))
+    # the same working pixel size on the box: its long side at scale x its input px (a whole number: aligned)
+    inner = replace(settings, working_size=round(scale * max(y1 - y0, x1 - x0)))
+    shift = torch.tensor([0.0, 0.0, x0, y0], dtype=intrinsics.dtype, device=intrinsics.device)
+    basis = None
+    if depth_basis is not None:  # any resolution spanning the whole image: its part over the box
+        bh, bw = depth_basis.shape[-2:]
+        by0, by1 = round(y0 * bh / h), round(y1 * bh / h)
+        bx0, bx1 = round(x0 * bw / w), round(x1 * bw / w)
+        basis = depth_basis[..., by0:by1, bx0:bx1]
+    r = _refine_whole(image[:, y0:y1, x0:x1], depth0[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1], intrinsics - shift,
+                      None if region_labels is None else region_labels[:, y0:y1, x0:x1], inner, callback,
+                      None if fixed_depth is None else fixed_depth[:, y0:y1, x0:x1], basis)
+
+    def paste(part, whole):
+        whole = whole.clone()
+        whole[:, y0:y1, x0:x1] = part
+        return whole
+
+    dev, dtype = r.depth.device, r.depth.dtype
+    normals = paste(r.normals, torch.zeros(b, h, w, 3, device=dev, dtype=dtype) + torch.tensor([0.0, 0.0, 1.0],
+                                                                                                 device=dev, dtype=dtype))
+    albedo = paste(r.albedo, torch.zeros(b, h, w, 3, device=dev, dtype=dtype))
+    specular = paste(r.specular, torch.zeros(b, h, w, 1, device=dev, dtype=dtype))
+    shading = sh_irradiance(normals, r.light)
+    shading[:, y0:y1, x0:x1] = r.shading
+    rendered = albedo * shading + settings.eps_specular * specular
+    rendered[:, y0:y1, x0:x1] = r.rendered
+    return SfsResult(depth=paste(r.depth, depth0.to(dev, dtype)), normals=normals, albedo=albedo, shading=shading,
+                     specular=specular, light=r.light, rendered=rendered,
+                     mask=paste(r.mask, torch.zeros(b, h, w, dtype=torch.bool, device=dev)),
+                     smooth_change=None if r.smooth_change is None else
+                     paste(r.smooth_change, torch.zeros(b, h, w, device=dev, dtype=dtype)),
+                     history=r.history, basis_coeffs=r.basis_coeffs)
+
+
+def _refine_whole(image, depth0, mask, intrinsics, region_labels, settings, callback, fixed_depth,
+                  depth_basis) -> SfsResult:
+    """refine_depth on the whole image (its docstring says what each argument is)."""
     s = settings
     dev, dtype = image.device, image.dtype
     b, h, w, _ = image.shape
