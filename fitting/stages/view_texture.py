@@ -42,8 +42,7 @@ from sfs.light import estimate_sh_light
 from sfs.projection import camera_to_pixel, sample_at_pixels
 from sfs.sh import sh_irradiance
 
-from ..rendering.renderer import uv_to_texel
-from .texture import fill_unseen
+from .texture import atlas_fragments, fill_unseen
 
 
 @dataclass
@@ -230,7 +229,7 @@ def merge_views(renderer, verts_cam: torch.Tensor, tris: torch.Tensor, atlas_uvs
     dev, dt = verts_cam.device, verts_cam.dtype
     # The atlas is rasterised once; each view's texel positions and normals interpolated on it, at the
     # P texels the mesh covers only (packed: a third of the atlas; the rest is filled at the end).
-    frags = renderer.rasterize_pixels(uv_to_texel(atlas_uvs, h, w)[None], uv_tris, h, w)
+    frags = atlas_fragments(renderer, atlas_uvs, uv_tris, h, w)
     on_mesh = frags.pixels  # (P,) flat texel indices
     p = on_mesh.shape[0]
 

@@ -38,3 +38,18 @@ def test_batch_faces_are_independent_and_an_unseen_face_takes_its_fallback():
     torch.testing.assert_close(out[:1], alone)
     torch.testing.assert_close(out[1], fallback[1].expand(16, 16, 3))
     assert torch.isfinite(out).all()
+
+
+def test_the_atlas_is_rasterised_once_per_atlas_and_size():
+    from fitting.rendering.renderer import Renderer, uv_to_texel
+    from fitting.stages.texture import atlas_fragments
+    renderer = Renderer("cpu")
+    uvs = torch.tensor([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.9]])
+    tris = torch.tensor([[0, 1, 2], [1, 3, 2]])
+    first = atlas_fragments(renderer, uvs, tris, 32, 64)
+    assert atlas_fragments(renderer, uvs.clone(), tris.clone(), 32, 64) is first  # same atlas: kept
+    fresh = renderer.rasterize_pixels(uv_to_texel(uvs, 32, 64)[None], tris, 32, 64)
+    assert torch.equal(first.tri_id, fresh.tri_id) and torch.equal(first.mask, fresh.mask)
+    other = atlas_fragments(renderer, uvs * 0.5, tris, 32, 64)  # another atlas: made anew
+    assert other is not first and int(other.mask.sum()) < int(first.mask.sum())
+    assert atlas_fragments(renderer, uvs, tris, 16, 32).tri_id.shape[-2:] == (16, 32)
