@@ -47,8 +47,12 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor, with_scale: bool 
 def mesh_edges(tris: torch.Tensor) -> torch.Tensor:
     """(F, 3) triangles -> (E, 2) int64: each undirected edge once, as (smaller index, larger)."""
     tris = torch.as_tensor(tris, dtype=torch.long)
-    e = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
-    return torch.unique(torch.sort(e, dim=1).values, dim=0)
+    e = torch.sort(torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), dim=1).values
+    # one int64 key per edge, smaller * n + larger: unique on it is the rows' unique in the same (lexicographic)
+    # order, and 1-D unique is far cheaper than unique(dim=0) (0.21 s -> about 0.01 s for the ICT face)
+    n = int(tris.max()) + 1 if tris.numel() else 1
+    keys = torch.unique(e[:, 0] * n + e[:, 1])
+    return torch.stack([keys // n, keys % n], 1)
 
 
 def carry_over_surface(values: torch.Tensor, known: torch.Tensor, verts: torch.Tensor, tris: torch.Tensor,

@@ -42,3 +42,11 @@ def test_carry_leaves_a_part_the_known_vertices_do_not_reach_at_zero():
     known = torch.cat([torch.ones(121, dtype=torch.bool), torch.zeros(121, dtype=torch.bool)])[None]
     out = carry_over_surface(torch.full((1, 242), 5.0, dtype=torch.float64), known, both, tris2, reach_mm=50.0)
     assert (out[0, :121] == 5.0).all() and (out[0, 121:] == 0).all()
+
+
+def test_mesh_edges_are_each_undirected_edge_once_in_lexicographic_order():
+    tris = torch.randint(0, 50, (200, 3), generator=torch.Generator().manual_seed(0))
+    e = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    expected = torch.unique(torch.sort(e, dim=1).values, dim=0)  # the rows' own unique
+    assert torch.equal(mesh_edges(tris), expected)
+    assert torch.equal(mesh_edges(torch.tensor([[0, 1, 2]])), torch.tensor([[0, 1], [0, 2], [1, 2]]))
