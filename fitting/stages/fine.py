@@ -172,11 +172,31 @@ def texture_source_mask(mask: torch.Tensor, region_labels: torch.Tensor, edge_px
     return mask & erode(mask | in_regions(region_labels, ("eyes", "mouth_interior")), edge_px)
 
 
+# px: the colour tests of fixed_depth_pixels read the photo at most hair_pixels' band (10 px) above the mask and
+# a few px of dilation beyond it; they run on the masks' box grown by this (the face spans a third of the crop)
+FIXED_BOX_MARGIN_PX = 32
+
+
 def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                        settings: FineSettings) -> torch.Tensor:
     """(B, S, S) bool: SfS pixels whose depth stays the medium mesh's: the fixed regions and, unless
     switched off, the pixels whose colour is not skin, a fringe of hair and eyebrow hair outside the
     eyebrow region (see FineSettings)."""
+    out = torch.zeros_like(mask, dtype=torch.bool)
+    rows, cols = mask.any(0).any(1), mask.any(0).any(0)
+    if not bool(rows.any()):
+        return out
+    ys, xs = torch.nonzero(rows)[:, 0], torch.nonzero(cols)[:, 0]
+    m = FIXED_BOX_MARGIN_PX
+    y0, y1 = max(0, int(ys[0]) - m), min(mask.shape[1], int(ys[-1]) + 1 + m)
+    x0, x1 = max(0, int(xs[0]) - m), min(mask.shape[2], int(xs[-1]) + 1 + m)
+    out[:, y0:y1, x0:x1] = _fixed_depth_pixels_in(images[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1],
+                                                  labels[:, y0:y1, x0:x1], settings)
+    return out
+
+
+def _fixed_depth_pixels_in(images: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                           settings: FineSettings) -> torch.Tensor:
     fixed = in_regions(labels, settings.fixed_depth_regions)
     images = images.to(mask.device)
     skin = in_regions(labels, ("skin",))

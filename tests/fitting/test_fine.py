@@ -147,3 +147,26 @@ def test_detailed_mesh_carries_the_smooth_change_past_the_mask_without_a_step(fa
     assert stretch[0.0] > 0.5  # the step: 3 mm on edges of a few mm
     # the fade's steepest slope: 1.5 x 3 mm / carry_mm (a smoothstep), 0.23 at 20 mm
     assert stretch[FineSettings().carry_mm] < 0.3
+
+
+def test_fixed_depth_pixels_on_the_masks_box_are_the_whole_images():
+    # skin with a dark fringe of hair reaching into the forehead, a pale band of hair above the mask, brows
+    # and a blue frame: every test of fixed_depth_pixels fires, and the box crop changes none of them
+    from fitting.stages.fine import _fixed_depth_pixels_in
+    g = torch.Generator().manual_seed(0)
+    img = torch.tensor([0.75, 0.55, 0.45]).expand(1, 256, 256, 3) * (0.9 + 0.2 * torch.rand(1, 256, 256, 1,
+                                                                                            generator=g))
+    mask = torch.zeros(1, 256, 256, dtype=torch.bool)
+    mask[:, 90:200, 70:190] = True
+    labels = torch.where(mask, REGION_NAMES.index("skin"), 0)
+    labels[:, 120:126, 90:120] = REGION_NAMES.index("brows")
+    img = img.clone()
+    img[:, 70:100, 60:200] = torch.tensor([0.25, 0.18, 0.12])   # hair above and over the forehead's top
+    img[:, 121:125, 88:122] = torch.tensor([0.2, 0.15, 0.1])    # brow hair, past the brow region's ends
+    img[:, 150:153, 80:180] = torch.tensor([0.1, 0.2, 0.7])     # a blue frame
+    settings = FineSettings()
+    boxed = fixed_depth_pixels(img, mask, labels, settings)
+    whole = _fixed_depth_pixels_in(img, mask, labels, settings)
+    assert torch.equal(boxed, whole)
+    assert bool(boxed[:, 150:153, 100:160].all()) and bool(boxed[:, 90:100, 100:160].any())
+    assert not bool(boxed[~mask].any())
