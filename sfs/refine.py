@@ -698,6 +698,16 @@ def _fit_multiscale(img, d0, m, intr, gamma_avg, w_photo, s: SfsSettings):
 # main entry point
 # ----------------------------------------------------------------------------------------
 
+def mask_bounds(mask: torch.Tensor) -> Optional[Tuple[int, int, int, int]]:
+    """(first row, last row, first column, last column), inclusive, of the union of the (B, H, W) masks;
+    None when every mask is empty."""
+    rows, cols = mask.any(0).any(1), mask.any(0).any(0)
+    if not bool(rows.any()):
+        return None
+    ys, xs = torch.nonzero(rows)[:, 0], torch.nonzero(cols)[:, 0]
+    return int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])
+
+
 def _mask_box(mask: torch.Tensor, s: SfsSettings) -> Optional[Tuple[int, int, int, int]]:
     """(y0, y1, x0, x1) input px: the union of the (B, H, W) masks' boxes grown by ``s.crop_margin_px`` working
     px and aligned to that step (so the cropped image resizes to a sub-grid of the whole image's working
@@ -710,12 +720,11 @@ def _mask_box(mask: torch.Tensor, s: SfsSettings) -> Optional[Tuple[int, int, in
     if abs(step - round(step)) > 1e-6:
         return None  # a working pixel is no whole number of input px: no exact sub-grid
     step = int(round(step))
-    rows, cols = mask.any(0).any(1), mask.any(0).any(0)
-    ys, xs = torch.nonzero(rows)[:, 0], torch.nonzero(cols)[:, 0]
-    y0 = max(0, (int(ys[0]) // step - 1) * step)
-    x0 = max(0, (int(xs[0]) // step - 1) * step)
-    y1 = min(h, (int(ys[-1]) // step + 2) * step)
-    x1 = min(w, (int(xs[-1]) // step + 2) * step)
+    top, bottom, left, right = mask_bounds(mask)
+    y0 = max(0, (top // step - 1) * step)
+    x0 = max(0, (left // step - 1) * step)
+    y1 = min(h, (bottom // step + 2) * step)
+    x1 = min(w, (right // step + 2) * step)
     if (y1 - y0) * (x1 - x0) > 0.8 * h * w:
         return None
     return y0, y1, x0, x1

@@ -23,7 +23,7 @@ import trimesh
 from landmarks import REGION_NAMES, SKIN_REGIONS, in_regions
 from morphable.geometry import carry_over_surface
 from sfs.projection import camera_to_pixel, depth_map_to_points, pixel_to_camera, sample_at_pixels
-from sfs.refine import SfsResult, SfsSettings, refine_depth
+from sfs.refine import SfsResult, SfsSettings, mask_bounds, refine_depth
 from sfs.skin import brow_pixels, hair_pixels, non_skin_pixels
 
 from ..camera import Camera
@@ -183,13 +183,13 @@ def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.T
     switched off, the pixels whose colour is not skin, a fringe of hair and eyebrow hair outside the
     eyebrow region (see FineSettings)."""
     out = torch.zeros_like(mask, dtype=torch.bool)
-    rows, cols = mask.any(0).any(1), mask.any(0).any(0)
-    if not bool(rows.any()):
+    bounds = mask_bounds(mask)
+    if bounds is None:
         return out
-    ys, xs = torch.nonzero(rows)[:, 0], torch.nonzero(cols)[:, 0]
+    top, bottom, left, right = bounds
     m = FIXED_BOX_MARGIN_PX
-    y0, y1 = max(0, int(ys[0]) - m), min(mask.shape[1], int(ys[-1]) + 1 + m)
-    x0, x1 = max(0, int(xs[0]) - m), min(mask.shape[2], int(xs[-1]) + 1 + m)
+    y0, y1 = max(0, top - m), min(mask.shape[1], bottom + 1 + m)
+    x0, x1 = max(0, left - m), min(mask.shape[2], right + 1 + m)
     out[:, y0:y1, x0:x1] = _fixed_depth_pixels_in(images[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1],
                                                   labels[:, y0:y1, x0:x1], settings)
     return out
