@@ -375,6 +375,9 @@ def carry_smooth_change(verts_cam: torch.Tensor, tris, intrinsics: torch.Tensor,
     return pixel_to_camera(uvd[..., :2], uvd[..., 2] + change, intrinsics)
 
 
+SSIM_WINDOW_PX = 7  # skimage's default window for SSIM
+
+
 def appearance_metrics(image: torch.Tensor, rendered: torch.Tensor, mask: torch.Tensor) -> dict:
     """PSNR (dB) and SSIM of the re-rendered face inside the mask (METHOD.md, appearance)."""
     from skimage.metrics import structural_similarity
@@ -383,6 +386,13 @@ def appearance_metrics(image: torch.Tensor, rendered: torch.Tensor, mask: torch.
         return {"psnr_db": float("nan"), "ssim": float("nan"), "mask_pixels": 0}
     mse = float(((image - rendered.clamp(0, 1)) ** 2)[m].mean())
     psnr = 10 * math.log10(1.0 / max(mse, 1e-12))
-    a, r, mk = image.cpu().numpy(), rendered.clamp(0, 1).cpu().numpy(), m.cpu().numpy()
-    _, ssim_map = structural_similarity(a, r, channel_axis=2, data_range=1.0, full=True)
+    # SSIM on the mask's box grown by half skimage's 7 px window (and a pixel more): every mask pixel's window
+    # and the filters' edge handling are the whole image's there, at a tenth of the pixels
+    top, bottom, left, right = mask_bounds(m[None])
+    pad = SSIM_WINDOW_PX // 2 + 1
+    box = (slice(max(0, top - pad), bottom + 1 + pad), slice(max(0, left - pad), right + 1 + pad))
+    if min(x.stop - x.start for x in box) < 2 * SSIM_WINDOW_PX:  # a speck of a mask: the whole image
+        box = (slice(None), slice(None))
+    a, r, mk = (x[box].cpu().numpy() for x in (image, rendered.clamp(0, 1), m))
+    _, ssim_map = structural_similarity(a, r, win_size=SSIM_WINDOW_PX, channel_axis=2, data_range=1.0, full=True)
     return {"psnr_db": psnr, "ssim": float(ssim_map.mean(-1)[mk].mean()), "mask_pixels": int(mk.sum())}

@@ -47,12 +47,14 @@ def fill_unseen(texture: torch.Tensor, seen: torch.Tensor, fallback: torch.Tenso
         pyramid.append((x, w))
     x, w = pyramid[-1]
     colour = torch.where(w > 0, x / w.clamp_min(1e-12), fallback[:, :, None, None].to(texture))
-    for x, w in reversed(pyramid[:-1]):
+    for x, w in reversed(pyramid[1:-1]):
         up = F.interpolate(colour, size=x.shape[-2:], mode="bilinear", align_corners=False)
         own = x / w.clamp_min(1e-12)
         colour = torch.where(w > 0, own * w + up * (1 - w), up)
-    out = colour.permute(0, 2, 3, 1)
-    return torch.where(seen[..., None], texture, out)
+    # full resolution: coverage is 0 or 1, so the blend is the texture where seen and the upsampled colour
+    # elsewhere (the blend there cost as much as the rest of the pyramid)
+    up = F.interpolate(colour, size=texture.shape[1:3], mode="bilinear", align_corners=False)
+    return torch.where(seen[..., None], texture, up.permute(0, 2, 3, 1))
 
 
 # The atlas rasterised in UV space is the same for every face and photo of a model, and the rasterisation

@@ -1,5 +1,6 @@
 """fitting.stages.fine: which SfS pixels keep the medium depth (fixed_depth_pixels), on a painted face;
 which pixels give the texture its colour (texture_source_mask)."""
+import pytest
 import torch
 
 from fitting.stages.fine import FineSettings, fixed_depth_pixels, texture_source_mask
@@ -170,3 +171,22 @@ def test_fixed_depth_pixels_on_the_masks_box_are_the_whole_images():
     assert torch.equal(boxed, whole)
     assert bool(boxed[:, 150:153, 100:160].all()) and bool(boxed[:, 90:100, 100:160].any())
     assert not bool(boxed[~mask].any())
+
+
+def test_appearance_metrics_ssim_on_the_box_is_the_whole_images():
+    """SSIM is computed on the mask's box: inside the mask it must equal skimage's on the whole image,
+    for a mask in the middle, one on the image's edge, and a speck too small for a window."""
+    from skimage.metrics import structural_similarity
+    from fitting.stages.fine import appearance_metrics
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(96, 128, 3, generator=g)
+    rendered = (image + 0.1 * torch.randn(96, 128, 3, generator=g)).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.arange(96), torch.arange(128), indexing="ij")
+    masks = {"middle": ((yy - 50) / 20.0) ** 2 + ((xx - 60) / 30.0) ** 2 < 1,
+             "edge": (yy < 20) | (xx > 120), "speck": (yy < 2) & (xx < 2)}
+    _, whole = structural_similarity(image.numpy(), rendered.numpy(), channel_axis=2, data_range=1.0, full=True)
+    for name, mask in masks.items():
+        got = appearance_metrics(image, rendered, mask)
+        want = float(whole.mean(-1)[mask.numpy()].mean())
+        assert got["ssim"] == pytest.approx(want, abs=1e-6), name
+        assert got["mask_pixels"] == int(mask.sum())
