@@ -183,16 +183,25 @@ def fixed_depth_pixels(images: torch.Tensor, mask: torch.Tensor, labels: torch.T
     switched off, the pixels whose colour is not skin, a fringe of hair and eyebrow hair outside the
     eyebrow region (see FineSettings)."""
     out = torch.zeros_like(mask, dtype=torch.bool)
+    box = grown_mask_box(mask, FIXED_BOX_MARGIN_PX)
+    if box is None:
+        return out
+    rows, cols = box
+    out[:, rows, cols] = _fixed_depth_pixels_in(images[:, rows, cols], mask[:, rows, cols], labels[:, rows, cols],
+                                                settings)
+    return out
+
+
+def grown_mask_box(mask: torch.Tensor, margin_px: int) -> Optional[Tuple[slice, slice]]:
+    """(rows, columns) slices of the (B, H, W) masks' union bounding box grown by ``margin_px`` and clipped to
+    the image; None for empty masks."""
     bounds = mask_bounds(mask)
     if bounds is None:
-        return out
+        return None
     top, bottom, left, right = bounds
-    m = FIXED_BOX_MARGIN_PX
-    y0, y1 = max(0, top - m), min(mask.shape[1], bottom + 1 + m)
-    x0, x1 = max(0, left - m), min(mask.shape[2], right + 1 + m)
-    out[:, y0:y1, x0:x1] = _fixed_depth_pixels_in(images[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1],
-                                                  labels[:, y0:y1, x0:x1], settings)
-    return out
+    h, w = mask.shape[-2:]
+    return (slice(max(0, top - margin_px), min(h, bottom + 1 + margin_px)),
+            slice(max(0, left - margin_px), min(w, right + 1 + margin_px)))
 
 
 def _fixed_depth_pixels_in(images: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
@@ -388,9 +397,7 @@ def appearance_metrics(image: torch.Tensor, rendered: torch.Tensor, mask: torch.
     psnr = 10 * math.log10(1.0 / max(mse, 1e-12))
     # SSIM on the mask's box grown by half skimage's 7 px window (and a pixel more): every mask pixel's window
     # and the filters' edge handling are the whole image's there, at a tenth of the pixels
-    top, bottom, left, right = mask_bounds(m[None])
-    pad = SSIM_WINDOW_PX // 2 + 1
-    box = (slice(max(0, top - pad), bottom + 1 + pad), slice(max(0, left - pad), right + 1 + pad))
+    box = grown_mask_box(m[None], SSIM_WINDOW_PX // 2 + 1)
     if min(x.stop - x.start for x in box) < 2 * SSIM_WINDOW_PX:  # a speck of a mask: the whole image
         box = (slice(None), slice(None))
     a, r, mk = (x[box].cpu().numpy() for x in (image, rendered.clamp(0, 1), m))
