@@ -75,6 +75,17 @@ class SfsSettings:
                                          # `bench fine` (8 synthetic faces, wrinkles in the geometry only) 10.66 ->
                                          # 10.68 deg, and the stage 3.5 x faster. Most of the error left is smooth
                                          # shape the medium mesh gets wrong, which resolution does not change.
+                                         # Measured again, not taken (2026-12-05): 384 with every setting in working
+                                         # px scaled by 1.5 (cells (48, 24, 12, 6), basis_pool 3, colour_cell_px 6,
+                                         # shadow_dilate_px 3, rtv_sigma 3, specular_blur_px 4.5, ms_smooth and d2 x
+                                         # 1.5^4, d3 x 1.5^2, crop_margin_px 12), so the pooled phases keep their
+                                         # cost: `bench fine` (20 faces, seed 0, fine stage on cached medium results)
+                                         # -14.55 % -> -15.27 %, -15.47 % with depth_iters (20, 20) and albedo_iters
+                                         # 25, -15.49 % with (15, 15) and 20; but on the shared photos (a process per
+                                         # photo, one thread) the stage went 3.40 -> 6.04 s per face ((30, 30)) and
+                                         # 4.15 ((20, 20)) against the filing tree's 9.34-10.03, and with (15, 15)
+                                         # steps tests/sfs's full-resolution scenes lose detail (skin colour only: 9 %
+                                         # better than the start instead of 21 %).
     saturation: float = 0.98             # [0,1] intensity; pixels with a channel >= this are left out of
                                          # the light fit and the photometric terms
     dark: float = 0.0                    # [0,1] intensity; pixels with all channels <= this are left out too
