@@ -83,9 +83,13 @@ class SfsSettings:
                                          # -14.55 % -> -15.27 %, -15.47 % with depth_iters (20, 20) and albedo_iters
                                          # 25, -15.49 % with (15, 15) and 20; but on the shared photos (a process per
                                          # photo, one thread) the stage went 3.40 -> 6.04 s per face ((30, 30)) and
-                                         # 4.15 ((20, 20)) against the filing tree's 9.34-10.03, and with (15, 15)
-                                         # steps tests/sfs's full-resolution scenes lose detail (skin colour only: 9 %
-                                         # better than the start instead of 21 %).
+                                         # 4.15 ((20, 20); of which the per-pixel phases about 2.0, the free change
+                                         # 0.66, the modes' depth maps at 384 px 0.45) against the filing tree's
+                                         # 9.34-10.03, and with (20, 20) or (15, 15) steps tests/sfs's scenes,
+                                         # refined at their own 256 px, lose detail (skin colour only: 12 % / 9 %
+                                         # better than the start instead of 21 %). Those settings count working px,
+                                         # which stand for crop px only at one working size: in crop px they would
+                                         # carry over.
     saturation: float = 0.98             # [0,1] intensity; pixels with a channel >= this are left out of
                                          # the light fit and the photometric terms
     dark: float = 0.0                    # [0,1] intensity; pixels with all channels <= this are left out too
