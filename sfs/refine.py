@@ -990,7 +990,8 @@ def _refine_whole(image, depth0, mask, intrinsics, region_labels, settings, call
             opt_d.step()
             opt_ab.step()
             with torch.no_grad():
-                albedo.clamp_(0.0, 1.0)
+                if not hold_albedo:
+                    albedo.clamp_(0.0, 1.0)
                 beta.clamp_(0.0, 1.0)
             history[name].append(float(e.detach()))
             prog.report(name, it, history[name][-1])
