@@ -46,3 +46,44 @@ def test_dominant_light_direction_of_a_directional_sh_light():
     d = F.normalize(torch.tensor([-0.4, 0.5, 0.77]), dim=0)
     light = 0.3 * torch.eye(9)[0][None, :, None].expand(1, 9, 3) + 0.6 * sh_basis(d)[None, :, None]
     torch.testing.assert_close(dominant_light_direction(light)[0], d, atol=1e-5, rtol=0)
+
+
+def _ball_on_plane(size=128, plane_mm=500.0, radius_mm=30.0):
+    """A fronto-parallel plane at ``plane_mm`` with a half ball of ``radius_mm`` facing the camera in the
+    middle (1 px about 1 mm): depth (1, S, S), mask, the ball's (1, S, S) bool and the intrinsics."""
+    intr = intrinsics(size, size, 4.0 * size, dtype=torch.float32)
+    mm = (torch.arange(size, dtype=torch.float32) - size / 2 + 0.5) * plane_mm / (4.0 * size)
+    r2 = mm[None, :] ** 2 + mm[:, None] ** 2
+    ball = r2 < radius_mm ** 2
+    depth = plane_mm - torch.sqrt((radius_mm ** 2 - r2).clamp_min(0.0))
+    return depth[None], torch.ones(1, size, size, dtype=torch.bool), ball[None], intr
+
+
+def test_the_side_turned_from_the_light_is_shading_not_a_cast_shadow():
+    """A ball under a hard light from the right casts a shadow on the plane (left out of the fit) while its
+    own side turned away from the light is only darker shading, which the SH light models (kept in)."""
+    from sfs.normals import depth_to_normals
+    from sfs.refine import SfsSettings, _cast_shadow_pixels
+
+    depth, mask, ball, intr = _ball_on_plane()
+    light = F.normalize(torch.tensor([[1.0, 0.0, 1.0]]), dim=-1)
+    normals = depth_to_normals(depth, intr, mask)
+    facing = (normals * light[:, None, None]).sum(-1)
+    cast = cast_shadows(depth, mask, intr, light, reach_mm=60.0, step_mm=0.5, margin_mm=1.0) & ~ball
+    shading = 0.3 + 0.9 * facing.clamp_min(0.0) * (~cast).float()
+    albedo = torch.full((1, *depth.shape[1:], 3), 0.6)
+    image = albedo * shading[..., None]
+    turned_away = ball & (facing < -0.1)
+    assert turned_away.sum() > 50 and cast.sum() > 100  # the scene has both
+
+    def flagged(min_facing):
+        # shadow_darker 100: every pixel counts as darker than the shading predicts, so the geometry alone
+        # decides (the photometric half of the test is not what this checks)
+        s = SfsSettings(shadow_min_facing=min_facing, shadow_dilate_px=0, shadow_darker=100.0)
+        return _cast_shadow_pixels(image, depth, normals, mask, intr, albedo, mask, s)
+
+    found = flagged(0.0)
+    assert found[cast].float().mean() > 0.8  # the plane's shadow is found
+    assert not found[turned_away].any()  # the ball's dark side is not
+    assert not found[ball & (facing > 0.2)].any()  # nor its lit side
+    assert flagged(-1.0)[turned_away].float().mean() > 0.5  # without the rule it was taken for a cast shadow
