@@ -255,10 +255,12 @@ class Renderer:
         k = intrinsics.detach()
 
         def rays_for(i, rows, cols):
-            # camera-space direction through each pixel centre, at depth 1
-            uv = torch.stack([cols + 0.5, rows + 0.5], -1).to(k)[None]
+            # camera-space direction through each pixel centre, at depth 1, from the camera's origin
+            uv = torch.from_numpy(np.stack([cols + 0.5, rows + 0.5], -1)).to(k)[None]
             d = pixel_to_camera(uv, torch.ones_like(uv[..., 0]), k[i:i + 1])[0]
-            return torch.cat([torch.zeros_like(d), d], -1)
+            rays = np.zeros((rows.size, 6), np.float32)
+            rays[:, 3:] = d.cpu().numpy()
+            return rays
 
         return self._rasterize_cpu(verts_cam.detach(), screen, tris, height, width, rays_for)
 
@@ -291,10 +293,16 @@ class Renderer:
         top = float(prio.max()) + 1.0
 
         def rays_for(i, rows, cols):
-            o = torch.stack([cols + 0.5, rows + 0.5, torch.full_like(cols, top)], -1).float()
-            d = torch.zeros_like(o)
-            d[:, 2] = -1.0
-            return torch.cat([o, d], -1)
+            # straight down onto the plane through each pixel centre (filled column by column: an atlas
+            # casts millions of rays, and each temporary array cost as much as the ray casting itself)
+            rays = np.zeros((rows.size, 6), np.float32)
+            rays[:, 0] = cols
+            rays[:, 0] += 0.5
+            rays[:, 1] = rows
+            rays[:, 1] += 0.5
+            rays[:, 2] = top
+            rays[:, 5] = -1.0
+            return rays
 
         return self._rasterize_cpu(flat, screen, tris, height, width, rays_for)
 
@@ -318,17 +326,16 @@ class Renderer:
             r1 = int(min(height, np.ceil(float(uv[:, 1].max())) + 1))
             if c0 >= c1 or r0 >= r1:
                 continue
-            rows, cols = torch.meshgrid(torch.arange(r0, r1), torch.arange(c0, c1), indexing="ij")
-            rows, cols = rows.reshape(-1), cols.reshape(-1)
+            rows = np.repeat(np.arange(r0, r1, dtype=np.int64), c1 - c0)
+            cols = np.tile(np.arange(c0, c1, dtype=np.int64), r1 - r0)
             scene = o3d.t.geometry.RaycastingScene()
             scene.add_triangles(o3d.core.Tensor.from_numpy(np.ascontiguousarray(
                 scene_verts[i].cpu().numpy(), dtype=np.float32)), o3d.core.Tensor.from_numpy(tris_np))
-            rays = rays_for(i, rows, cols).cpu().numpy().astype(np.float32)
+            rays = rays_for(i, rows, cols)  # (N, 6) float32: origin, direction
             hit = scene.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self.threads or torch.get_num_threads())
             prim = hit["primitive_ids"].numpy()
             ok = prim != _INVALID
-            sel = torch.from_numpy(np.nonzero(ok)[0])
-            pix_list.append(i * hw + rows[sel] * width + cols[sel])
+            pix_list.append(torch.from_numpy(i * hw + rows[ok] * width + cols[ok]))
             tri_list.append(torch.from_numpy(prim[ok].astype(np.int64)))
         dev = screen.device
         pix = torch.cat(pix_list).to(dev) if pix_list else torch.zeros(0, dtype=torch.int64, device=dev)

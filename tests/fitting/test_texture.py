@@ -53,3 +53,29 @@ def test_the_atlas_is_rasterised_once_per_atlas_and_size():
     other = atlas_fragments(renderer, uvs * 0.5, tris, 32, 64)  # another atlas: made anew
     assert other is not first and int(other.mask.sum()) < int(first.mask.sum())
     assert atlas_fragments(renderer, uvs, tris, 16, 32).tri_id.shape[-2:] == (16, 32)
+
+
+def test_the_atlas_kept_on_disk_is_the_atlas_and_a_damaged_file_is_made_anew(tmp_path, monkeypatch):
+    from fitting.rendering.renderer import Renderer, uv_to_texel
+    from fitting.stages import texture
+    monkeypatch.setenv("FACEFIT_CACHE_DIR", str(tmp_path))
+    renderer = Renderer("cpu")
+    uvs = torch.tensor([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.9]])
+    tris = torch.tensor([[0, 1, 2], [1, 3, 2]])
+    fresh = renderer.rasterize_pixels(uv_to_texel(uvs, 32, 64)[None], tris, 32, 64)
+    texture._atlas_fragments.clear()
+    texture.atlas_fragments(renderer, uvs, tris, 32, 64)
+    (kept,) = tmp_path.glob("uv-atlas-32x64-*.npz")
+    assert not list(tmp_path.glob("*.tmp"))  # nothing half-written left behind
+    texture._atlas_fragments.clear()  # a new process: read from disk
+    loaded = texture.atlas_fragments(renderer, uvs, tris, 32, 64)
+    assert torch.equal(loaded.tri_id, fresh.tri_id) and torch.equal(loaded.pixels, fresh.pixels)
+    assert torch.equal(loaded.pix_bary, fresh.pix_bary) and torch.equal(loaded.pix_depth, fresh.pix_depth)
+    values = torch.rand(4, 2)
+    assert torch.allclose(renderer.interpolate(values, loaded, tris), renderer.interpolate(values, fresh, tris))
+    kept.write_bytes(b"not an npz")
+    texture._atlas_fragments.clear()
+    again = texture.atlas_fragments(renderer, uvs, tris, 32, 64)
+    assert torch.equal(again.tri_id, fresh.tri_id)
+    texture._atlas_fragments.clear()
+    assert torch.equal(texture.atlas_fragments(renderer, uvs, tris, 32, 64).tri_id, fresh.tri_id)  # rewritten
