@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def _read_atlas(path: Path, uv_tris: torch.Tensor, height: int, width: int):
             tri_id = torch.from_numpy(z["tri_id"].astype(np.int64))
             parts = [torch.from_numpy(z[n].astype(np.int64)) for n in ("pix", "pix_tri")]
             bary, depth = torch.from_numpy(z["pix_bary"]), torch.from_numpy(z["pix_depth"])
-    except (OSError, KeyError, ValueError, EOFError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a cut-short file: BadZipFile
         log.warning("ignoring unreadable UV atlas cache %s (%s)", path, exc)
         return None
     if tri_id.shape != (1, height, width) or bary.shape != (parts[0].shape[0], 3):

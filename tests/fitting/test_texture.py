@@ -73,9 +73,11 @@ def test_the_atlas_kept_on_disk_is_the_atlas_and_a_damaged_file_is_made_anew(tmp
     assert torch.equal(loaded.pix_bary, fresh.pix_bary) and torch.equal(loaded.pix_depth, fresh.pix_depth)
     values = torch.rand(4, 2)
     assert torch.allclose(renderer.interpolate(values, loaded, tris), renderer.interpolate(values, fresh, tris))
-    kept.write_bytes(b"not an npz")
-    texture._atlas_fragments.clear()
-    again = texture.atlas_fragments(renderer, uvs, tris, 32, 64)
-    assert torch.equal(again.tri_id, fresh.tri_id)
+    whole = kept.read_bytes()
+    for damaged in (b"not an npz", whole[:len(whole) // 2]):  # garbage, and a file cut short
+        kept.write_bytes(damaged)
+        texture._atlas_fragments.clear()
+        again = texture.atlas_fragments(renderer, uvs, tris, 32, 64)
+        assert torch.equal(again.tri_id, fresh.tri_id)
     texture._atlas_fragments.clear()
     assert torch.equal(texture.atlas_fragments(renderer, uvs, tris, 32, 64).tri_id, fresh.tri_id)  # rewritten
