@@ -66,9 +66,10 @@ def fill_unseen(texture: torch.Tensor, seen: torch.Tensor, fallback: torch.Tenso
 
 # The atlas rasterised in UV space is the same for every face and photo of a model, and the rasterisation
 # took 0.67 s of a 8.5 s fine stage (1024 x 2048 texels, one thread): the last one made is kept (about 60 MB).
-# A fresh `fit-face` process paid it again (0.7-1.1 s of a 3.3 s fine stage: two million rays and their
-# arrays), so the CPU backend's fragments are also kept on disk beside the model cache (about 30 MB, read
-# in about 0.05 s); nvdiffrast rasterises the atlas in milliseconds and keeps no file.
+# A fresh `fit-face` process paid it again (two million rays and their arrays: 0.35 s of a 2.9 s fine stage
+# on an idle machine, one thread, up to 1 s beside other work), so the CPU backend's fragments are also kept
+# on disk beside the model cache (32 MB, read in about 0.05 s); nvdiffrast rasterises the atlas in
+# milliseconds and keeps no file.
 _atlas_fragments: dict = {}
 
 
