@@ -39,6 +39,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -488,34 +489,57 @@ def download_archive(url: str, dest: Path, progress: bool = True, timeout: float
 
 # --------------------------------------------------------------------------- cache
 
-def _write_cache(path: Path, arrays: Dict[str, np.ndarray], meta: dict) -> None:
+def write_npz(path: Path, arrays: Dict[str, np.ndarray], what: str) -> bool:
+    """Write ``arrays`` to ``path`` whole or not at all (a temporary file beside it, renamed into place).
+    False, with one warning naming ``what``, when it cannot be written: a cache is then made again."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.part")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+            np.savez(f, **arrays)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-        shutil.copyfile(LICENSE_PATH, path.parent / "ICT_LICENSE.txt")
+        return True
     except OSError as exc:
-        log.warning("could not write the model cache %s (%s); the next load will parse the OBJ files again",
-                    path, exc)
+        log.warning("could not write the %s %s (%s); it is made again next time", what, path, exc)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return False
+
+
+def read_npz(path: Path, what: str) -> Optional[Dict[str, np.ndarray]]:
+    """Every array in ``path``, or None, with one warning naming ``what``, when the file is unreadable
+    (damaged; cut short, which numpy reports as zipfile.BadZipFile)."""
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("ignoring the unreadable %s %s (%s)", what, path, exc)
+        return None
+
+
+def _write_cache(path: Path, arrays: Dict[str, np.ndarray], meta: dict) -> None:
+    meta_bytes = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    if write_npz(path, {"__meta__": meta_bytes, **arrays}, "model cache"):
         try:
-            os.unlink(tmp)  # noqa: F821 - only defined once mkstemp succeeded
-        except (OSError, NameError):
-            pass
+            shutil.copyfile(LICENSE_PATH, path.parent / "ICT_LICENSE.txt")
+        except OSError as exc:
+            log.warning("could not copy the model's licence beside its cache %s (%s)", path, exc)
 
 
 def _read_cache(path: Path) -> Optional[Tuple[Dict[str, np.ndarray], dict]]:
-    try:
-        with np.load(path) as z:
-            meta = json.loads(bytes(z["__meta__"]).decode())
-            if meta.get("format") != CACHE_FORMAT or meta.get("commit") != ICT_COMMIT:
-                return None
-            return {k: z[k] for k in z.files if k != "__meta__"}, meta
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        log.warning("ignoring unreadable model cache %s (%s)", path, exc)
+    arrays = read_npz(path, "model cache")
+    if arrays is None:
         return None
+    try:
+        meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+    except (KeyError, ValueError) as exc:
+        log.warning("ignoring the unreadable model cache %s (%s)", path, exc)
+        return None
+    if meta.get("format") != CACHE_FORMAT or meta.get("commit") != ICT_COMMIT:
+        return None
+    return arrays, meta
 
 
 def _to_model(arrays: Dict[str, np.ndarray], meta: dict, source: str) -> MorphableModel:

@@ -11,20 +11,16 @@ the face in any viewer).
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from morphable.ict import default_cache_dir, read_npz, write_npz
 from sfs.projection import camera_to_pixel, sample_at_pixels
 
 from ..rendering.renderer import Fragments, uv_to_texel
-
-log = logging.getLogger(__name__)
 
 
 def fill_unseen(texture: torch.Tensor, seen: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
@@ -83,7 +79,6 @@ def atlas_fragments(renderer, atlas_uvs: torch.Tensor, uv_tris: torch.Tensor, he
         _atlas_fragments.clear()
         on_disk = None
         if renderer.backend == "cpu":
-            from morphable.ict import default_cache_dir
             on_disk = default_cache_dir() / f"uv-atlas-{height}x{width}-{key[-1][:16]}.npz"
         frags = _read_atlas(on_disk, uv_tris, height, width) if on_disk is not None else None
         if frags is None:
@@ -94,38 +89,29 @@ def atlas_fragments(renderer, atlas_uvs: torch.Tensor, uv_tris: torch.Tensor, he
     return _atlas_fragments[key]
 
 
+_ATLAS_ARRAYS = ("tri_id", "pix", "pix_tri", "pix_bary", "pix_depth")
+
+
 def _read_atlas(path: Path, uv_tris: torch.Tensor, height: int, width: int):
-    """The CPU fragments kept by :func:`_write_atlas`, or None when the file is missing or unreadable."""
-    if not path.is_file():
+    """The CPU fragments kept by :func:`_write_atlas`, or None when the file is missing, unreadable or not
+    this atlas's."""
+    z = read_npz(path, "UV atlas cache") if path.is_file() else None
+    if z is None or not set(_ATLAS_ARRAYS) <= z.keys():
         return None
-    try:
-        with np.load(path) as z:
-            tri_id = torch.from_numpy(z["tri_id"].astype(np.int64))
-            parts = [torch.from_numpy(z[n].astype(np.int64)) for n in ("pix", "pix_tri")]
-            bary, depth = torch.from_numpy(z["pix_bary"]), torch.from_numpy(z["pix_depth"])
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a cut-short file: BadZipFile
-        log.warning("ignoring unreadable UV atlas cache %s (%s)", path, exc)
+    tri_id, pix, pix_tri = (torch.from_numpy(z[n].astype(np.int64)) for n in _ATLAS_ARRAYS[:3])
+    bary, depth = torch.from_numpy(z["pix_bary"]), torch.from_numpy(z["pix_depth"])
+    if tri_id.shape != (1, height, width) or bary.shape != (pix.shape[0], 3):
         return None
-    if tri_id.shape != (1, height, width) or bary.shape != (parts[0].shape[0], 3):
-        return None
-    return Fragments(tri_id, uv_tris.to(torch.int64), pix=parts[0], pix_tri=parts[1], pix_bary=bary,
-                     pix_depth=depth)
+    return Fragments(tri_id, uv_tris.to(torch.int64), pix=pix, pix_tri=pix_tri, pix_bary=bary, pix_depth=depth)
 
 
 def _write_atlas(path: Path, frags) -> None:
-    """Keep the CPU fragments on disk; written whole or not at all (a temporary file renamed into place)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez(f, tri_id=frags.tri_id.cpu().numpy().astype(np.int32),
-                     pix=frags.pixels.cpu().numpy().astype(np.int32),
-                     pix_tri=frags.pix_tri.cpu().numpy().astype(np.int32),
-                     pix_bary=frags.pix_bary.detach().cpu().numpy(), pix_depth=frags.pix_depth.detach().cpu().numpy())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        log.warning("could not keep the UV atlas in %s (%s); the next process rasterises it again", path, exc)
+    """Keep the CPU fragments on disk (indices as int32: the atlas has fewer than 2**31 texels)."""
+    write_npz(path, dict(tri_id=frags.tri_id.cpu().numpy().astype(np.int32),
+                         pix=frags.pixels.cpu().numpy().astype(np.int32),
+                         pix_tri=frags.pix_tri.cpu().numpy().astype(np.int32),
+                         pix_bary=frags.pix_bary.detach().cpu().numpy(),
+                         pix_depth=frags.pix_depth.detach().cpu().numpy()), "UV atlas cache")
 
 
 def bake_albedo(renderer, verts_cam, tris, atlas_uvs, uv_tris, intrinsics, albedo, depth, mask, height: int,

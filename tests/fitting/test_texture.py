@@ -66,7 +66,7 @@ def test_the_atlas_kept_on_disk_is_the_atlas_and_a_damaged_file_is_made_anew(tmp
     texture._atlas_fragments.clear()
     texture.atlas_fragments(renderer, uvs, tris, 32, 64)
     (kept,) = tmp_path.glob("uv-atlas-32x64-*.npz")
-    assert not list(tmp_path.glob("*.tmp"))  # nothing half-written left behind
+    assert list(tmp_path.iterdir()) == [kept]  # nothing half-written left behind
     texture._atlas_fragments.clear()  # a new process: read from disk
     loaded = texture.atlas_fragments(renderer, uvs, tris, 32, 64)
     assert torch.equal(loaded.tri_id, fresh.tri_id) and torch.equal(loaded.pixels, fresh.pixels)

@@ -103,6 +103,12 @@ def test_cache_is_used_and_rebuilt_on_change(ict_dir, tmp_path):
     files[0].write_bytes(b"not an npz")
     m4 = load_ict(ict_dir, cache_dir=cache, progress=False)
     assert torch.equal(m4.mean, m1.mean)
+    # So is one cut short (numpy raises zipfile.BadZipFile for it), and nothing half-written stays beside it.
+    rebuilt = files[0].read_bytes()
+    files[0].write_bytes(rebuilt[:len(rebuilt) // 2])
+    m5 = load_ict(ict_dir, cache_dir=cache, progress=False)
+    assert torch.equal(m5.mean, m1.mean) and files[0].read_bytes() == rebuilt
+    assert sorted(p.name for p in cache.iterdir()) == sorted([files[0].name, "ICT_LICENSE.txt"])
 
 
 def test_env_var_names_the_model(face_model, ict_dir, monkeypatch):
