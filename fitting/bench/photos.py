@@ -1,6 +1,7 @@
 """Photo bench: the whole pipeline on real photographs, with the measures the issues judge photos by.
 
     python -m fitting.bench photos [--faces DIR] [--no-astronaut] [--stages coarse,medium,fine] [--out DIR]
+                                   [--initializer auto|3ddfa_v2|none] [--3ddfa-dir DIR]
 
 Real photos have no 3D truth; what can be measured is printed per photo:
 
@@ -18,7 +19,8 @@ Real photos have no 3D truth; what can be measured is printed per photo:
 Photos: every .jpg/.jpeg/.png in ``--faces`` (default: the project's shared
 ``faces`` folder beside the repository, or ``$FACEFIT_SHARED/faces``), plus
 scikit-image's astronaut unless ``--no-astronaut``. ``--out DIR`` also saves
-each result (meshes, maps, report picture) for a person to look at.
+each result (meshes, maps, report picture) for a person to look at. ``--initializer none`` fits
+without the 3DDFA_V2 regressor even where its files are present, for a before/after in one run.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from .common import add_initializer_arguments
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 ASTRONAUT = "astronaut"
@@ -51,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", default=None, help="ICT-FaceKit folder or archive (default: the model cache)")
     p.add_argument("--out", default=None, help="also save every result under this folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_initializer_arguments(p, "the coarse stage's start, as fit-face's --initializer (default auto: the "
+                                 "3DDFA_V2 regressor fused with MediaPipe when its files are present)")
 
 
 def _sources(args) -> List[tuple]:
@@ -86,7 +92,10 @@ def run(args) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     sources = _sources(args)
     rows, failed = [], []
-    with FaceFitter(stages, model_dir=args.model_dir, crop_size=args.crop_size) as fitter:
+    initializer = None if args.initializer == "none" else args.initializer
+    with FaceFitter(stages, model_dir=args.model_dir, crop_size=args.crop_size, initializer=initializer,
+                    regressor_dir=args.ddfa_dir) as fitter:
+        start = "3DDFA_V2 regressor fused" if fitter.context.initializer is not None else "no initialiser"
         lap = uniform_laplacian(fitter.model.triangles, fitter.model.n_vertices) if "medium" in stages else None
         for name, src in tqdm(sources, desc="photos", unit="photo", disable=args.no_progress):
             t0 = time.perf_counter()
@@ -113,7 +122,7 @@ def run(args) -> int:
            f"{'max dL mm':>10s} {'PSNR dB':>8s} {'SSIM':>7s} {'s':>6s}"
     print()
     print(f"photos bench: {len(rows)} of {len(sources)} photos fitted, stages {','.join(stages)}, "
-          f"crop {args.crop_size} px, torch threads {torch.get_num_threads()}")
+          f"crop {args.crop_size} px, start: {start}, torch threads {torch.get_num_threads()}")
     print(head)
     print("-" * len(head))
     for r in rows:
