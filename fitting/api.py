@@ -83,6 +83,7 @@ class FaceFitter:
         self.crop_size, self.batch_size, self.fov_deg = crop_size, batch_size, fov_deg
         self.face_index, self.all_faces = face_index, all_faces
         self.progress = progress
+        self._describer = None  # landmarks.identity.FaceDescriber, loaded by the first same-person check
 
     # The context's parts, for callers that render or measure beside the fit.
     @property
@@ -193,7 +194,9 @@ class FaceFitter:
         ``settings``: :class:`fitting.stages.joint.SamePersonSettings` (default: the coarse
         settings of this fitter without the single-view photometric polish; the joint fit runs its own).
         A photo whose own single-view identity lies farther than ``settings.disagreement_mm`` from
-        the joint one gets a line in ``result.warnings`` (may be another person). The joint fit is
+        the joint one gets a line in ``result.warnings`` (may be another person), and so does one whose face
+        descriptor lies farther than ``settings.face_descriptor_distance`` from the other photos' where
+        dlib is installed (:mod:`landmarks.identity`; the check that tells people apart). The joint fit is
         landmark least squares, then the joint photometric polish of all photos with the identity shared
         (``settings.photometric``, on by default; not on a video's frames); the views' albedo is merged into one UV texture (``settings.texture``) and the
         single-view medium and fine stages run on ``settings.detail``'s views (``result.details``), with
@@ -256,6 +259,7 @@ class FaceFitter:
                                   renderer=self.renderer)
         overlays = self._view_overlays(fit, jobs, meshes)
         names = [j.name for j in jobs]
+        face_distances = [None] * len(jobs) if ordered else self._face_distances(jobs, euler, settings)
         detail, unknown = detail_views(names, torch.as_tensor(euler), settings.detail)
         warnings = [f"{name}: no such view for the detail (the views: {', '.join(names[:5])}"
                     f"{', ...' if len(names) > 5 else ''})" for name in unknown]
@@ -274,11 +278,19 @@ class FaceFitter:
                                  intrinsics=photo.intrinsics[0].cpu().numpy(),
                                  exp_coeffs=fit.exp_coeffs[i].cpu().numpy(),
                                  landmark_error_px=float(fit.landmark_error[i]) / job.crop.scale,
-                                 disagreement_mm=dis, time_s=times[i], overlay=overlays[i],
+                                 disagreement_mm=dis, face_distance=face_distances[i], time_s=times[i],
+                                 overlay=overlays[i],
                                  mesh_vertices=None if meshes is None else meshes[i].detach().cpu().float().numpy()))
-            if dis is not None and len(jobs) > 1 and dis > settings.disagreement_mm:
+            # The face descriptors, where they compared this photo, are the check that tells people apart;
+            # the identities' distance then adds only its false alarms (a frontal portrait beside its mirror
+            # image and another person read 3.0 and 2.8 mm, the other person 2.6).
+            if dis is not None and len(jobs) > 1 and dis > settings.disagreement_mm and face_distances[i] is None:
                 warnings.append(f"{job.name}: its own identity is {dis:.1f} mm from the joint one (threshold "
                                 f"{settings.disagreement_mm:g} mm): is it the same person?")
+            if face_distances[i] is not None and face_distances[i] > settings.face_descriptor_distance:
+                warnings.append(f"{job.name}: its face is {face_distances[i]:.2f} from the other photos' (face "
+                                f"descriptors; two people beyond {settings.face_descriptor_distance:g}): "
+                                "is it the same person?")
         for line in warnings:
             log.info("%s", line)
         neutral = Mesh.from_model(model, fit.neutral.detach().cpu().numpy())
@@ -296,6 +308,28 @@ class FaceFitter:
                                 licenses={model.license_name: model.license_text} if model.license_name else {},
                                 seconds=time.perf_counter() - started,
                                 exp_basis=model.exp_basis.detach().cpu().numpy())
+
+    def _face_distances(self, jobs: List[FaceJob], euler, settings) -> List[Optional[float]]:
+        """Per photo, the median distance of its face descriptor to the other photos'
+        (:mod:`landmarks.identity`), or None where not checked: fewer than two photos to compare, a photo
+        turned past ``settings.face_descriptor_max_yaw_deg`` (``euler`` (N, 3) degrees) or whose face
+        MediaPipe's mesh missed, the check off, or dlib not installed (then a log line says so)."""
+        from landmarks.identity import FaceDescriber, face_descriptor_available, median_distances
+        out: List[Optional[float]] = [None] * len(jobs)
+        use = [i for i, job in enumerate(jobs)
+               if job.crop.mediapipe and abs(float(euler[i][0])) <= settings.face_descriptor_max_yaw_deg]
+        if settings.face_descriptor_distance is None or len(use) < 2:
+            return out
+        if not face_descriptor_available():
+            log.info("photos not compared by face descriptors (pip install \".[identity]\" for dlib's): "
+                     "only gross differences between people are flagged")
+            return out
+        if self._describer is None:
+            self._describer = FaceDescriber()
+        found = np.stack([self._describer(jobs[i].crop.image, jobs[i].crop.points[:, :2]) for i in use])
+        for i, d in zip(use, median_distances(found)):
+            out[i] = float(d)
+        return out
 
     def _merged_texture(self, fit, batch, reference: int, settings):
         """The views' merged UV albedo (:func:`fitting.stages.view_texture.merge_views`) as an (H, W, 3)

@@ -61,7 +61,9 @@ class ViewFit:
     photo's camera; ``euler_deg`` (3,) yaw, pitch, roll; ``intrinsics`` (4,) of the photo's camera
     (fx, fy, cx, cy px); ``exp_coeffs`` (n_exp,) in [0, 1]; ``landmark_error_px`` mean reprojection
     error in photo pixels; ``disagreement_mm`` how far this photo's own single-view identity lies
-    from the joint one (mean vertex distance of the neutral meshes; None: not checked)."""
+    from the joint one (mean vertex distance of the neutral meshes; None: not checked);
+    ``face_distance`` the median distance of this photo's face descriptor to the other photos'
+    (:mod:`landmarks.identity`; above 0.6: another person; None: not checked)."""
 
     name: str
     source: Optional[str]
@@ -72,6 +74,7 @@ class ViewFit:
     exp_coeffs: np.ndarray
     landmark_error_px: float
     disagreement_mm: Optional[float] = None
+    face_distance: Optional[float] = None
     time_s: Optional[float] = None  # a video frame's time (None: a photo)
     # (S, S, 3) uint8 RGB: the crop with the fit shaded over it (OVERLAY_SIZE px; None: not made)
     overlay: Optional[np.ndarray] = field(default=None, repr=False)
@@ -131,6 +134,7 @@ class SamePersonResult:
                        "yaw_pitch_roll_deg": v.euler_deg.tolist(), "photo_intrinsics": v.intrinsics.tolist(),
                        "expressions": dict(zip(names, v.exp_coeffs.tolist())),
                        "landmark_error_px": v.landmark_error_px, "disagreement_mm": v.disagreement_mm,
+                       "face_distance": v.face_distance,
                        "mesh": None if v.mesh_vertices is None else f"frames/{frame_mesh_name(v.name)}"}
                       for v in self.views],
             "texture": self.texture_info,

@@ -36,6 +36,7 @@ __all__ = [
     "NUM_LANDMARKS", "NUM_MESH_LANDMARKS",
     "RIGHT_IRIS_CENTER", "LEFT_IRIS_CENTER",
     "RIGHT_EYE_OUTER_CORNER", "RIGHT_EYE_INNER_CORNER", "LEFT_EYE_INNER_CORNER", "LEFT_EYE_OUTER_CORNER",
+    "UPPER_LIP_INNER", "LOWER_LIP_INNER",
     "FACE_OVAL_LOOP", "LEFT_EYE_LOOP", "RIGHT_EYE_LOOP", "LIPS_OUTER_LOOP", "LIPS_INNER_LOOP",
     "LEFT_BROW_CHAINS", "RIGHT_BROW_CHAINS", "LEFT_BROW", "RIGHT_BROW",
     "LEFT_IRIS", "RIGHT_IRIS", "NOSE", "MESH_TRIANGLES", "mesh_ring_distance", "GROUPS",
@@ -58,6 +59,9 @@ RIGHT_EYE_OUTER_CORNER = 33
 RIGHT_EYE_INNER_CORNER = 133
 LEFT_EYE_INNER_CORNER = 362
 LEFT_EYE_OUTER_CORNER = 263
+# The lips' middle on the mouth's opening: upper lip's lower edge, lower lip's upper edge.
+UPPER_LIP_INNER = 13
+LOWER_LIP_INNER = 14
 
 
 def _walk(edges: Iterable[tuple[int, int]]) -> list[list[int]]:

@@ -359,6 +359,26 @@ def test_disagreement_compares_least_squares_with_least_squares(face_model, pers
     torch.testing.assert_close(polished.disagreement_mm, plain.disagreement_mm)
 
 
+def test_photos_of_two_people_warn_and_one_persons_do_not(face_model, good_photos, tmp_path):
+    """Face descriptors (landmarks.identity) name the photo of another person; a photo and its mirror image
+    (one person) raise no warning. The landmark-shape check is off here: it cannot tell these apart."""
+    import cv2
+    from fitting.api import FaceFitter
+    from fitting.stages.joint import SamePersonSettings
+    mirror = tmp_path / "mirror.png"
+    cv2.imwrite(str(mirror), cv2.imread(str(good_photos[0]))[:, ::-1])
+    settings = SamePersonSettings(photometric=False, texture=None, detail=(), check_disagreement=False)
+    with FaceFitter(("coarse",), model=face_model) as fitter:
+        mixed = fitter.fit_same_person([good_photos[0], mirror, good_photos[1]], settings=settings)
+        one = fitter.fit_same_person([good_photos[0], mirror], settings=settings)
+    d = [v.face_distance for v in mixed.views]
+    assert d[0] < 0.6 and d[1] < 0.6 and d[2] > 0.6, d
+    assert len(mixed.warnings) == 1 and mixed.warnings[0].startswith(good_photos[1].stem + ":"), mixed.warnings
+    assert "face descriptors" in mixed.warnings[0] and "same person?" in mixed.warnings[0]
+    assert mixed.params()["views"][2]["face_distance"] == pytest.approx(d[2])
+    assert one.warnings == [] and all(v.face_distance < 0.6 for v in one.views)
+
+
 # --------------------------------------------------------------------------- videos
 
 @pytest.fixture(scope="module")
@@ -427,6 +447,22 @@ def test_cli_video_frames_and_a_corrupt_video(tmp_path, clip, bad_inputs, model_
     movie = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert movie.isOpened() and int(movie.get(cv2.CAP_PROP_FRAME_COUNT)) == len(rows)
     assert movie.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0, rel=0.01)  # the median step of 0.1 s
+
+
+def test_cli_video_without_a_face_is_one_line(tmp_path, model_args):
+    """A video whose frames show no face: one error line naming the frames, exit 1, nothing written."""
+    import cv2
+    path = tmp_path / "empty.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    for _ in range(3):
+        writer.write(np.full((240, 320, 3), 128, np.uint8))
+    writer.release()
+    out = tmp_path / "me"
+    res = run_cli(str(path), "--out", str(out), *model_args, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1 and "no face" in errors[0] and "empty#f000000" in errors[0], res.stderr
+    assert not (out / "identity.obj").exists() and not (out / "expressions.csv").exists()
 
 
 def test_temporal_term_smooths_expressions_only_for_ordered_frames(face_model, person):
