@@ -21,7 +21,12 @@ point for callers of ``points``: the mirror image (x -> -x) of the other
 eye's twin point (158, 159), or for the iris the lid point nearest its eye's
 centre (:func:`fitting.correspondence_build.stand_in_points`;
 ``--fill-invalid`` redoes only that in a table). They had vertex 0 before;
-with zero weight they never entered a fit, so fits are unchanged.
+with zero weight they never entered a fit, so fits are unchanged. The
+lower half of the inner-lip outline (95 ... 14 ... 324) is the exception to
+the average: on a closed mouth it meets the upper half, and the average had
+put it on the upper lip, where an opening mouth could not move it; those
+points sit on the lower lip's top edge instead
+(:func:`fitting.stages.correspondence_build.lower_lip_rows`).
 
 Pose-dependent offsets. MediaPipe's points are the projections of its own
 3D face mesh, not of the photographed surface, so a fixed surface point

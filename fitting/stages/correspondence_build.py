@@ -33,6 +33,12 @@ OFFSET_RIDGE = 10.0
 OFFSET_SEED_BASE = 500_000  # offset renders use other seeds than the table's
 # The ICT rest shape is near-symmetric about the plane x = 0 (model frame): a point's left/right mirror.
 MIRROR = np.array([-1.0, 1.0, 1.0])
+# The lower lip's vertices move down 20-35 mm per unit of jawOpen, the upper lip's 2-8 mm: a vertex moving
+# more than this (mm per unit, downward) is on the lower lip (lower_lip_rows).
+LOWER_LIP_JAW_MM = 15.0
+# lower_lip_rows looks for the lower lip's top edge within this of the averaged point: across (x, mm),
+# up and down (y, mm) and behind it (z, mm; the lower lip tucks up to 3 mm behind the upper one).
+LOWER_LIP_SEARCH_MM = (1.5, 6.0, 8.0)
 
 
 def _closest_surface_points(verts: np.ndarray, tris: np.ndarray, points: np.ndarray):
@@ -48,7 +54,8 @@ def _closest_surface_points(verts: np.ndarray, tris: np.ndarray, points: np.ndar
 
 def build(model_dir, n: int, seed: int, out: Path, n_offsets: int = 300, keep_table: bool = False) -> Path:
     """Make the table (``n`` renders) and its pose-dependent offsets (``n_offsets`` renders) and write ``out``.
-    ``keep_table``: read the surface-point table from ``out`` and remake only the offsets."""
+    ``keep_table``: read the surface-point table from ``out`` and remake only the offsets (and the lower
+    inner-lip rows, :func:`lower_lip_rows`, which a table made before them lacks)."""
     model = load_ict(model_dir, region="face_closed")
     renderer = Renderer("cpu")
     if keep_table:
@@ -56,6 +63,7 @@ def build(model_dir, n: int, seed: int, out: Path, n_offsets: int = 300, keep_ta
             table = {key: z[key] for key in ("vertex_ids", "bary", "valid", "hits")}
     else:
         table = build_table(model, renderer, n, seed)
+    table = lower_lip_rows(model, table)
     if n_offsets > 0:
         table.update(build_offsets(model, renderer, table, n_offsets, seed))
     return _write(out, table)
@@ -104,6 +112,43 @@ def build_table(model, renderer, n: int, seed: int) -> dict:
                  hits=hits.astype(np.int32))
     print(f"table: {int(valid.sum())} of {k} landmarks valid (min hits {int(hits[~iris].min())}, renders {n})")
     return table
+
+
+def lower_inner_lip() -> np.ndarray:
+    """MediaPipe's inner-lip outline between the mouth corners 78 and 308 by way of 14: the lower lip's
+    points (corners excluded)."""
+    loop = list(_from_outer_corner(mp_index.LIPS_INNER_LOOP, 78))
+    end = loop.index(308)
+    half = loop[1:end] if 14 in loop[1:end] else loop[end + 1:]
+    return np.array(half)
+
+
+def lower_lip_rows(model, table: dict) -> dict:
+    """The table with MediaPipe's lower inner-lip points on the lower lip's top edge.
+
+    On a closed mouth the inner-lip outline's upper and lower points fall on the one line where the lips
+    meet, and the renders' average put all but one of them on the upper lip (13 and 14 on one vertex):
+    as the mouth opened, MediaPipe's lower points went down with the lip and their table points stayed up,
+    and the fit read a jaw opened 0.5 as 0.28 (bench expressions). Each lower point not on the lower lip
+    already now sits on the lower-lip vertex (moving down more than LOWER_LIP_JAW_MM per unit of jawOpen)
+    highest in the rest shape within LOWER_LIP_SEARCH_MM of its averaged point: the lower lip's edge as
+    seen from the front. A table made this way is left as it is."""
+    rest = model.mean[:FACE_VERTICES].numpy().astype(np.float64)
+    drop = model.exp_basis[model.exp_names.index("jawOpen"), :FACE_VERTICES, 1].numpy()
+    lower = np.nonzero(drop < -LOWER_LIP_JAW_MM)[0]
+    ids, bary = table["vertex_ids"].copy(), table["bary"].copy()
+    dx, dy, dz = LOWER_LIP_SEARCH_MM
+    for k in lower_inner_lip():
+        if (drop[ids[k]] * bary[k]).sum() < -LOWER_LIP_JAW_MM:  # on the lower lip already (178 was)
+            continue
+        p = (rest[ids[k]] * bary[k][:, None]).sum(0)
+        q = rest[lower]
+        near = lower[(np.abs(q[:, 0] - p[0]) < dx) & (np.abs(q[:, 1] - p[1]) < dy) & (q[:, 2] > p[2] - dz)]
+        if len(near) == 0:
+            raise RuntimeError(f"no lower-lip vertex near MediaPipe point {k}'s surface point {p.round(1)}")
+        ids[k] = near[np.argmax(rest[near, 1])]
+        bary[k] = (1.0, 0.0, 0.0)
+    return dict(table, vertex_ids=ids, bary=bary)
 
 
 def _from_outer_corner(loop, corner: int) -> np.ndarray:
