@@ -88,14 +88,14 @@ class SamePersonSettings:
     check_disagreement: bool = True
     # The check that does tell people apart, where dlib is installed (pip install ".[identity]",
     # landmarks.identity): warn when a photo's face descriptor lies farther than this from the other
-    # photos' (the median of its distances to them; None: off). 0.6 is dlib's own threshold for its net;
-    # measured with our boxes: 8 real people 0.66-1.0 apart in every pair, a photo and its mirror
-    # image 0.14-0.4, the scan rendered at yaw 0 / 20 / 40 at most 0.57 apart. Photos only: a video is
-    # one person's by contract (fit_video).
+    # photos' (the lower median of its distances to them; None: off). 0.6 is dlib's own threshold for its
+    # net; measured with our boxes: 8 real people 0.66-1.0 apart in every pair, a photo and its mirror
+    # image 0.14-0.4, the scan rendered at yaw 0 / 20 / 40 in both bench scan looks at most 0.57 apart.
+    # Photos only: a video is one person's by contract (fit_video).
     face_descriptor_distance: Optional[float] = 0.6
     # Views turned further than this (|yaw|, degrees, of the joint fit) are left out of that check:
     # dlib's net was trained on faces its frontal detector finds; the scan rendered at yaw 70 lies
-    # 0.57-0.64 from its own frontal renders, where two people begin.
+    # 0.41-0.55 from those renders and up to 0.64 from their mirror images, near where two people begin.
     face_descriptor_max_yaw_deg: float = 45.0
     # The same for a video's frames (fit_same_person(..., ordered=True)): off, a video is one person's by
     # contract (fit_video). Measured on the synthetic 90-frame clip (seed 0, fit-face clip.mp4, this busy
