@@ -31,7 +31,7 @@ from .image import to_uint8
 # dlib's own decision threshold for its recognition net (dlib's dnn_face_recognition example, the
 # face_recognition package's default tolerance): two descriptors farther apart show two people.
 # Measured with our boxes (:func:`face_box`) on the shared photos and their mirror images: 8 real
-# people, every pair of two people 0.66-1.0 apart (median 0.85); a photo and its mirror 0.2-0.4.
+# people, every pair of two people 0.66-1.0 apart (median 0.85); a photo and its mirror 0.14-0.4.
 SAME_PERSON_DISTANCE = 0.6
 
 _PACKAGE = "face_recognition_models"
@@ -58,7 +58,8 @@ def face_box(uv: np.ndarray) -> tuple:
     """``(left, top, right, bottom)`` pixels: the square box dlib's face detector would draw around the
     face whose MediaPipe points are ``uv`` (478, 2). dlib's 5-point shape predictor was trained on its
     detector's boxes; measured on the 7 shared photos its HOG detector finds, those boxes are centred
-    half way from the eyes' midpoint to the mouth's and 2.0-2.6 x that distance wide (median 2.1). Built
+    0.31-0.60 of the way from the eyes' midpoint to the mouth's (median 0.50) and 1.98-2.57 x that distance
+    wide (median 2.13). Built
     from the points, the box also exists for the turned faces the HOG detector misses (the 45-degree
     photo), and descriptors from it lie 0.02-0.12 from those from dlib's boxes on the frontal photos."""
     uv = np.asarray(uv, np.float64)
