@@ -211,10 +211,9 @@ def _run(argv) -> int:
     if args.fine_subdivisions is not None:
         from .stages.fine import FineSettings
         fine = FineSettings(displaced_subdivisions=args.fine_subdivisions)
-    initializer = None if args.initializer == "none" else args.initializer
     parts = {"imports": time.perf_counter() - started}
     fitter = _open_fitter(stages, model_dir=args.model_dir, device=args.device, face_index=args.face_index,
-                          all_faces=args.all_faces, initializer=initializer, regressor_dir=args.regressor_dir,
+                          all_faces=args.all_faces, initializer=args.initializer, regressor_dir=args.regressor_dir,
                           batch_size=args.batch_size, fine=fine, progress=not args.no_progress)
     if fitter is None:
         return 2
@@ -281,7 +280,7 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
     from .result import FitError
     from .video import VideoError, frame_views, is_video
     fitter = _open_fitter(("coarse",), model_dir=args.model_dir, device=args.device, face_index=args.face_index,
-                          initializer=None if args.initializer == "none" else args.initializer,
+                          initializer=args.initializer,
                           regressor_dir=args.regressor_dir, progress=not args.no_progress)
     if fitter is None:
         return 2
@@ -330,7 +329,7 @@ def _run_same_person(args, photos, failed: int, out: Path) -> int:
 def _fitter_kwargs(args, stages) -> dict:
     """FaceFitter's arguments for a worker process or a Ray actor (plain data: they are pickled)."""
     return dict(stages=stages, device=args.device, face_index=args.face_index, all_faces=args.all_faces,
-                initializer=None if args.initializer == "none" else args.initializer,
+                initializer=args.initializer,
                 regressor_dir=args.regressor_dir, batch_size=args.batch_size,
                 fine_subdivisions=args.fine_subdivisions, progress=False)
 

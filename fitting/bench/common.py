@@ -333,7 +333,7 @@ def regressor_context(args, face_model, corr):
     (None without it)."""
     from fitting.stages.context import FitContext
     from fitting.stages.initializers import resolve_initializer
-    initializer = None if args.initializer == "none" else resolve_initializer(args.initializer, args.ddfa_dir)
+    initializer = resolve_initializer(args.initializer, args.ddfa_dir)
     context = None if initializer is None else FitContext(model=face_model, correspondence=corr, renderer=None,
                                                           device=face_model.device, initializer=initializer)
     return initializer, context

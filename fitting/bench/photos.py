@@ -92,8 +92,7 @@ def run(args) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     sources = _sources(args)
     rows, failed = [], []
-    initializer = None if args.initializer == "none" else args.initializer
-    with FaceFitter(stages, model_dir=args.model_dir, crop_size=args.crop_size, initializer=initializer,
+    with FaceFitter(stages, model_dir=args.model_dir, crop_size=args.crop_size, initializer=args.initializer,
                     regressor_dir=args.ddfa_dir) as fitter:
         start = "3DDFA_V2 regressor fused" if fitter.context.initializer is not None else "no initialiser"
         lap = uniform_laplacian(fitter.model.triangles, fitter.model.n_vertices) if "medium" in stages else None

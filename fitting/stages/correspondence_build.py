@@ -136,13 +136,13 @@ def lower_lip_rows(model, table: dict) -> dict:
     rest = model.mean[:FACE_VERTICES].numpy().astype(np.float64)
     drop = model.exp_basis[model.exp_names.index("jawOpen"), :FACE_VERTICES, 1].numpy()
     lower = np.nonzero(drop < -LOWER_LIP_JAW_MM)[0]
+    q = rest[lower]
     ids, bary = table["vertex_ids"].copy(), table["bary"].copy()
     dx, dy, dz = LOWER_LIP_SEARCH_MM
     for k in lower_inner_lip():
         if (drop[ids[k]] * bary[k]).sum() < -LOWER_LIP_JAW_MM:  # on the lower lip already (178 was)
             continue
         p = (rest[ids[k]] * bary[k][:, None]).sum(0)
-        q = rest[lower]
         near = lower[(np.abs(q[:, 0] - p[0]) < dx) & (np.abs(q[:, 1] - p[1]) < dy) & (q[:, 2] > p[2] - dz)]
         if len(near) == 0:
             raise RuntimeError(f"no lower-lip vertex near MediaPipe point {k}'s surface point {p.round(1)}")

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "facefit.initializers"
 AUTO = "auto"
+NONE = "none"  # no initialiser: the name the CLI and the benches take for None
 _REGISTRY: Dict[str, Callable] = {}
 
 
@@ -60,14 +61,16 @@ def available_initializers() -> Dict[str, Callable]:
 
 def resolve_initializer(spec: Union[None, str, Callable],
                         regressor_dir: Union[str, os.PathLike, None] = None) -> Optional[Callable]:
-    """The initialiser named ``spec`` (or ``spec`` itself when callable; None: none).
+    """The initialiser named ``spec`` (or ``spec`` itself when callable; None or ``"none"``: none).
 
     ``"auto"``: the 3DDFA_V2 regressor when its files are found without a download (``regressor_dir``,
     ``FACEFIT_3DDFA_DIR`` or the cache), else None. ``regressor_dir``: where the regressor's files
     are, for ``"3ddfa_v2"`` and ``"auto"``. An initialiser with a ``prepare()`` method has it called
     here, so that missing files fail now (one line), not in the middle of a batch.
     """
-    if spec is None or callable(spec):
+    if spec is None or spec == NONE:
+        return None
+    if callable(spec):
         return spec
     if spec == AUTO:
         return _auto_regressor(regressor_dir)
