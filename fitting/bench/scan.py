@@ -12,7 +12,8 @@ Printed per look and yaw:
   (95 mm crop round the nose tip, similarity from landmarks, ICP with scale;
   :func:`~fitting.bench.scan_protocol.compare_with_scan`) for the ICT mean
   face, the coarse, neutral, medium and fine meshes (``FitResult.meshes``;
-  the mean face is the same in every row, the floor a fit must beat);
+  the mean face is the same in every row, the floor a fit must beat), and
+  medium's RMSE less coarse's to 3 decimals (issue 16: at most 0);
 - expressions (the scan is neutral with its eyes closed): the coarse fit's
   largest expression weight other than the eyes' closing (:data:`EYES_CLOSED`;
   issue 16: none above 0.3 at yaw 0-40) and its eyeBlink_L/R weights, which
@@ -21,7 +22,9 @@ Printed per look and yaw:
   and the stage's, in the crop, over the fine stage's mask (less a band along
   the scan's silhouette): coarse and medium are their meshes rendered with the
   fit's camera (interpolated vertex normals), fine is the fine stage's normal
-  map (``FitResult.images["normals"]``);
+  map (``FitResult.images["normals"]``); and fine's mean over coarse's to 3
+  decimals (issue 16: at most 0.7 on the uniform look, 0.85 on the textured,
+  at yaw 0-40);
 - albedo spread (uniform look, where the true albedo is one colour): the
   coefficient of variation (std / mean, %, mean of the channels) of the fine
   stage's albedo map over its mask; 0 would be flat;
@@ -215,8 +218,8 @@ def _pair(a: float, b: float, fmt: str = "{:.2f}") -> str:
 
 def format_tables(rows: List[Row]) -> str:
     """One table per look: a row per yaw."""
-    heads = (["yaw", "fit yaw"] + [f"{m} mm" for m in MESHES] + [f"{s} deg" for s in NORMAL_STAGES]
-             + ["albedo %", f"top expression but {EYES_CLOSED}", EYES_CLOSED, "s coarse", "s medium", "s fine"])
+    heads = (["yaw", "fit yaw"] + [f"{m} mm" for m in MESHES] + ["medium-coarse mm"]
+             + [f"{s} deg" for s in NORMAL_STAGES] + ["fine/coarse deg", "albedo %", f"top expression but {EYES_CLOSED}", EYES_CLOSED, "s coarse", "s medium", "s fine"])
     out = []
     for look in dict.fromkeys(r.look for r in rows):
         cells = []
@@ -226,8 +229,13 @@ def format_tables(rows: List[Row]) -> str:
                 continue
             line = [f"{r.yaw:g}", f"{r.fitted_yaw:+.1f}"]
             line += [_pair(r.shape[m].rmse_mm, r.shape[m].median_mm) if m in r.shape else "n/a" for m in MESHES]
+            # The issue's two ratio targets, to three decimals: a row that meets them by a rounding is visible.
+            line += [f"{r.shape['medium'].rmse_mm - r.shape['coarse'].rmse_mm:+.3f}"
+                     if "medium" in r.shape and "coarse" in r.shape else "n/a"]
             line += [_pair(np.mean(r.normals[s]), np.median(r.normals[s]), "{:.1f}") if r.normals.get(s) is not None
                      and r.normals[s].size else "n/a" for s in NORMAL_STAGES]
+            line += [f"{np.mean(r.normals['fine']) / np.mean(r.normals['coarse']):.3f}"
+                     if all(r.normals.get(s) is not None and r.normals[s].size for s in ("fine", "coarse")) else "n/a"]
             line += ["n/a" if not np.isfinite(r.albedo_spread) else f"{r.albedo_spread:.1f}"]
             line += [f"{r.top_expression[0]} {r.top_expression[1]:.2f}",
                      "/".join(f"{v:.2f}" for _, v in sorted(r.eyes_closed.items())) or "n/a"]

@@ -178,21 +178,26 @@ def test_scan_bench_smoke(ict_dir, face_model, tmp_path, capsys):
     head = lines.index("look: uniform")
     cells = lines[head + 3].split()
     # the top expression but eyeBlink is a name and a weight, then the eyeBlink_L/R weights
-    assert cells[0] == "0" and len(cells) == 17, cells
+    assert cells[0] == "0" and len(cells) == 19, cells
     rmse = {m: float(c.split("/")[0]) for m, c in zip(("mean", "coarse", "neutral", "medium", "fine"), cells[2:7])}
-    normals = [tuple(float(x) for x in c.split("/")) for c in cells[7:10]]
-    spread = float(cells[10])
+    medium_less_coarse = float(cells[7])
+    normals = [tuple(float(x) for x in c.split("/")) for c in cells[8:11]]
+    fine_over_coarse = float(cells[11])
+    spread = float(cells[12])
     assert all(math.isfinite(v) for v in rmse.values())
     assert 1.5 < rmse["mean"] < 2.5, rmse
     for stage in ("coarse", "medium", "fine"):
         assert rmse[stage] < rmse["mean"], rmse
+    # the 3-decimal columns agree with the 2- and 1-decimal ones beside them (to their rounding)
+    assert abs(medium_less_coarse - (rmse["medium"] - rmse["coarse"])) <= 0.0101, (medium_less_coarse, rmse)
+    assert abs(fine_over_coarse - normals[2][0] / normals[0][0]) <= 0.06 / normals[0][0] + 0.001, cells[8:12]
     for mean_deg, median_deg in normals:
         assert 3.0 < mean_deg < 20.0 and median_deg <= mean_deg
     assert 0.0 < spread < ALBEDO_SPREAD_MAX_PERCENT, spread
-    expression, weight = cells[11], float(cells[12])
-    assert expression.replace("_", "").isalnum() and 0.0 <= weight <= 1.0, cells[11:13]
+    expression, weight = cells[13], float(cells[14])
+    assert expression.replace("_", "").isalnum() and 0.0 <= weight <= 1.0, cells[13:15]
     assert not expression.startswith("eyeBlink"), expression
-    assert all(0.0 <= float(x) <= 1.0 for x in cells[13].split("/")) and cells[13].count("/") == 1, cells[13]
+    assert all(0.0 <= float(x) <= 1.0 for x in cells[15].split("/")) and cells[15].count("/") == 1, cells[15]
     scale = float(re.search(r"scale (\d+\.\d+) mm per scan unit", out).group(1))
     assert scale == pytest.approx(MM_PER_UNIT, rel=0.03)
     assert (tmp_path / "scan_error_yaw0.png").is_file()
